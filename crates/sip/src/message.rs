@@ -1,0 +1,845 @@
+//! The message model: a parsed SIP request or response that borrows its original bytes.
+//!
+//! Parsing records only offsets (start line parts, each header's name, value and whole line,
+//! the body), so it allocates one vector and copies nothing. Typed header values are decoded on
+//! demand by the accessors in [`crate::headers`]. Edits (add, remove, replace headers, a new
+//! request URI or body) are kept beside the original bytes; serializing an untouched message
+//! returns the original bytes, and an edited one copies every untouched line verbatim.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
+
+use crate::Error;
+use crate::headers::HeaderName;
+
+/// Where a message came from decides how its end is found (RFC 3261 section 18.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// One UDP datagram: the body is `Content-Length` bytes, or the rest of the datagram when
+    /// the header is absent; octets after the body are ignored.
+    Datagram,
+    /// One message cut out of a byte stream by [`frame`]: `Content-Length` is mandatory.
+    Stream,
+}
+
+/// A request method. Methods are case-sensitive tokens; unknown ones are kept, not refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method<'a> {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Prack,
+    Subscribe,
+    Notify,
+    Publish,
+    Info,
+    Refer,
+    Message,
+    Update,
+    Other(&'a str),
+}
+
+impl<'a> Method<'a> {
+    pub fn parse(s: &'a str) -> Method<'a> {
+        match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            "REGISTER" => Method::Register,
+            "PRACK" => Method::Prack,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "PUBLISH" => Method::Publish,
+            "INFO" => Method::Info,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "UPDATE" => Method::Update,
+            other => Method::Other(other),
+        }
+    }
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Notify => "NOTIFY",
+            Method::Publish => "PUBLISH",
+            Method::Info => "INFO",
+            Method::Refer => "REFER",
+            Method::Message => "MESSAGE",
+            Method::Update => "UPDATE",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Method<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A byte range into the message's original buffer, or (high bit set) into its edit buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+const EDIT: u32 = 1 << 31;
+
+impl Span {
+    fn orig(start: usize, end: usize) -> Span {
+        Span { start: start as u32, end: end as u32 }
+    }
+    fn edit(start: usize, end: usize) -> Span {
+        Span { start: start as u32 | EDIT, end: end as u32 }
+    }
+    const EMPTY: Span = Span { start: 0, end: 0 };
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Start {
+    Request { method: Span, uri: Span, version: Span },
+    Response { version: Span, code: u16, reason: Span },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Field {
+    pub(crate) name: HeaderName,
+    name_text: Span,
+    value: Span,
+    /// The whole original line with its line break(s), while the field is untouched.
+    line: Option<Span>,
+}
+
+/// A SIP request or response.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The original bytes, exactly this message (for datagrams, trailing octets cut off).
+    buf: Bytes,
+    /// Length of the original start line and header section (up to and including the empty
+    /// line); the part of `buf` that is text.
+    head_len: usize,
+    /// Text written by edits; spans with the `EDIT` bit point here.
+    edits: String,
+    start: Start,
+    /// The original start line with its line break, while untouched.
+    start_line: Option<Span>,
+    fields: Vec<Field>,
+    body: Bytes,
+    edited: bool,
+    /// The first structural fault found while splitting (see [`ParseError::partial`]).
+    fault: Option<Error>,
+}
+
+/// A message that could not be parsed. `partial` holds what could be split out of it (start
+/// line and headers) when that much was possible, so a server can still answer a bad request.
+#[derive(Debug)]
+pub struct ParseError {
+    pub error: Error,
+    /// `505` for a SIP version other than 2.0, otherwise `400`.
+    pub status: u16,
+    pub partial: Option<Box<Message>>,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.error)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The outcome of looking for one message at the front of a stream buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message of this many bytes is at the front.
+    Message(usize),
+    /// Keep-alive line breaks (RFC 5626 section 3.5.1 CRLF pings) of this many bytes.
+    KeepAlive(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// The stream cannot be framed (no or bad `Content-Length`): close the connection.
+    Invalid(Error),
+}
+
+/// Finds the first message in a stream buffer (RFC 3261 section 18.3: `Content-Length` is
+/// mandatory on streams). Does not validate anything but the framing.
+pub fn frame(buf: &[u8], max_head: usize) -> Frame {
+    let lead = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    if lead > 0 {
+        return Frame::KeepAlive(lead);
+    }
+    let Some(head_end) = find_head_end(buf) else {
+        if buf.len() > max_head {
+            return Frame::Invalid(Error("header section too large"));
+        }
+        return Frame::Incomplete;
+    };
+    let mut content_length = None;
+    let mut pos = memchr(b'\n', buf).map_or(head_end, |i| i + 1);
+    while pos < head_end {
+        let end = line_end(buf, pos, head_end);
+        let line = &buf[pos..end];
+        if let Some(colon) = memchr(b':', line) {
+            let name = trim_ws(&line[..colon]);
+            if HeaderName::from_bytes(name) == HeaderName::ContentLength {
+                let Some(v) = std::str::from_utf8(&line[colon + 1..]).ok().and_then(|v| parse_length(v)) else {
+                    return Frame::Invalid(Error("malformed Content-Length"));
+                };
+                if content_length.is_some_and(|c| c != v) {
+                    return Frame::Invalid(Error("conflicting Content-Length"));
+                }
+                content_length = Some(v);
+            }
+        }
+        pos = end;
+    }
+    match content_length {
+        None => Frame::Invalid(Error("missing Content-Length on a stream transport")),
+        Some(cl) => match head_end.checked_add(cl) {
+            Some(total) if buf.len() >= total => Frame::Message(total),
+            Some(_) => Frame::Incomplete,
+            None => Frame::Invalid(Error("Content-Length too large")),
+        },
+    }
+}
+
+/// Index just past the empty line that ends the header section.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr(b'\n', &buf[from..]) {
+        let nl = from + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => from = nl + 1,
+        }
+    }
+    None
+}
+
+/// End (past the line break) of the header line starting at `pos`, following folded lines.
+fn line_end(buf: &[u8], mut pos: usize, limit: usize) -> usize {
+    loop {
+        match memchr(b'\n', &buf[pos..limit]) {
+            Some(i) => {
+                pos += i + 1;
+                if !matches!(buf.get(pos), Some(b' ' | b'\t')) || pos >= limit {
+                    return pos;
+                }
+            }
+            None => return limit,
+        }
+    }
+}
+
+fn trim_ws(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = b {
+        b = rest;
+    }
+    b
+}
+
+fn parse_length(v: &str) -> Option<usize> {
+    crate::scan::parse_u32(crate::scan::trim_lws(v)).map(|n| n as usize)
+}
+
+impl Message {
+    /// Parses one message. For [`Framing::Datagram`] `buf` is the whole datagram; for
+    /// [`Framing::Stream`] it is exactly the bytes [`frame`] reported.
+    pub fn parse(buf: Bytes, framing: Framing) -> Result<Message, ParseError> {
+        let Some(head_len) = find_head_end(&buf) else {
+            // No empty line: a datagram may end right after the last header (RFC 4475's
+            // archive-style messages); treat the end of input as the end of the headers.
+            if framing == Framing::Datagram && !buf.is_empty() {
+                let mut v = BytesMut::with_capacity(buf.len() + 4);
+                v.extend_from_slice(&buf);
+                if !v.ends_with(b"\n") {
+                    v.extend_from_slice(b"\r\n");
+                }
+                v.extend_from_slice(b"\r\n");
+                return Self::parse_with_head(v.freeze(), framing);
+            }
+            return Err(ParseError { error: Error("no end of header section"), status: 400, partial: None });
+        };
+        Self::parse_head(buf, head_len, framing)
+    }
+
+    fn parse_with_head(buf: Bytes, framing: Framing) -> Result<Message, ParseError> {
+        match find_head_end(&buf) {
+            Some(h) => Self::parse_head(buf, h, framing),
+            None => Err(ParseError { error: Error("no end of header section"), status: 400, partial: None }),
+        }
+    }
+
+    fn parse_head(buf: Bytes, head_len: usize, framing: Framing) -> Result<Message, ParseError> {
+        if std::str::from_utf8(&buf[..head_len]).is_err() {
+            // Header text must be UTF-8 (RFC 3261 TEXT-UTF8). Keep a lossy copy so the
+            // request can still be answered with a 400.
+            let mut fixed = String::from_utf8_lossy(&buf[..head_len]).into_owned().into_bytes();
+            fixed.extend_from_slice(&buf[head_len..]);
+            let fixed = Bytes::from(fixed);
+            let head = find_head_end(&fixed).unwrap_or(fixed.len());
+            let partial = Self::split(fixed, head, framing).ok().map(Box::new);
+            return Err(ParseError { error: Error("header section is not UTF-8"), status: 400, partial });
+        }
+        let msg = Self::split(buf, head_len, framing)?;
+        let version = msg.version_status();
+        if let Some(error) = msg.fault {
+            let status = version.unwrap_or(400);
+            return Err(ParseError { error, status, partial: Some(Box::new(msg)) });
+        }
+        if let Some(status) = version {
+            let error = Error(if status == 505 { "SIP version not supported" } else { "malformed SIP-Version" });
+            return Err(ParseError { error, status, partial: Some(Box::new(msg)) });
+        }
+        Ok(msg)
+    }
+
+    /// Splits start line, header fields and body. Structural faults that still leave a usable
+    /// message are recorded in `fault`; only an unrecognisable start line fails outright.
+    fn split(buf: Bytes, head_len: usize, framing: Framing) -> Result<Message, ParseError> {
+        let b = &buf[..];
+        let fail = |e: &'static str| ParseError { error: Error(e), status: 400, partial: None };
+        let sl_end = memchr(b'\n', &b[..head_len]).ok_or_else(|| fail("no start line"))? + 1;
+        let sl_text_end = if sl_end >= 2 && b[sl_end - 2] == b'\r' { sl_end - 2 } else { sl_end - 1 };
+        let mut fault = None;
+        let start = parse_start_line(&b[..sl_text_end], &mut fault).ok_or_else(|| fail("malformed start line"))?;
+
+        let mut fields = Vec::with_capacity(24);
+        let mut content_length: Option<usize> = None;
+        let mut pos = sl_end;
+        let body_start = head_len;
+        // The empty line is the last line of the head.
+        let headers_end = head_len - if b[..head_len].ends_with(b"\r\n") { 2 } else { 1 };
+        while pos < headers_end {
+            let end = line_end(b, pos, headers_end);
+            let line = &b[pos..end];
+            let Some(colon) = memchr(b':', line) else {
+                fault.get_or_insert(Error("header line without a colon"));
+                pos = end;
+                continue;
+            };
+            let raw_name = trim_ws(&line[..colon]);
+            if raw_name.is_empty() || !raw_name.iter().all(|&c| crate::scan::is_token(c)) {
+                fault.get_or_insert(Error("malformed header name"));
+                pos = end;
+                continue;
+            }
+            let name_start = pos + (raw_name.as_ptr() as usize - line.as_ptr() as usize);
+            let name = HeaderName::from_bytes(raw_name);
+            let value = trim_ws(&line[colon + 1..]);
+            let value_start =
+                if value.is_empty() { pos + colon + 1 } else { value.as_ptr() as usize - b.as_ptr() as usize };
+            if name == HeaderName::ContentLength {
+                // from_utf8 cannot fail: the whole head was checked.
+                match std::str::from_utf8(value).ok().and_then(parse_length) {
+                    Some(v) if content_length.is_none() => content_length = Some(v),
+                    Some(_) => {
+                        fault.get_or_insert(Error("more than one Content-Length"));
+                    }
+                    None => {
+                        fault.get_or_insert(Error("malformed Content-Length"));
+                    }
+                }
+            }
+            fields.push(Field {
+                name,
+                name_text: Span::orig(name_start, name_start + raw_name.len()),
+                value: Span::orig(value_start, value_start + value.len()),
+                line: Some(Span::orig(pos, end)),
+            });
+            pos = end;
+        }
+
+        let available = b.len() - body_start;
+        let body_len = match (content_length, framing) {
+            (Some(cl), _) if cl <= available => cl,
+            (Some(_), _) => {
+                fault.get_or_insert(Error("Content-Length larger than the message"));
+                available
+            }
+            (None, Framing::Datagram) => available,
+            (None, Framing::Stream) => {
+                fault.get_or_insert(Error("missing Content-Length on a stream transport"));
+                available
+            }
+        };
+        let total = body_start + body_len;
+        let body = buf.slice(body_start..total);
+        let buf = if total == buf.len() { buf } else { buf.slice(..total) };
+        Ok(Message {
+            buf,
+            head_len,
+            edits: String::new(),
+            start,
+            start_line: Some(Span::orig(0, sl_end)),
+            fields,
+            body,
+            edited: false,
+            fault,
+        })
+    }
+
+    /// `None` for SIP/2.0; `505` for another well-formed `SIP/x.y`; `400` for anything else.
+    fn version_status(&self) -> Option<u16> {
+        let v = self.version();
+        if v.eq_ignore_ascii_case("SIP/2.0") {
+            return None;
+        }
+        let numbers = v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).and_then(|_| v[4..].split_once('.'));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        Some(if numbers.is_some_and(|(a, b)| digits(a) && digits(b)) { 505 } else { 400 })
+    }
+
+    /// Text behind a span.
+    #[inline]
+    pub(crate) fn text(&self, s: Span) -> &str {
+        if s.start & EDIT != 0 {
+            self.edits.get((s.start & !EDIT) as usize..s.end as usize).unwrap_or("")
+        } else {
+            let bytes = &self.buf[..self.head_len];
+            let b = bytes.get(s.start as usize..s.end as usize).unwrap_or(b"");
+            head_str(b)
+        }
+    }
+
+    fn push_edit(&mut self, s: &str) -> Span {
+        let start = self.edits.len();
+        self.edits.push_str(s);
+        Span::edit(start, self.edits.len())
+    }
+
+    // ---- start line ----
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, Start::Request { .. })
+    }
+    pub fn is_response(&self) -> bool {
+        !self.is_request()
+    }
+    /// The request method, `None` for a response.
+    pub fn method(&self) -> Option<Method<'_>> {
+        match self.start {
+            Start::Request { method, .. } => Some(Method::parse(self.text(method))),
+            Start::Response { .. } => None,
+        }
+    }
+    /// The Request-URI as written, `None` for a response.
+    pub fn request_uri_str(&self) -> Option<&str> {
+        match self.start {
+            Start::Request { uri, .. } => Some(self.text(uri)),
+            Start::Response { .. } => None,
+        }
+    }
+    /// The Request-URI, parsed.
+    pub fn request_uri(&self) -> Option<Result<crate::Uri<'_>, Error>> {
+        self.request_uri_str().map(crate::uri::parse_uri)
+    }
+    pub fn version(&self) -> &str {
+        match self.start {
+            Start::Request { version, .. } | Start::Response { version, .. } => self.text(version),
+        }
+    }
+    /// The status code, `None` for a request.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            Start::Response { code, .. } => Some(code),
+            Start::Request { .. } => None,
+        }
+    }
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            Start::Response { reason, .. } => Some(self.text(reason)),
+            Start::Request { .. } => None,
+        }
+    }
+
+    // ---- headers, raw ----
+
+    /// Every header field in order: (name as written, value as written, folding included).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.fields.iter().map(|f| (self.text(f.name_text), self.text(f.value)))
+    }
+    /// Every header field with its canonical name.
+    pub fn header_fields(&self) -> impl Iterator<Item = (HeaderName, &str)> + '_ {
+        self.fields.iter().map(|f| (f.name, self.text(f.value)))
+    }
+    /// The values of every field with this name (compact and long forms alike), in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.fields.iter().filter(move |f| f.name == name).map(|f| self.text(f.value))
+    }
+    /// The first value of a header by canonical name.
+    pub fn header(&self, name: HeaderName) -> Option<&str> {
+        self.header_values(name).next()
+    }
+    /// The first value of any header by its name, e.g. an `X-` header (case-insensitive;
+    /// compact forms are recognised).
+    pub fn header_by_name(&self, name: &str) -> Option<&str> {
+        let want = HeaderName::from_bytes(name.as_bytes());
+        self.fields
+            .iter()
+            .find(|f| {
+                f.name == want && (want != HeaderName::Other || self.text(f.name_text).eq_ignore_ascii_case(name))
+            })
+            .map(|f| self.text(f.value))
+    }
+    /// Number of fields with this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.fields.iter().filter(|f| f.name == name).count()
+    }
+
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The first structural fault recorded while splitting (only set on a `partial`).
+    pub fn fault(&self) -> Option<Error> {
+        self.fault
+    }
+
+    // ---- building and editing ----
+
+    /// A new request with no headers yet.
+    pub fn new_request(method: &str, uri: &str) -> Message {
+        let mut m = Message::empty();
+        let method = m.push_edit(method);
+        let uri = m.push_edit(uri);
+        let version = m.push_edit("SIP/2.0");
+        m.start = Start::Request { method, uri, version };
+        m
+    }
+
+    /// A new response with no headers yet.
+    pub fn new_response(code: u16, reason: &str) -> Message {
+        let mut m = Message::empty();
+        let version = m.push_edit("SIP/2.0");
+        let reason = m.push_edit(reason);
+        m.start = Start::Response { version, code, reason };
+        m
+    }
+
+    fn empty() -> Message {
+        Message {
+            buf: Bytes::new(),
+            head_len: 0,
+            edits: String::new(),
+            start: Start::Response { version: Span::EMPTY, code: 0, reason: Span::EMPTY },
+            start_line: None,
+            fields: Vec::new(),
+            body: Bytes::new(),
+            edited: true,
+            fault: None,
+        }
+    }
+
+    /// A response to this request per RFC 3261 section 8.2.6: Via (all), From, To, Call-ID and
+    /// CSeq copied; a To tag is added when given and the To has none (never on 100).
+    pub fn response_to(&self, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
+        let mut r = Message::new_response(code, reason);
+        for f in &self.fields {
+            use HeaderName as H;
+            if matches!(f.name, H::Via | H::From | H::To | H::CallId | H::CSeq) {
+                let value = self.text(f.value);
+                if f.name == H::To
+                    && code != 100
+                    && let Some(tag) = to_tag
+                    && crate::headers::NameAddr::parse(value).is_ok_and(|t| t.tag().is_none())
+                {
+                    r.push_header(H::To, &format!("{value};tag={tag}"));
+                } else {
+                    r.push_header(f.name, value);
+                }
+            }
+        }
+        r
+    }
+
+    /// Appends a header field.
+    pub fn push_header(&mut self, name: HeaderName, value: &str) {
+        let field = self.new_field(name, name.as_str(), value);
+        self.fields.push(field);
+    }
+
+    /// Appends a header field by name (for extension headers such as `X-Telnyx-Token`).
+    pub fn push_header_named(&mut self, name: &str, value: &str) {
+        let field = self.new_field(HeaderName::from_bytes(name.as_bytes()), name, value);
+        self.fields.push(field);
+    }
+
+    /// Inserts a field above the first field with the same name (or at the top when none):
+    /// how a proxy adds its Via or Record-Route (RFC 3261 sections 16.6 and 16.6 step 4).
+    pub fn prepend_header(&mut self, name: HeaderName, value: &str) {
+        let at = self.fields.iter().position(|f| f.name == name).unwrap_or(0);
+        let field = self.new_field(name, name.as_str(), value);
+        self.fields.insert(at, field);
+    }
+
+    /// Replaces every field of this name with one field holding `value` (at the first one's
+    /// place, or appended).
+    pub fn set_header(&mut self, name: HeaderName, value: &str) {
+        let at = self.fields.iter().position(|f| f.name == name);
+        self.remove_headers(name);
+        let field = self.new_field(name, name.as_str(), value);
+        match at {
+            Some(i) => self.fields.insert(i, field),
+            None => self.fields.push(field),
+        }
+    }
+
+    /// Removes every field with this name; returns how many were removed.
+    pub fn remove_headers(&mut self, name: HeaderName) -> usize {
+        let before = self.fields.len();
+        self.fields.retain(|f| f.name != name);
+        let n = before - self.fields.len();
+        if n > 0 {
+            self.edited = true;
+        }
+        n
+    }
+
+    /// Removes an extension header by name (case-insensitive).
+    pub fn remove_header_named(&mut self, name: &str) -> usize {
+        let want = HeaderName::from_bytes(name.as_bytes());
+        let before = self.fields.len();
+        let keep: Vec<bool> = self
+            .fields
+            .iter()
+            .map(|f| {
+                !(f.name == want && (want != HeaderName::Other || self.text(f.name_text).eq_ignore_ascii_case(name)))
+            })
+            .collect();
+        let mut k = keep.iter();
+        self.fields.retain(|_| *k.next().unwrap_or(&true));
+        let n = before - self.fields.len();
+        if n > 0 {
+            self.edited = true;
+        }
+        n
+    }
+
+    /// Removes the first value of a multi-valued header (the top Via when a response is passed
+    /// upstream), rewriting the field when it carried several comma-separated values.
+    pub fn remove_first_value(&mut self, name: HeaderName) -> bool {
+        let Some(i) = self.fields.iter().position(|f| f.name == name) else { return false };
+        let value = self.text(self.fields[i].value);
+        let mut parts = crate::scan::split_list(value);
+        parts.next();
+        let rest: Vec<&str> = parts.collect();
+        if rest.is_empty() {
+            self.fields.remove(i);
+        } else {
+            let joined = rest.join(", ");
+            let name_text = self.fields[i].name_text;
+            let value = self.push_edit(&joined);
+            self.fields[i] = Field { name, name_text, value, line: None };
+        }
+        self.edited = true;
+        true
+    }
+
+    /// Decrements Max-Forwards (adding `70` when absent, RFC 3261 section 16.6 step 3).
+    /// Returns the new value, or `None` when it was already 0 (answer `483`) or malformed.
+    pub fn decrement_max_forwards(&mut self) -> Option<u8> {
+        let next = match self.max_forwards() {
+            Ok(Some(0)) | Err(_) => return None,
+            Ok(Some(n)) => n - 1,
+            Ok(None) => 70,
+        };
+        self.set_header(HeaderName::MaxForwards, itoa_u32(u32::from(next)).as_str());
+        Some(next)
+    }
+
+    /// Replaces the Request-URI (requests only).
+    pub fn set_request_uri(&mut self, uri: &str) {
+        if let Start::Request { method, version, .. } = self.start {
+            let uri = self.push_edit(uri);
+            self.start = Start::Request { method, uri, version };
+            self.start_line = None;
+            self.edited = true;
+        }
+    }
+
+    /// Replaces the body and its Content-Type; Content-Length follows at serialization.
+    pub fn set_body(&mut self, body: Bytes, content_type: Option<&str>) {
+        self.body = body;
+        match content_type {
+            Some(ct) => self.set_header(HeaderName::ContentType, ct),
+            None => {
+                self.remove_headers(HeaderName::ContentType);
+            }
+        }
+        self.edited = true;
+    }
+
+    fn new_field(&mut self, name: HeaderName, name_text: &str, value: &str) -> Field {
+        self.edited = true;
+        let name_text = self.push_edit(name_text);
+        let value = self.push_edit(value);
+        Field { name, name_text, value, line: None }
+    }
+
+    /// `true` while the message is exactly as parsed.
+    pub fn is_untouched(&self) -> bool {
+        !self.edited
+    }
+
+    /// The message on the wire. Untouched: the original bytes. Edited: the start line and
+    /// untouched fields copied verbatim, new fields as `Name: value`, `Content-Length` set to the
+    /// body's length.
+    pub fn to_bytes(&self) -> Bytes {
+        if !self.edited {
+            return self.buf.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.head_len + self.edits.len() + self.body.len() + 64);
+        match (self.start_line, &self.start) {
+            (Some(l), _) => out.put_slice(self.text(l).as_bytes()),
+            (None, Start::Request { method, uri, version }) => {
+                for (part, sep) in [(method, b" "), (uri, b" "), (version, b"\r")] {
+                    out.put_slice(self.text(*part).as_bytes());
+                    out.put_slice(sep);
+                }
+                out.put_u8(b'\n');
+            }
+            (None, Start::Response { version, code, reason }) => {
+                out.put_slice(self.text(*version).as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(itoa_u32(u32::from(*code)).as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(self.text(*reason).as_bytes());
+                out.put_slice(b"\r\n");
+            }
+        }
+        let mut wrote_length = false;
+        for f in &self.fields {
+            if f.name == HeaderName::ContentLength {
+                if wrote_length {
+                    continue;
+                }
+                wrote_length = true;
+                out.put_slice(self.text(f.name_text).as_bytes());
+                out.put_slice(b": ");
+                out.put_slice(itoa_u32(self.body.len() as u32).as_bytes());
+                out.put_slice(b"\r\n");
+                continue;
+            }
+            match f.line {
+                Some(l) => out.put_slice(self.text(l).as_bytes()),
+                None => {
+                    out.put_slice(self.text(f.name_text).as_bytes());
+                    out.put_slice(b": ");
+                    out.put_slice(self.text(f.value).as_bytes());
+                    out.put_slice(b"\r\n");
+                }
+            }
+        }
+        if !wrote_length {
+            out.put_slice(b"Content-Length: ");
+            out.put_slice(itoa_u32(self.body.len() as u32).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+/// Text of the (already UTF-8 checked) header section.
+#[allow(unsafe_code)]
+#[inline]
+fn head_str(b: &[u8]) -> &str {
+    // The header section is checked to be UTF-8 once in `parse_head`, and every span into it
+    // starts and ends at an ASCII delimiter (line break, colon, space, tab) or the section's
+    // ends, so each slice is UTF-8 too. Re-checking here would cost a scan per access on the
+    // hottest path; debug builds still verify.
+    debug_assert!(std::str::from_utf8(b).is_ok());
+    // SAFETY: see above.
+    unsafe { std::str::from_utf8_unchecked(b) }
+}
+
+fn parse_start_line(line: &[u8], fault: &mut Option<Error>) -> Option<Start> {
+    // The start line must be text; `parse_head` checked the whole head is UTF-8.
+    let s = std::str::from_utf8(line).ok()?;
+    let off = |part: &str| part.as_ptr() as usize - s.as_ptr() as usize;
+    let span = |part: &str| Span::orig(off(part), off(part) + part.len());
+    if let Some(rest) = s.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).map(|_| s) {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let (version, rest) = rest.split_once(' ')?;
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let code: u16 = code.parse().ok()?;
+        if !(100..=699).contains(&code) {
+            return None;
+        }
+        if reason.bytes().any(|b| b < 0x20 && b != b'\t') {
+            return None;
+        }
+        return Some(Start::Response { version: span(version), code, reason: span(reason) });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only. The version is
+    // taken after the last space so that a URI with stray spaces is a 400, not a 505.
+    let (method, rest) = s.split_once(' ')?;
+    if !crate::scan::is_token_str(method) {
+        return None;
+    }
+    let (uri, version) = rest.rsplit_once(' ')?;
+    if uri.is_empty() || version.is_empty() || uri.contains(' ') {
+        fault.get_or_insert(Error("malformed Request-Line"));
+    }
+    if !version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+        fault.get_or_insert(Error("malformed SIP-Version"));
+    }
+    Some(Start::Request { method: span(method), uri: span(uri), version: span(version) })
+}
+
+/// Decimal formatting without the formatting machinery (hot path: Content-Length, status).
+pub(crate) fn itoa_u32(mut n: u32) -> ItoaBuf {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ItoaBuf { buf, start: i }
+}
+
+pub(crate) struct ItoaBuf {
+    buf: [u8; 10],
+    start: usize,
+}
+
+impl ItoaBuf {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
