@@ -195,7 +195,7 @@ pub fn frame(buf: &[u8], max_head: usize) -> Frame {
         if let Some(colon) = memchr(b':', line) {
             let name = trim_ws(&line[..colon]);
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-                let Some(v) = std::str::from_utf8(&line[colon + 1..]).ok().and_then(|v| parse_length(v)) else {
+                let Some(v) = std::str::from_utf8(&line[colon + 1..]).ok().and_then(parse_length) else {
                     return Frame::Invalid(Error("malformed Content-Length"));
                 };
                 if content_length.is_some_and(|c| c != v) {
