@@ -843,3 +843,111 @@ impl ItoaBuf {
         &self.buf[self.start..]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:+12125551212@gw.example.net SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKabc, SIP/2.0/TCP 10.0.0.9;branch=z9hG4bKdef\r\n\
+        Max-Forwards: 2\r\n\
+        f: <sip:alice@pbx.example.com>;tag=1\r\n\
+        t: <sip:+12125551212@gw.example.net>\r\n\
+        i: c1@pbx\r\n\
+        CSeq: 1 INVITE\r\n\
+        X-Telnyx-Token: secret\r\n\
+        Subject: folded\r\n  line\r\n\
+        l: 4\r\n\r\nv=0\n";
+
+    fn parse(s: &str) -> Message {
+        Message::parse(Bytes::from(s.to_owned()), Framing::Datagram).unwrap()
+    }
+
+    #[test]
+    fn untouched_is_byte_exact() {
+        let m = parse(INVITE);
+        assert!(m.is_untouched());
+        assert_eq!(&m.to_bytes()[..], INVITE.as_bytes());
+        assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n  line"));
+        assert_eq!(m.header_by_name("x-telnyx-token"), Some("secret"));
+        assert_eq!(m.header_by_name("i"), Some("c1@pbx"));
+    }
+
+    #[test]
+    fn proxy_edits_keep_untouched_lines() {
+        let mut m = parse(INVITE);
+        m.prepend_header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKnew");
+        m.prepend_header(HeaderName::RecordRoute, "<sip:192.0.2.1;lr>");
+        assert_eq!(m.decrement_max_forwards(), Some(1));
+        m.remove_header_named("X-Telnyx-Token");
+        let out = m.to_bytes();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("INVITE sip:+12125551212@gw.example.net SIP/2.0\r\nRecord-Route: <sip:192.0.2.1;lr>\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKnew\r\nv: SIP/2.0/UDP 10.0.0.5"), "{text}");
+        assert!(text.contains("\r\nSubject: folded\r\n  line\r\n"));
+        assert!(text.contains("\r\nMax-Forwards: 1\r\n"));
+        assert!(!text.contains("X-Telnyx"));
+        assert!(text.ends_with("l: 4\r\n\r\nv=0\n"));
+        let back = parse(text);
+        assert_eq!(back.vias().count(), 3);
+        assert_eq!(back.top_via().unwrap().branch(), Some("z9hG4bKnew"));
+    }
+
+    #[test]
+    fn removing_the_top_via_of_a_list() {
+        let mut m = parse(INVITE);
+        assert!(m.remove_first_value(HeaderName::Via));
+        assert_eq!(m.header(HeaderName::Via), Some("SIP/2.0/TCP 10.0.0.9;branch=z9hG4bKdef"));
+        assert!(m.remove_first_value(HeaderName::Via));
+        assert!(!m.remove_first_value(HeaderName::Via));
+        assert_eq!(m.count(HeaderName::Via), 0);
+    }
+
+    #[test]
+    fn max_forwards_floor_and_default() {
+        let mut m = parse(&INVITE.replace("Max-Forwards: 2", "Max-Forwards: 0"));
+        assert_eq!(m.decrement_max_forwards(), None);
+        let mut m = parse(&INVITE.replace("Max-Forwards: 2\r\n", ""));
+        assert_eq!(m.decrement_max_forwards(), Some(70));
+    }
+
+    #[test]
+    fn body_and_uri_edits() {
+        let mut m = parse(INVITE);
+        m.set_request_uri("sip:+12125551212@carrier.example.org;user=phone");
+        m.set_body(Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"), Some("application/sdp"));
+        let back = parse(std::str::from_utf8(&m.to_bytes()).unwrap());
+        assert_eq!(back.request_uri_str(), Some("sip:+12125551212@carrier.example.org;user=phone"));
+        assert_eq!(back.content_length(), Ok(Some(31)));
+        assert_eq!(back.body().len(), 31);
+        assert_eq!(back.content_type().unwrap().unwrap().subtype, "sdp");
+    }
+
+    #[test]
+    fn built_from_scratch() {
+        let mut r = Message::new_request("OPTIONS", "sip:pbx.example.com");
+        r.push_header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1");
+        r.push_header(HeaderName::CSeq, "1 OPTIONS");
+        r.push_header_named("X-Probe", "1");
+        let text = r.to_string();
+        assert_eq!(
+            text,
+            "OPTIONS sip:pbx.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\nX-Probe: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let resp = parse(&text).response_to(200, "OK", Some("t1"));
+        assert!(
+            resp.to_string()
+                .starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n")
+        );
+    }
+
+    #[test]
+    fn stream_framing() {
+        let two = format!("\r\n\r\n{INVITE}{INVITE}");
+        let b = two.as_bytes();
+        assert_eq!(frame(b, 4096), Frame::KeepAlive(4));
+        assert_eq!(frame(&b[4..], 4096), Frame::Message(INVITE.len()));
+        assert_eq!(frame(&b[4..INVITE.len()], 4096), Frame::Incomplete);
+        assert_eq!(frame(&b[4..40], 4096), Frame::Incomplete);
+        assert!(matches!(frame(&[b'A'; 5000], 4096), Frame::Invalid(_)));
+    }
+}

@@ -273,3 +273,125 @@ fn contact_fault(e: Error) -> Error {
         _ => Error("malformed Contact"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "OPTIONS sip:gw@192.0.2.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK776asdhds;rport\r\n\
+        Max-Forwards: 70\r\n\
+        To: <sip:gw@192.0.2.1>\r\n\
+        From: \"Alice\" <sip:alice@127.0.0.1>;tag=1928301774\r\n\
+        Call-ID: a84b4c76e66710@pc33\r\n\
+        CSeq: 63104 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    fn verdict(text: &str) -> Result<(), (u16, String)> {
+        match inspect(Bytes::from(text.to_owned()), Framing::Datagram, &Policy::default()) {
+            Verdict::Accept(_) => Ok(()),
+            Verdict::Reject { rejection, .. } => Err((rejection.status, rejection.reason.into_owned())),
+            Verdict::Drop(e) => Err((0, e.to_string())),
+        }
+    }
+
+    /// Each row edits the base request and names the status the door must give (0 = drop).
+    #[test]
+    fn door_table() {
+        let rows: &[(&str, &str, &str, u16)] = &[
+            ("untouched", "", "", 200),
+            ("missing Max-Forwards with cookie", "Max-Forwards: 70\r\n", "", 400),
+            ("missing Call-ID", "Call-ID: a84b4c76e66710@pc33\r\n", "", 400),
+            ("missing CSeq", "CSeq: 63104 OPTIONS\r\n", "", 400),
+            ("missing Via is dropped", "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK776asdhds;rport\r\n", "", 0),
+            ("Max-Forwards 0", "Max-Forwards: 70", "Max-Forwards: 0", 483),
+            ("Max-Forwards 256", "Max-Forwards: 70", "Max-Forwards: 256", 400),
+            ("Max-Forwards text", "Max-Forwards: 70", "Max-Forwards: seventy", 400),
+            ("CSeq method mismatch", "CSeq: 63104 OPTIONS", "CSeq: 63104 INVITE", 400),
+            ("CSeq too large", "CSeq: 63104 OPTIONS", "CSeq: 4294967296 OPTIONS", 400),
+            ("unknown method", "OPTIONS sip:gw", "FOO sip:gw", 501),
+            ("SIP/3.0", "SIP/2.0\r\nVia", "SIP/3.0\r\nVia", 505),
+            ("garbage version", "SIP/2.0\r\nVia", "SIPX\r\nVia", 400),
+            ("unknown scheme", "sip:gw@192.0.2.1 SIP", "im:gw@192.0.2.1 SIP", 416),
+            ("tel URI is routable", "sip:gw@192.0.2.1 SIP", "tel:+12125551212 SIP", 200),
+            ("Require unknown", "Content-Length: 0\r\n", "Require: foo\r\nContent-Length: 0\r\n", 420),
+            ("Require supported", "Content-Length: 0\r\n", "Require: timer, 100rel\r\nContent-Length: 0\r\n", 200),
+            ("negative Content-Length", "Content-Length: 0", "Content-Length: -1", 400),
+            ("Content-Length beyond datagram", "Content-Length: 0", "Content-Length: 10", 400),
+            ("two Content-Length", "Content-Length: 0\r\n", "Content-Length: 0\r\nl: 0\r\n", 400),
+            ("header without colon", "Content-Length: 0\r\n", "Bogus\r\nContent-Length: 0\r\n", 400),
+            ("malformed Contact", "Content-Length: 0\r\n", "Contact: <sip:a@b\r\nContent-Length: 0\r\n", 400),
+            ("malformed Route", "Content-Length: 0\r\n", "Route: <sip:a@b>;;\r\nContent-Length: 0\r\n", 400),
+            ("X- header kept", "Content-Length: 0\r\n", "X-Telnyx-Token: abc;;,\r\nContent-Length: 0\r\n", 200),
+            ("malformed Date is ignored", "Content-Length: 0\r\n", "Date: yesterday\r\nContent-Length: 0\r\n", 200),
+        ];
+        for (what, from, to, want) in rows {
+            let text = if from.is_empty() { BASE.to_owned() } else { BASE.replacen(from, to, 1) };
+            assert!(from.is_empty() || text != BASE, "{what}: the edit did not apply");
+            let got = match verdict(&text) {
+                Ok(()) => 200,
+                Err((code, _)) => code,
+            };
+            assert_eq!(got, *want, "{what}: {:?}", verdict(&text));
+        }
+    }
+
+    #[test]
+    fn oversized_message_gets_513() {
+        let big = BASE.replacen(
+            "Content-Length: 0\r\n",
+            &format!("X-Pad: {}\r\nContent-Length: 0\r\n", "a".repeat(70_000)),
+            1,
+        );
+        assert_eq!(verdict(&big).unwrap_err().0, 513);
+    }
+
+    #[test]
+    fn session_bodies() {
+        let invite = BASE.replace("OPTIONS", "INVITE").replacen(
+            "Content-Length: 0\r\n\r\n",
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            1,
+        );
+        assert_eq!(verdict(&invite), Ok(()));
+        let other = invite.replace("application/sdp", "text/plain");
+        assert_eq!(verdict(&other).unwrap_err().0, 415);
+        let accept = invite.replacen("Content-Type", "Accept: text/html\r\nContent-Type", 1);
+        assert_eq!(verdict(&accept).unwrap_err().0, 406);
+        let accept_any = invite.replacen("Content-Type", "Accept: */*\r\nContent-Type", 1);
+        assert_eq!(verdict(&accept_any), Ok(()));
+    }
+
+    #[test]
+    fn malformed_responses_are_dropped() {
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\nTo: <sip:a@b>;tag=1\r\n\
+            From: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(verdict(ok), Ok(()));
+        for (from, to) in [
+            ("CSeq: 1 INVITE", "CSeq: 99999999999 INVITE"),
+            ("200 OK", "2000 OK"),
+            ("200 OK", "099 Low"),
+            ("Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n", ""),
+            ("Content-Length: 0", "Content-Length: 5"),
+        ] {
+            assert_eq!(verdict(&ok.replacen(from, to, 1)).map_err(|e| e.0), Err(0), "{to}");
+        }
+    }
+
+    #[test]
+    fn rejection_builds_a_routable_response() {
+        let text = BASE.replacen("Content-Length: 0\r\n", "Require: foo, bar\r\nContent-Length: 0\r\n", 1);
+        let Verdict::Reject { rejection, request } = inspect(Bytes::from(text), Framing::Datagram, &Policy::default())
+        else {
+            panic!()
+        };
+        let resp = rejection.response(&request, Some("abc"));
+        let back = Message::parse(resp.to_bytes(), Framing::Stream).unwrap();
+        assert_eq!(back.status(), Some(420));
+        assert_eq!(back.header(HeaderName::Unsupported), Some("foo, bar"));
+        assert_eq!(back.to().unwrap().tag(), Some("abc"));
+        assert_eq!(back.top_via().unwrap().branch(), Some("z9hG4bK776asdhds"));
+        assert_eq!(back.cseq().unwrap().seq, 63104);
+        assert_eq!(back.content_length(), Ok(Some(0)));
+    }
+}
