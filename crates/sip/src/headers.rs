@@ -776,6 +776,43 @@ impl Message {
         self.header_values(HeaderName::Identity).flat_map(split_list).map(Identity::parse)
     }
 
+    /// RFC 3261 section 18.2.1 and RFC 3581: records on the top Via where the request really
+    /// came from: `received` when the sent-by is a name or another address, and the source port
+    /// in an `rport` the client asked for. Returns `false` when there is no usable top Via.
+    pub fn stamp_received(&mut self, source: std::net::SocketAddr) -> bool {
+        let Ok(via) = self.top_via() else { return false };
+        let ip = source.ip();
+        let needs_received = via.host.ip() != Some(ip);
+        let wants_rport = via.rport() == Some(None);
+        if !needs_received && !wants_rport {
+            return true;
+        }
+        let mut v = format!("{}/{}/{} {}", via.protocol_name, via.protocol_version, via.transport, via.host);
+        if let Some(p) = via.port {
+            v.push(':');
+            v.push_str(crate::message::itoa_u32(u32::from(p)).as_str());
+        }
+        for (name, value) in via.params.iter() {
+            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            v.push(';');
+            v.push_str(name);
+            if let Some(value) = value {
+                v.push('=');
+                v.push_str(value);
+            }
+        }
+        // RFC 3581 section 4: with rport, received is added even when the address matches.
+        v.push_str(";received=");
+        v.push_str(&ip.to_string());
+        if wants_rport {
+            v.push_str(";rport=");
+            v.push_str(crate::message::itoa_u32(u32::from(source.port())).as_str());
+        }
+        self.replace_first_value(HeaderName::Via, &v)
+    }
+
     /// The one value of a header that may appear once.
     fn single(&self, name: HeaderName, missing: &'static str) -> Result<&str, Error> {
         let mut it = self.header_values(name);
@@ -855,6 +892,25 @@ mod tests {
         ] {
             assert!(NameAddr::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn received_and_rport_stamped() {
+        let text = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP pbx.example.com;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.0.0.1\r\n\
+            Max-Forwards: 70\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let mut m = Message::parse(bytes::Bytes::from_static(text.as_bytes()), crate::Framing::Datagram).unwrap();
+        assert!(m.stamp_received("192.0.2.7:40000".parse().unwrap()));
+        let back = Message::parse(m.to_bytes(), crate::Framing::Datagram).unwrap();
+        let v = back.top_via().unwrap();
+        assert_eq!(v.received(), Some("192.0.2.7"));
+        assert_eq!(v.rport(), Some(Some(40000)));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(back.vias().count(), 2);
+        // Sent from the address it names, without rport: nothing to add.
+        let text2 = text.replace("pbx.example.com;branch=z9hG4bK1;rport", "192.0.2.7:5060;branch=z9hG4bK1");
+        let mut m = Message::parse(bytes::Bytes::from(text2), crate::Framing::Datagram).unwrap();
+        assert!(m.stamp_received("192.0.2.7:5060".parse().unwrap()));
+        assert!(m.is_untouched());
     }
 
     #[test]

@@ -653,6 +653,25 @@ impl Message {
         true
     }
 
+    /// Replaces the first value of a multi-valued header, keeping the rest of its field.
+    pub fn replace_first_value(&mut self, name: HeaderName, value: &str) -> bool {
+        let Some(i) = self.fields.iter().position(|f| f.name == name) else { return false };
+        let old = self.text(self.fields[i].value);
+        let mut parts = crate::scan::split_list(old);
+        parts.next();
+        let mut joined = String::with_capacity(old.len() + value.len());
+        joined.push_str(value);
+        for p in parts {
+            joined.push_str(", ");
+            joined.push_str(p);
+        }
+        let name_text = self.fields[i].name_text;
+        let value = self.push_edit(&joined);
+        self.fields[i] = Field { name, name_text, value, line: None };
+        self.edited = true;
+        true
+    }
+
     /// Decrements Max-Forwards (adding `70` when absent, RFC 3261 section 16.6 step 3).
     /// Returns the new value, or `None` when it was already 0 (answer `483`) or malformed.
     pub fn decrement_max_forwards(&mut self) -> Option<u8> {

@@ -1,0 +1,527 @@
+//! SIP transports (RFC 3261 section 18): UDP, TCP and TLS listeners, outbound connections, and
+//! a connection table so responses and in-dialog requests reuse the connection a peer opened
+//! (RFC 5923 alias semantics). The layer only moves bytes: it cuts messages out of streams
+//! with `sip::frame` and hands every datagram or message to the switch as an [`Inbound`].
+//!
+//! Abuse limits live here because only here are they cheap: message size, connections in all
+//! and per source address, idle connections reaped, TLS handshakes bounded in time.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// The transport protocols of a SIP hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TransportKind {
+    /// Reliable transports need no retransmissions (RFC 3261 section 17).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, TransportKind::Udp)
+    }
+    /// The transport token of a Via header.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
+        }
+    }
+    /// Parses a Via transport token or URI `transport` parameter.
+    pub fn from_token(t: &str) -> Option<TransportKind> {
+        if t.eq_ignore_ascii_case("udp") {
+            Some(TransportKind::Udp)
+        } else if t.eq_ignore_ascii_case("tcp") {
+            Some(TransportKind::Tcp)
+        } else if t.eq_ignore_ascii_case("tls") {
+            Some(TransportKind::Tls)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+        })
+    }
+}
+
+/// One listener, written `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT` (IPv6 as `[::1]:5060`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub kind: TransportKind,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (kind, addr) = s.split_once(':').ok_or_else(|| format!("listener `{s}`: expected KIND:IP:PORT"))?;
+        let kind = TransportKind::from_token(kind).ok_or_else(|| format!("listener `{s}`: unknown transport `{kind}`"))?;
+        let addr = addr.parse().map_err(|e| format!("listener `{s}`: {e}"))?;
+        Ok(ListenSpec { kind, addr })
+    }
+}
+
+impl std::fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind, self.addr)
+    }
+}
+
+/// Limits that keep the transport layer bounded under abuse.
+#[derive(Clone, Debug)]
+pub struct TransportLimits {
+    /// Largest message accepted on a stream (header section and body); larger ones close the
+    /// connection. Datagrams are bounded by UDP itself.
+    pub max_message_size: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// Depth of the queue toward the switch; datagrams beyond it are dropped (overload).
+    pub inbound_queue: usize,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_message_size: 65_535,
+            max_connections: 20_000,
+            max_connections_per_ip: 256,
+            idle_timeout: Duration::from_secs(300),
+            tls_handshake_timeout: Duration::from_secs(10),
+            inbound_queue: 65_536,
+        }
+    }
+}
+
+/// Identifies one stream connection for the life of the process.
+pub type ConnId = u64;
+
+/// A datagram or framed stream message from the network.
+#[derive(Debug)]
+pub struct Inbound {
+    pub data: Bytes,
+    pub kind: TransportKind,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The connection it came on (streams only); replies go back on it.
+    pub conn: Option<ConnId>,
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub kind: TransportKind,
+    pub remote: SocketAddr,
+    /// Prefer this connection (the one the request came on).
+    pub conn: Option<ConnId>,
+    /// For UDP: send from the socket bound to this address.
+    pub local: Option<SocketAddr>,
+    /// For TLS connections we open: the name to verify the peer's certificate against.
+    pub server_name: Option<String>,
+    pub data: Bytes,
+}
+
+struct Conn {
+    kind: TransportKind,
+    remote: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    by_id: HashMap<ConnId, Conn>,
+    by_remote: HashMap<(TransportKind, SocketAddr), ConnId>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Inner {
+    udp: Vec<Arc<UdpSocket>>,
+    conns: Mutex<ConnTable>,
+    limits: TransportLimits,
+    tls_client: Option<tokio_rustls::TlsConnector>,
+    inbound: mpsc::Sender<Inbound>,
+    next_id: AtomicU64,
+    dropped: AtomicU64,
+    bound: Vec<ListenSpec>,
+}
+
+/// The transport layer: every listener and connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+/// TLS material for the transport layer.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// Required when any listener is `tls:`.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Used for TLS connections the switch opens.
+    pub client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Transports {
+    /// Binds every listener (so that, when this returns, each is up) and starts serving them.
+    /// Messages go to `inbound`.
+    pub async fn bind(
+        specs: &[ListenSpec],
+        tls: TlsSettings,
+        limits: TransportLimits,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> io::Result<Transports> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut bound = Vec::new();
+        for spec in specs {
+            match spec.kind {
+                TransportKind::Udp => {
+                    let sock = Arc::new(UdpSocket::bind(spec.addr).await.map_err(|e| ctx(e, spec))?);
+                    let addr = sock.local_addr()?;
+                    bound.push(ListenSpec { kind: spec.kind, addr });
+                    udp.push(sock);
+                }
+                TransportKind::Tcp | TransportKind::Tls => {
+                    if spec.kind == TransportKind::Tls && tls.server.is_none() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("listener {spec}: TLS needs a certificate and key"),
+                        ));
+                    }
+                    let l = TcpListener::bind(spec.addr).await.map_err(|e| ctx(e, spec))?;
+                    let addr = l.local_addr()?;
+                    bound.push(ListenSpec { kind: spec.kind, addr });
+                    tcp.push((spec.kind, l));
+                }
+            }
+        }
+        let inner = Arc::new(Inner {
+            udp: udp.clone(),
+            conns: Mutex::new(ConnTable::default()),
+            limits,
+            tls_client: tls.client.map(tokio_rustls::TlsConnector::from),
+            inbound,
+            next_id: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
+            bound: bound.clone(),
+        });
+        for sock in udp {
+            tokio::spawn(udp_loop(inner.clone(), sock));
+        }
+        let acceptor = tls.server.map(tokio_rustls::TlsAcceptor::from);
+        for (kind, l) in tcp {
+            tokio::spawn(accept_loop(inner.clone(), l, kind, acceptor.clone()));
+        }
+        for spec in &bound {
+            info!(listener = %spec, "SIP listener up");
+        }
+        Ok(Transports { inner })
+    }
+
+    /// The listeners as bound (port 0 resolved to the real port).
+    pub fn listeners(&self) -> &[ListenSpec] {
+        &self.inner.bound
+    }
+
+    /// Open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
+    }
+
+    /// Datagrams dropped because the switch's queue was full.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends bytes. Streams: on the given connection, else on a connection already open to
+    /// the remote address, else on a new one.
+    pub async fn send(&self, out: Outbound) -> io::Result<()> {
+        match out.kind {
+            TransportKind::Udp => {
+                let sock = self.udp_socket(out.local, out.remote)?;
+                match sock.try_send_to(&out.data, out.remote) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        sock.send_to(&out.data, out.remote).await.map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            TransportKind::Tcp | TransportKind::Tls => {
+                let tx = self.existing(out.kind, out.conn, out.remote);
+                let tx = match tx {
+                    Some(tx) => tx,
+                    None => self.connect(out.kind, out.remote, out.server_name.as_deref()).await?,
+                };
+                tx.send(out.data).await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
+            }
+        }
+    }
+
+    fn udp_socket(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<&Arc<UdpSocket>> {
+        let socks = &self.inner.udp;
+        let by_local = local.and_then(|l| socks.iter().find(|s| s.local_addr().is_ok_and(|a| a == l)));
+        by_local
+            .or_else(|| socks.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no UDP listener for that address family"))
+    }
+
+    fn existing(&self, kind: TransportKind, conn: Option<ConnId>, remote: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+        let t = self.inner.conns.lock().ok()?;
+        if let Some(c) = conn.and_then(|id| t.by_id.get(&id)) {
+            return Some(c.tx.clone());
+        }
+        t.by_remote.get(&(kind, remote)).and_then(|id| t.by_id.get(id)).map(|c| c.tx.clone())
+    }
+
+    async fn connect(
+        &self,
+        kind: TransportKind,
+        remote: SocketAddr,
+        server_name: Option<&str>,
+    ) -> io::Result<mpsc::Sender<Bytes>> {
+        let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(remote))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
+        let inner = self.inner.clone();
+        match kind {
+            TransportKind::Tls => {
+                let connector = self
+                    .inner
+                    .tls_client
+                    .clone()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no TLS client configuration"))?;
+                let name = server_name.map(str::to_owned).unwrap_or_else(|| remote.ip().to_string());
+                let name = rustls_pki_types::ServerName::try_from(name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let tls = tokio::time::timeout(inner.limits.tls_handshake_timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                register_and_run(inner, tls, kind, local, remote)
+            }
+            _ => register_and_run(inner, tcp, kind, local, remote),
+        }
+        .ok_or_else(|| io::Error::other("connection limit reached"))
+    }
+}
+
+fn ctx(e: io::Error, spec: &ListenSpec) -> io::Error {
+    io::Error::new(e.kind(), format!("listener {spec}: {e}"))
+}
+
+async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
+    let local = match sock.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, remote) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on some systems; they are not fatal to a listener.
+                debug!(%local, error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        let msg = Inbound { data: Bytes::copy_from_slice(&buf[..n]), kind: TransportKind::Udp, local, remote, conn: None };
+        if inner.inbound.try_send(msg).is_err() {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    kind: TransportKind,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: back off briefly instead of spinning.
+                warn!(%local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !inner.admits(remote.ip()) {
+            debug!(%remote, "connection refused: limit reached");
+            drop(tcp);
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        match (kind, &acceptor) {
+            (TransportKind::Tls, Some(acc)) => {
+                let acc = acc.clone();
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(inner.limits.tls_handshake_timeout, acc.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            register_and_run(inner, tls, kind, local, remote);
+                        }
+                        Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+            _ => {
+                register_and_run(inner.clone(), tcp, kind, local, remote);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn admits(&self, ip: IpAddr) -> bool {
+        let Ok(t) = self.conns.lock() else { return false };
+        t.by_id.len() < self.limits.max_connections
+            && t.per_ip.get(&ip).copied().unwrap_or(0) < self.limits.max_connections_per_ip
+    }
+}
+
+/// Registers a connection and spawns its task; `None` when a limit forbids it.
+fn register_and_run<S>(
+    inner: Arc<Inner>,
+    stream: S,
+    kind: TransportKind,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Option<mpsc::Sender<Bytes>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(256);
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut t = inner.conns.lock().ok()?;
+        if t.by_id.len() >= inner.limits.max_connections
+            || t.per_ip.get(&remote.ip()).copied().unwrap_or(0) >= inner.limits.max_connections_per_ip
+        {
+            return None;
+        }
+        t.by_id.insert(id, Conn { kind, remote, tx: tx.clone() });
+        t.by_remote.insert((kind, remote), id);
+        *t.per_ip.entry(remote.ip()).or_default() += 1;
+    }
+    debug!(%remote, %kind, id, "connection open");
+    tokio::spawn(async move {
+        let reason = run_stream(&inner, stream, id, kind, local, remote, rx).await;
+        debug!(%remote, id, reason, "connection closed");
+        if let Ok(mut t) = inner.conns.lock()
+            && let Some(c) = t.by_id.remove(&id)
+        {
+            if t.by_remote.get(&(c.kind, c.remote)) == Some(&id) {
+                t.by_remote.remove(&(c.kind, c.remote));
+            }
+            if let Some(n) = t.per_ip.get_mut(&c.remote.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    t.per_ip.remove(&c.remote.ip());
+                }
+            }
+        }
+    });
+    Some(tx)
+}
+
+/// Reads messages off a stream and writes what is queued for it, until either side closes,
+/// the peer sends something that cannot be framed, or it stays idle too long.
+async fn run_stream<S>(
+    inner: &Inner,
+    mut stream: S,
+    id: ConnId,
+    kind: TransportKind,
+    local: SocketAddr,
+    remote: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max = inner.limits.max_message_size;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut deadline = Instant::now() + inner.limits.idle_timeout;
+    loop {
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) => return "closed by peer",
+                    Ok(_) => {}
+                    Err(_) => return "read error",
+                }
+                deadline = Instant::now() + inner.limits.idle_timeout;
+                loop {
+                    match sip::frame(&buf, max) {
+                        sip::Frame::Message(n) if n > max => return "message too large",
+                        sip::Frame::Message(n) => {
+                            let data = buf.split_to(n).freeze();
+                            let msg = Inbound { data, kind, local, remote, conn: Some(id) };
+                            if inner.inbound.send(msg).await.is_err() {
+                                return "switch stopped";
+                            }
+                        }
+                        sip::Frame::KeepAlive(n) => {
+                            // RFC 5626 section 4.4.1: a double-CRLF ping gets a CRLF pong.
+                            let ping = buf[..n].windows(4).any(|w| w == b"\r\n\r\n");
+                            buf.advance(n);
+                            if ping && stream.write_all(b"\r\n").await.is_err() {
+                                return "write error";
+                            }
+                        }
+                        sip::Frame::Incomplete => {
+                            if buf.len() > max {
+                                return "message too large";
+                            }
+                            break;
+                        }
+                        sip::Frame::Invalid(_) => return "unframeable stream",
+                    }
+                }
+            }
+            out = rx.recv() => {
+                let Some(data) = out else { return "closed locally" };
+                if stream.write_all(&data).await.is_err() {
+                    return "write error";
+                }
+                deadline = Instant::now() + inner.limits.idle_timeout;
+            }
+            _ = tokio::time::sleep_until(deadline) => return "idle",
+        }
+    }
+}
