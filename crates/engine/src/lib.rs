@@ -1,0 +1,6 @@
+//! `engine`: the running switch. It owns sockets, clocks and tasks, and drives the pure state
+//! machines of `sip` (and later `trunking`) with them.
+
+pub mod transport;
+
+pub use transport::{Inbound, ListenSpec, Outbound, TlsSettings, TransportKind, TransportLimits, Transports};
