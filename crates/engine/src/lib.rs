@@ -1,6 +1,9 @@
 //! `engine`: the running switch. It owns sockets, clocks and tasks, and drives the pure state
 //! machines of `sip` (and later `trunking`) with them.
 
+pub mod dns;
+pub mod switch;
 pub mod transport;
 
+pub use dns::{LocateError, Locator, Target};
 pub use transport::{Inbound, ListenSpec, Outbound, TlsSettings, TransportKind, TransportLimits, Transports};

@@ -11,12 +11,14 @@
 pub mod headers;
 pub mod message;
 pub mod scan;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 
 pub use headers::{Auth, CSeq, Contacts, HeaderName, Identity, MediaType, NameAddr, Reason, Via};
 pub use message::{Frame, Framing, Message, Method, ParseError, frame};
 pub use scan::Params;
+pub use transaction::{ClientEvent, ClientTransaction, ServerEvent, ServerTransaction, Timers, TransactionKey};
 pub use uri::{Host, SipUri, TelUri, Uri};
 pub use validate::{Policy, Rejection, Verdict, inspect};
 

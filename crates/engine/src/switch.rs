@@ -1,0 +1,427 @@
+//! The switch core: every message from the transports passes the door (`sip::inspect`), finds
+//! or creates its transaction, and reaches the transaction user; what must be sent comes back
+//! out as [`Outbound`]. The core owns no socket and reads no clock: `now` is passed in, so the
+//! whole of it runs under a test with a fake clock. [`run`] is the thin async driver.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip::headers::HeaderName;
+use sip::transaction::{ServerEvent, ServerState, ServerTransaction, Timers, TransactionKey};
+use sip::{Framing, Message, Method, Policy, Verdict};
+use tracing::{debug, info, warn};
+
+use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
+
+/// What the core needs to know; the binary fills it from configuration.
+#[derive(Clone, Debug)]
+pub struct SwitchConfig {
+    pub timers: Timers,
+    pub policy: Policy,
+    /// `Server` / `User-Agent` product token.
+    pub product: String,
+    /// Seconds a client should wait before retrying while we drain.
+    pub drain_retry_after: u32,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        let mut policy = Policy::default();
+        // Only what the switch serves today; the rest answers 501 with this list in Allow.
+        policy.methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"].iter().map(|m| (*m).to_owned()).collect();
+        SwitchConfig {
+            timers: Timers::default(),
+            policy,
+            product: concat!("opentrunk/", env!("CARGO_PKG_VERSION")).to_owned(),
+            drain_retry_after: 30,
+        }
+    }
+}
+
+/// Counters an operator (and a test) reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwitchStats {
+    pub received: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    /// Server transactions created: a retransmitted request must not create another.
+    pub server_transactions: u64,
+    pub retransmissions_absorbed: u64,
+    pub stray_responses: u64,
+}
+
+/// Where responses to a request go (RFC 3261 section 18.2.2, RFC 3581).
+#[derive(Clone, Copy, Debug)]
+struct ReplyRoute {
+    kind: TransportKind,
+    remote: SocketAddr,
+    local: SocketAddr,
+    conn: Option<ConnId>,
+}
+
+impl ReplyRoute {
+    fn for_request(msg: &Message, from: &Inbound) -> ReplyRoute {
+        let mut remote = from.remote;
+        if !from.kind.is_reliable()
+            && let Ok(via) = msg.top_via()
+        {
+            // Unreliable: the source address, at the rport if the client asked for it, else
+            // at the sent-by port (default 5060); a numeric maddr wins over both.
+            let port = match via.rport() {
+                Some(_) => from.remote.port(),
+                None => via.port.unwrap_or(5060),
+            };
+            remote = match via.maddr().and_then(|m| m.parse::<IpAddr>().ok()) {
+                Some(ip) => SocketAddr::new(ip, via.port.unwrap_or(5060)),
+                None => SocketAddr::new(from.remote.ip(), port),
+            };
+        }
+        ReplyRoute { kind: from.kind, remote, local: from.local, conn: from.conn }
+    }
+
+    fn outbound(&self, data: Bytes) -> Outbound {
+        Outbound { kind: self.kind, remote: self.remote, conn: self.conn, local: Some(self.local), server_name: None, data }
+    }
+}
+
+struct ServerEntry {
+    txn: ServerTransaction,
+    route: ReplyRoute,
+    final_sent: bool,
+}
+
+/// The methods the transaction user tells apart today.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Options,
+    Invite,
+    Cancel,
+    Other,
+}
+
+/// The sans-I/O switch core.
+pub struct Core {
+    config: SwitchConfig,
+    servers: HashMap<TransactionKey, ServerEntry>,
+    /// Deadlines of transactions, earliest first; stale entries are skipped when popped.
+    timers: BinaryHeap<Reverse<(Instant, TransactionKey)>>,
+    outbox: VecDeque<Outbound>,
+    draining: bool,
+    stats: SwitchStats,
+    tag_seed: u64,
+}
+
+impl Core {
+    pub fn new(config: SwitchConfig, seed: u64) -> Core {
+        Core {
+            config,
+            servers: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outbox: VecDeque::new(),
+            draining: false,
+            stats: SwitchStats::default(),
+            tag_seed: seed | 1,
+        }
+    }
+
+    pub fn stats(&self) -> &SwitchStats {
+        &self.stats
+    }
+
+    /// Live transactions.
+    pub fn transactions(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Transactions a drain must wait for: those still owing a final response, and INVITEs
+    /// whose error response still waits for its ACK. The rest only absorb retransmissions.
+    pub fn busy_transactions(&self) -> usize {
+        self.servers
+            .values()
+            .filter(|e| !e.final_sent || (e.txn.is_invite() && e.txn.state() == ServerState::Completed))
+            .count()
+    }
+
+    /// Stop taking new calls: new INVITEs (and OPTIONS pings, so load balancers notice) get
+    /// `503` with `Retry-After`; running transactions finish.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// One message from the network.
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
+        self.stats.received += 1;
+        let framing = if inbound.kind.is_reliable() { Framing::Stream } else { Framing::Datagram };
+        match sip::inspect(inbound.data.clone(), framing, &self.config.policy) {
+            Verdict::Accept(msg) if msg.is_request() => {
+                self.stats.accepted += 1;
+                self.handle_request(msg, &inbound, now);
+            }
+            Verdict::Accept(_) => {
+                // No client transactions yet: a response that matches none is dropped (a B2BUA
+                // never forwards statelessly).
+                self.stats.stray_responses += 1;
+            }
+            Verdict::Reject { rejection, request } => {
+                self.stats.rejected += 1;
+                debug!(remote = %inbound.remote, status = rejection.status, reason = %rejection.reason, "rejected");
+                if request.method() == Some(Method::Ack) {
+                    return; // an ACK is never answered
+                }
+                let route = ReplyRoute::for_request(&request, &inbound);
+                let tag = self.new_tag();
+                let mut resp = rejection.response(&request, Some(&tag));
+                self.decorate(&mut resp);
+                self.outbox.push_back(route.outbound(resp.to_bytes()));
+            }
+            Verdict::Drop(e) => {
+                self.stats.dropped += 1;
+                debug!(remote = %inbound.remote, error = %e, "dropped");
+            }
+        }
+    }
+
+    fn handle_request(&mut self, mut msg: Message, inbound: &Inbound, now: Instant) {
+        msg.stamp_received(inbound.remote);
+        let Ok(key) = TransactionKey::for_server(&msg) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if let Some(entry) = self.servers.get_mut(&key) {
+            // A retransmission, or the ACK of a non-2xx final: the transaction absorbs it.
+            self.stats.retransmissions_absorbed += 1;
+            let _ = entry.txn.handle_request(msg, now);
+            self.pump(&key);
+            return;
+        }
+        let served = match msg.method() {
+            Some(Method::Ack) | None => {
+                // An ACK for a 2xx belongs to a dialog (none yet), else it is stray: never
+                // answered.
+                return;
+            }
+            Some(Method::Options) => Served::Options,
+            Some(Method::Invite) => Served::Invite,
+            Some(Method::Cancel) => Served::Cancel,
+            Some(_) => Served::Other,
+        };
+        let route = ReplyRoute::for_request(&msg, inbound);
+        let reliable = inbound.kind.is_reliable();
+        let txn = match ServerTransaction::new(msg.clone(), reliable, &self.config.timers, now) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(error = %e, "no transaction");
+                return;
+            }
+        };
+        self.stats.server_transactions += 1;
+        self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false });
+        self.serve(&key, served, now);
+        self.pump(&key);
+    }
+
+    /// The transaction user: what the switch answers today.
+    fn serve(&mut self, key: &TransactionKey, served: Served, now: Instant) {
+        let (status, reason): (u16, &str) = match served {
+            Served::Options | Served::Invite if self.draining => (503, "Service Unavailable"),
+            Served::Options => (200, "OK"),
+            // No call routing exists yet: no connection can match the caller.
+            Served::Invite => (403, "Forbidden"),
+            Served::Cancel => {
+                let target = self.servers.get(key).and_then(|e| TransactionKey::cancel_target(e.txn.request()).ok());
+                match target.filter(|t| self.servers.get(t).is_some_and(|e| !e.final_sent)) {
+                    Some(t) => {
+                        self.respond(&t, 487, "Request Terminated", now);
+                        self.pump(&t);
+                        (200, "OK")
+                    }
+                    None => (481, "Call/Transaction Does Not Exist"),
+                }
+            }
+            // BYE and the rest of the dialog methods: no dialogs exist yet.
+            _ => (481, "Call/Transaction Does Not Exist"),
+        };
+        self.respond(key, status, reason, now);
+    }
+
+    fn respond(&mut self, key: &TransactionKey, status: u16, reason: &str, now: Instant) {
+        let tag = self.new_tag();
+        let draining = self.draining;
+        let retry_after = self.config.drain_retry_after;
+        let Some(entry) = self.servers.get(key) else { return };
+        let request = entry.txn.request();
+        let mut resp = request.response_to(status, reason, Some(&tag));
+        if status == 200 && request.method() == Some(Method::Options) {
+            resp.push_header(HeaderName::Allow, &self.config.policy.methods.join(", "));
+            resp.push_header(HeaderName::Accept, "application/sdp");
+            resp.push_header(HeaderName::Supported, &self.config.policy.supported.join(", "));
+        }
+        if status == 503 && draining {
+            resp.push_header(HeaderName::RetryAfter, &retry_after.to_string());
+        }
+        self.decorate(&mut resp);
+        if let Some(entry) = self.servers.get_mut(key) {
+            if status >= 200 {
+                entry.final_sent = true;
+            }
+            if let Err(e) = entry.txn.send_response(resp, now) {
+                warn!(error = %e, "response refused by the transaction");
+            }
+        }
+    }
+
+    fn decorate(&self, resp: &mut Message) {
+        resp.push_header(HeaderName::Server, &self.config.product);
+    }
+
+    /// Timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.timers.pop() else { break };
+            let Some(entry) = self.servers.get_mut(&key) else { continue };
+            if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+                entry.txn.handle_timeout(now);
+            }
+            self.pump(&key);
+        }
+    }
+
+    /// A send failed: the transaction learns of it (RFC 3261 section 18.4).
+    pub fn handle_transport_error(&mut self, key: &TransactionKey, now: Instant) {
+        if let Some(e) = self.servers.get_mut(key) {
+            e.txn.handle_transport_error(now);
+        }
+        self.pump(key);
+    }
+
+    /// Collects what a transaction wants sent, its next deadline and its events.
+    fn pump(&mut self, key: &TransactionKey) {
+        let Some(entry) = self.servers.get_mut(key) else { return };
+        while let Some(data) = entry.txn.poll_transmit() {
+            self.outbox.push_back(entry.route.outbound(data));
+        }
+        let mut terminated = false;
+        while let Some(ev) = entry.txn.poll_event() {
+            match ev {
+                ServerEvent::Terminated => terminated = true,
+                ServerEvent::Timeout => debug!("server transaction timed out without ACK"),
+                ServerEvent::TransportError => debug!("server transaction transport error"),
+                ServerEvent::Ack(_) => {}
+            }
+        }
+        if terminated {
+            self.servers.remove(key);
+            return;
+        }
+        if let Some(at) = entry.txn.poll_timeout() {
+            self.timers.push(Reverse((at, key.clone())));
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Outbound> {
+        self.outbox.pop_front()
+    }
+
+    /// The earliest deadline (stale heap entries may make it early, never late).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn new_tag(&mut self) -> String {
+        // xorshift64*: tags must be unique, not secret.
+        let mut x = self.tag_seed;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.tag_seed = x;
+        format!("{:x}", x.wrapping_mul(0x2545_f491_4f6c_dd1d))
+    }
+}
+
+/// How the driver is told to stop.
+pub enum Control {
+    Drain,
+}
+
+/// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
+/// transaction ended) or `drain_timeout` passes after the drain began.
+pub async fn run(
+    mut core: Core,
+    transports: crate::Transports,
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    mut control: tokio::sync::mpsc::Receiver<Control>,
+    drain_timeout: Duration,
+) -> SwitchStats {
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        flush(&mut core, &transports);
+        if core.is_draining() && core.busy_transactions() == 0 {
+            info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
+            break;
+        }
+        let next_timer = core.poll_timeout().map(|at| {
+            let now = Instant::now();
+            tokio::time::Instant::now() + at.saturating_duration_since(now)
+        });
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            msg = inbound.recv() => {
+                let Some(msg) = msg else { break };
+                core.handle_inbound(msg, Instant::now());
+                // Take whatever else is queued before flushing: batches under load.
+                for _ in 0..256 {
+                    match inbound.try_recv() {
+                        Ok(m) => core.handle_inbound(m, Instant::now()),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_timer.unwrap_or(far)) => {
+                core.handle_timeout(Instant::now());
+            }
+            c = control.recv(), if drain_deadline.is_none() => {
+                // A closed control channel drains too: nobody is left to ask.
+                let (Some(Control::Drain) | None) = c;
+                info!(transactions = core.transactions(), "draining");
+                core.begin_drain();
+                drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
+            }
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {
+                warn!(transactions = core.transactions(), "drain timeout: stopping with transactions left");
+                break;
+            }
+        }
+    }
+    flush(&mut core, &transports);
+    core.stats().clone()
+}
+
+fn flush(core: &mut Core, transports: &crate::Transports) {
+    while let Some(out) = core.poll_transmit() {
+        let t = transports.clone();
+        // UDP sends complete at once; streams queue on their connection. Neither blocks the core.
+        if out.kind == TransportKind::Udp {
+            if let Err(e) = t.try_send_udp(&out) {
+                debug!(remote = %out.remote, error = %e, "send failed");
+            }
+        } else {
+            tokio::spawn(async move {
+                let remote = out.remote;
+                if let Err(e) = t.send(out).await {
+                    debug!(%remote, error = %e, "send failed");
+                }
+            });
+        }
+    }
+}

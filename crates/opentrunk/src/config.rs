@@ -1,0 +1,220 @@
+//! Configuration: a TOML file (`--config FILE`), then environment variables over it, then
+//! defaults. The `OPENTRUNK_*` variable names are part of the operator contract.
+
+use std::path::Path;
+use std::time::Duration;
+
+use engine::{ListenSpec, TransportLimits};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub api: ApiConfig,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Optional: cluster-wide counters.
+    pub redis_url: Option<String>,
+    /// The operator's API key.
+    pub admin_api_key: Option<String>,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// `udp:IP:PORT`, `tcp:IP:PORT`, `tls:IP:PORT`.
+    pub listen: Vec<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// RFC 3261 timers in milliseconds.
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    pub max_message_size: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout_secs: u64,
+    /// How long SIGTERM waits for running transactions before exiting anyway.
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `engine=debug,info`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sip: SipConfig::default(),
+            api: ApiConfig::default(),
+            database_url: "sqlite://opentrunk.db".into(),
+            redis_url: None,
+            admin_api_key: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let limits = TransportLimits::default();
+        SipConfig {
+            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            tls_cert: None,
+            tls_key: None,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            max_message_size: limits.max_message_size,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            drain_timeout_secs: 32,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `env`, and validates.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let mut c = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        if let Some(v) = set(env("OPENTRUNK_SIP_LISTEN")) {
+            c.sip.listen = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = set(env("OPENTRUNK_API_LISTEN")) {
+            c.api.listen = v;
+        }
+        if let Some(v) = set(env("OPENTRUNK_DATABASE_URL")) {
+            c.database_url = v;
+        }
+        if let Some(v) = set(env("OPENTRUNK_REDIS_URL")) {
+            c.redis_url = Some(v);
+        }
+        if let Some(v) = set(env("OPENTRUNK_ADMIN_API_KEY")) {
+            c.admin_api_key = Some(v);
+        }
+        if let Some(v) = set(env("OPENTRUNK_TLS_CERT")) {
+            c.sip.tls_cert = Some(v);
+        }
+        if let Some(v) = set(env("OPENTRUNK_TLS_KEY")) {
+            c.sip.tls_key = Some(v);
+        }
+        if let Some(v) = set(env("OPENTRUNK_LOG_FORMAT")) {
+            c.log.format = v;
+        }
+        if let Some(v) = set(env("OPENTRUNK_LOG")) {
+            c.log.level = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let specs = self.listeners()?;
+        if specs.is_empty() {
+            return Err("sip.listen: at least one listener is needed".into());
+        }
+        if specs.iter().any(|s| s.kind == engine::TransportKind::Tls)
+            && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none())
+        {
+            return Err("a tls: listener needs OPENTRUNK_TLS_CERT and OPENTRUNK_TLS_KEY".into());
+        }
+        self.api.listen.parse::<std::net::SocketAddr>().map_err(|e| format!("api.listen `{}`: {e}", self.api.listen))?;
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(format!("log.format `{}`: expected text or json", self.log.format));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err("sip timers: need 0 < t1_ms <= t2_ms".into());
+        }
+        Ok(())
+    }
+
+    pub fn listeners(&self) -> Result<Vec<ListenSpec>, String> {
+        self.sip.listen.iter().map(|s| s.parse()).collect()
+    }
+
+    pub fn transport_limits(&self) -> TransportLimits {
+        TransportLimits {
+            max_message_size: self.sip.max_message_size,
+            max_connections: self.sip.max_connections,
+            max_connections_per_ip: self.sip.max_connections_per_ip,
+            idle_timeout: Duration::from_secs(self.sip.idle_timeout_secs),
+            ..TransportLimits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::load(None, |_| None).unwrap();
+        assert_eq!(c.sip.listen, vec!["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]);
+        assert_eq!(c.api.listen, "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://opentrunk.db");
+        assert_eq!(c.redis_url, None);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("ot-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\nt1_ms = 250\n[api]\nlisten = \"127.0.0.1:9000\"\n")
+            .unwrap();
+        let env = |k: &str| match k {
+            "OPENTRUNK_API_LISTEN" => Some("127.0.0.1:9100".to_owned()),
+            "OPENTRUNK_REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.sip.listen, vec!["udp:127.0.0.1:5070"]);
+        assert_eq!(c.sip.t1_ms, 250);
+        assert_eq!(c.api.listen, "127.0.0.1:9100");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        let env = |v: &'static str| move |k: &str| (k == "OPENTRUNK_SIP_LISTEN").then(|| v.to_owned());
+        assert!(Config::load(None, env("udp:nowhere")).is_err());
+        assert!(Config::load(None, env("sctp:127.0.0.1:5060")).is_err());
+        assert!(Config::load(None, env("tls:127.0.0.1:5061")).unwrap_err().contains("TLS_CERT"));
+        assert!(Config::load(None, env("udp:127.0.0.1:5060,tcp:[::1]:5060")).is_ok());
+    }
+}
