@@ -112,6 +112,7 @@ impl HeaderName {
     #[inline]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         match name {
+            [] => HeaderName::Other,
             [c] => match c.to_ascii_lowercase() {
                 b'a' => HeaderName::AcceptContact,
                 b'b' => HeaderName::ReferredBy,

@@ -330,6 +330,12 @@ impl Message {
         while pos < headers_end {
             let end = line_end(b, pos, headers_end);
             let line = &b[pos..end];
+            if matches!(line[0], b' ' | b'\t') {
+                // A continuation with no header before it (right after the start line).
+                fault.get_or_insert(Error("header section starts with a folded line"));
+                pos = end;
+                continue;
+            }
             let Some(colon) = memchr(b':', line) else {
                 fault.get_or_insert(Error("header line without a colon"));
                 pos = end;
@@ -805,7 +811,9 @@ fn parse_start_line(line: &[u8], fault: &mut Option<Error>) -> Option<Start> {
     if let Some(rest) = s.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).map(|_| s) {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let (version, rest) = rest.split_once(' ')?;
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        // No space after the code: an empty reason at the end of the line (a slice of the
+        // line itself, so its offset stays meaningful).
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, &rest[rest.len()..]));
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
