@@ -29,9 +29,9 @@ pub struct SwitchConfig {
 
 impl Default for SwitchConfig {
     fn default() -> Self {
-        let mut policy = Policy::default();
         // Only what the switch serves today; the rest answers 501 with this list in Allow.
-        policy.methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"].iter().map(|m| (*m).to_owned()).collect();
+        let methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"].iter().map(|m| (*m).to_owned()).collect();
+        let policy = Policy { methods, ..Policy::default() };
         SwitchConfig {
             timers: Timers::default(),
             policy,
@@ -84,7 +84,14 @@ impl ReplyRoute {
     }
 
     fn outbound(&self, data: Bytes) -> Outbound {
-        Outbound { kind: self.kind, remote: self.remote, conn: self.conn, local: Some(self.local), server_name: None, data }
+        Outbound {
+            kind: self.kind,
+            remote: self.remote,
+            conn: self.conn,
+            local: Some(self.local),
+            server_name: None,
+            data,
+        }
     }
 }
 

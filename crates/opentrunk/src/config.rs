@@ -151,7 +151,10 @@ impl Config {
         {
             return Err("a tls: listener needs OPENTRUNK_TLS_CERT and OPENTRUNK_TLS_KEY".into());
         }
-        self.api.listen.parse::<std::net::SocketAddr>().map_err(|e| format!("api.listen `{}`: {e}", self.api.listen))?;
+        self.api
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("api.listen `{}`: {e}", self.api.listen))?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(format!("log.format `{}`: expected text or json", self.log.format));
         }
@@ -194,8 +197,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ot-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\nt1_ms = 250\n[api]\nlisten = \"127.0.0.1:9000\"\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\nt1_ms = 250\n[api]\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "OPENTRUNK_API_LISTEN" => Some("127.0.0.1:9100".to_owned()),
             "OPENTRUNK_REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),

@@ -50,7 +50,9 @@ async fn run(config: Config) -> Result<(), String> {
     let drain = Duration::from_secs(config.sip.drain_timeout_secs);
     let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain));
 
-    let api = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| format!("API {}: {e}", config.api.listen))?;
+    let api = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .map_err(|e| format!("API {}: {e}", config.api.listen))?;
     info!(listener = %api.local_addr().map_err(|e| e.to_string())?, "API listener up");
     let app = Router::new().route("/health", get(health_handler)).with_state(health.clone());
     tokio::spawn(async move {
