@@ -35,6 +35,9 @@ pub const FAILURE_TTL: Duration = Duration::from_secs(10);
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 /// Destinations the [`Locator`] remembers.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// Longest a [`Locator::locate`] may take, all queries included: well inside the 32 s an INVITE
+/// client transaction lives (RFC 3261 Timer B), so failover still has time to act.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One place to send a request: the next hop of RFC 3263 section 4.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -195,7 +198,10 @@ pub enum Answer {
     Addrs(Vec<AddrRecord>),
     /// No records of that type (NODATA), or no such name at all (NXDOMAIN); the negative TTL
     /// comes from the SOA of the response, when it had one (RFC 2308 section 5).
-    NoRecords { nxdomain: bool, negative_ttl: Option<u32> },
+    NoRecords {
+        nxdomain: bool,
+        negative_ttl: Option<u32>,
+    },
     /// The query failed. Counted as empty so the rest of the search goes on; reported as the
     /// error if nothing at all is found.
     Failed(QueryFailure),
@@ -253,14 +259,28 @@ impl Resolution {
 
     /// The queries still needed before [`finish`](Self::finish); empty when there are none.
     pub fn poll_queries(&self) -> Vec<Query> {
+        if self.unreachable() {
+            return Vec::new();
+        }
         self.plan().err().unwrap_or_default()
+    }
+
+    /// Queries timed out and none was answered: the servers are unreachable, and every further
+    /// query would go to them and wait as long again.
+    fn unreachable(&self) -> bool {
+        self.answers.values().any(|a| *a == Answer::Failed(QueryFailure::Timeout))
+            && self.answers.values().all(|a| matches!(a, Answer::Failed(_)))
     }
 
     /// The targets in the order to try them: RFC 3263 section 4 applied to the answers, SRV
     /// weights drawn from `rng`.
     pub fn finish<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Located, Unresolved> {
         let plan = self.plan().map_err(|missing| Unresolved {
-            error: LocateError::Other(format!("{} DNS answers missing", missing.len())),
+            error: if self.unreachable() {
+                LocateError::Timeout
+            } else {
+                LocateError::Other(format!("{} DNS answers missing", missing.len()))
+            },
             ttl: None,
         })?;
         let mut targets: Vec<Target> = Vec::new();
@@ -287,7 +307,8 @@ impl Resolution {
                 Some(QueryFailure::Other(e)) => LocateError::Other(e),
                 None => LocateError::NotFound,
             };
-            let ttl = (error == LocateError::NotFound).then(|| plan.ttl.unwrap_or(NEGATIVE_TTL_CAP).min(NEGATIVE_TTL_CAP));
+            let ttl =
+                (error == LocateError::NotFound).then(|| plan.ttl.unwrap_or(NEGATIVE_TTL_CAP).min(NEGATIVE_TTL_CAP));
             return Err(Unresolved { error, ttl });
         }
         Ok(Located { targets, ttl: plan.ttl.map(|t| t.min(MAX_TTL)) })
@@ -542,6 +563,7 @@ pub fn order_srv<R: Rng + ?Sized>(records: &[SrvRecord], rng: &mut R) -> Vec<Srv
 pub struct Locator {
     resolver: TokioResolver,
     cache: Mutex<Cache>,
+    timeout: Duration,
 }
 
 impl Locator {
@@ -581,9 +603,14 @@ impl Locator {
         Locator { cache: Mutex::new(Cache::new(capacity)), ..self }
     }
 
+    /// Bounds each `locate`, all its queries together (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(self, timeout: Duration) -> Locator {
+        Locator { timeout, ..self }
+    }
+
     fn build(resolver: Result<TokioResolver, NetError>) -> Result<Locator, LocateError> {
         let resolver = resolver.map_err(|e| LocateError::Other(e.to_string()))?;
-        Ok(Locator { resolver, cache: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)) })
+        Ok(Locator { resolver, cache: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)), timeout: DEFAULT_TIMEOUT })
     }
 
     /// The targets for `uri`, in the order to try them (RFC 3263 section 4).
@@ -601,6 +628,23 @@ impl Locator {
             None => {}
         }
         let mut resolution = Resolution::new(dest.clone());
+        tokio::time::timeout(self.timeout, self.ask(&mut resolution)).await.map_err(|_| LocateError::Timeout)??;
+        let outcome = resolution.finish(&mut rand::rng());
+        let now = Instant::now();
+        match &outcome {
+            Ok(Located { ttl: Some(ttl), .. }) if !ttl.is_zero() => {
+                self.cache().insert(dest, Cached::Found(Arc::new(resolution)), now + *ttl, now);
+            }
+            Err(Unresolved { ttl: Some(ttl), .. }) if !ttl.is_zero() => {
+                self.cache().insert(dest, Cached::NotFound, now + *ttl, now);
+            }
+            _ => {}
+        }
+        outcome.map(|l| l.targets).map_err(|u| u.error)
+    }
+
+    /// Asks what the resolution needs, round by round, each round's queries at once.
+    async fn ask(&self, resolution: &mut Resolution) -> Result<(), LocateError> {
         // NAPTR, SRV, A/AAAA: three rounds; one more lets `poll_queries` say it is done.
         for _ in 0..4 {
             let queries = resolution.poll_queries();
@@ -620,18 +664,7 @@ impl Locator {
                 resolution.handle_answer(query, answer);
             }
         }
-        let outcome = resolution.finish(&mut rand::rng());
-        let now = Instant::now();
-        match &outcome {
-            Ok(Located { ttl: Some(ttl), .. }) if !ttl.is_zero() => {
-                self.cache().insert(dest, Cached::Found(Arc::new(resolution)), now + *ttl, now);
-            }
-            Err(Unresolved { ttl: Some(ttl), .. }) if !ttl.is_zero() => {
-                self.cache().insert(dest, Cached::NotFound, now + *ttl, now);
-            }
-            _ => {}
-        }
-        outcome.map(|l| l.targets).map_err(|u| u.error)
+        Ok(())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -817,12 +850,17 @@ mod tests {
         assert_eq!((d.target.as_str(), d.transport, d.secure), ("carrier.example.com", Some(TransportKind::Tls), true));
         assert_eq!(d.tls_name, "carrier.example.com");
         let d = dest("sip:a@[2001:db8::1]:5070");
-        assert_eq!((d.ip, d.port, d.tls_name.as_str()), (Some("2001:db8::1".parse().unwrap()), Some(5070), "2001:db8::1"));
+        assert_eq!(
+            (d.ip, d.port, d.tls_name.as_str()),
+            (Some("2001:db8::1".parse().unwrap()), Some(5070), "2001:db8::1")
+        );
         let d = dest("sip:example.com;maddr=192.0.2.7");
         assert_eq!((d.ip, d.tls_name.as_str()), (Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))), "example.com"));
         let d = dest("sip:example.com;maddr=Proxy.example.net;transport=TLS");
         assert_eq!((d.target.as_str(), d.ip, d.transport), ("proxy.example.net", None, Some(TransportKind::Tls)));
-        for (uri, err) in [("sips:example.com;transport=udp", "sips with transport=udp"), ("sip:x;transport=sctp", "transport=sctp")] {
+        for (uri, err) in
+            [("sips:example.com;transport=udp", "sips with transport=udp"), ("sip:x;transport=sctp", "transport=sctp")]
+        {
             let uri = sip::uri::parse_uri(uri).unwrap();
             assert_eq!(Destination::from_uri(uri.as_sip().unwrap()), Err(LocateError::Unsupported(err.into())));
         }
@@ -878,9 +916,18 @@ mod tests {
                 naptr(90, 1, "S", "SIPS+D2T", "_sips._tcp.example.com"),
             ]),
         );
-        assert_eq!(r.poll_queries(), vec![q("_sip._tcp.example.com", QueryType::Srv), q("_sip._udp.example.com", QueryType::Srv)]);
-        r.handle_answer(q("_sip._tcp.example.com", QueryType::Srv), Answer::Srv(vec![srv(1, 0, 5070, "tcp.example.com")]));
-        r.handle_answer(q("_sip._udp.example.com", QueryType::Srv), Answer::Srv(vec![srv(1, 0, 5080, "udp.example.com")]));
+        assert_eq!(
+            r.poll_queries(),
+            vec![q("_sip._tcp.example.com", QueryType::Srv), q("_sip._udp.example.com", QueryType::Srv)]
+        );
+        r.handle_answer(
+            q("_sip._tcp.example.com", QueryType::Srv),
+            Answer::Srv(vec![srv(1, 0, 5070, "tcp.example.com")]),
+        );
+        r.handle_answer(
+            q("_sip._udp.example.com", QueryType::Srv),
+            Answer::Srv(vec![srv(1, 0, 5080, "udp.example.com")]),
+        );
         let mut expected = vec![
             q("tcp.example.com", QueryType::A),
             q("tcp.example.com", QueryType::Aaaa),
@@ -992,7 +1039,10 @@ mod tests {
         r.handle_answer(q("example.com", QueryType::Naptr), Answer::Failed(QueryFailure::Timeout));
         r.handle_answer(q("_sips._tcp.example.com", QueryType::Srv), Answer::Failed(QueryFailure::Timeout));
         r.handle_answer(q("_sip._tcp.example.com", QueryType::Srv), NODATA);
-        r.handle_answer(q("_sip._udp.example.com", QueryType::Srv), Answer::Srv(vec![srv(0, 0, 5060, "h.example.com")]));
+        r.handle_answer(
+            q("_sip._udp.example.com", QueryType::Srv),
+            Answer::Srv(vec![srv(0, 0, 5060, "h.example.com")]),
+        );
         r.handle_answer(q("h.example.com", QueryType::A), v4(4, 300));
         r.handle_answer(q("h.example.com", QueryType::Aaaa), NODATA);
         let located = r.finish(&mut rng()).unwrap();
@@ -1003,6 +1053,18 @@ mod tests {
         r.handle_answer(q("example.com", QueryType::A), Answer::Failed(QueryFailure::Timeout));
         r.handle_answer(q("example.com", QueryType::Aaaa), Answer::Failed(QueryFailure::Other("SERVFAIL".into())));
         assert_eq!(r.finish(&mut rng()).unwrap_err(), Unresolved { error: LocateError::Timeout, ttl: None });
+    }
+
+    #[test]
+    fn an_unreachable_dns_ends_the_search() {
+        let mut r = Resolution::new(dest("sip:example.com"));
+        r.handle_answer(q("example.com", QueryType::Naptr), Answer::Failed(QueryFailure::Timeout));
+        assert!(r.poll_queries().is_empty(), "no SRV queries to a DNS that does not answer");
+        assert_eq!(r.finish(&mut rng()).unwrap_err(), Unresolved { error: LocateError::Timeout, ttl: None });
+        // Refused rather than silent: the search goes on.
+        let mut r = Resolution::new(dest("sip:example.com"));
+        r.handle_answer(q("example.com", QueryType::Naptr), Answer::Failed(QueryFailure::Other("REFUSED".into())));
+        assert_eq!(r.poll_queries().len(), 3);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,17 +43,56 @@ impl Default for SwitchConfig {
     }
 }
 
-/// Counters an operator (and a test) reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters an operator (and a test) reads, shared with the API's `/metrics` while the core
+/// updates them.
+#[derive(Debug, Default)]
 pub struct SwitchStats {
-    pub received: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub dropped: u64,
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dropped: AtomicU64,
     /// Server transactions created: a retransmitted request must not create another.
-    pub server_transactions: u64,
-    pub retransmissions_absorbed: u64,
-    pub stray_responses: u64,
+    pub server_transactions: AtomicU64,
+    pub retransmissions_absorbed: AtomicU64,
+    pub stray_responses: AtomicU64,
+    /// Transactions alive now.
+    pub live_transactions: AtomicU64,
+}
+
+impl SwitchStats {
+    /// Name, help and value of every counter, for the Prometheus text format.
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 8] {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
+            ("opentrunk_sip_messages_accepted_total", "counter", "messages past the door", v(&self.accepted)),
+            ("opentrunk_sip_messages_rejected_total", "counter", "requests answered at the door", v(&self.rejected)),
+            ("opentrunk_sip_messages_dropped_total", "counter", "messages dropped unanswered", v(&self.dropped)),
+            (
+                "opentrunk_sip_server_transactions_total",
+                "counter",
+                "server transactions created",
+                v(&self.server_transactions),
+            ),
+            (
+                "opentrunk_sip_retransmissions_absorbed_total",
+                "counter",
+                "requests absorbed by a transaction",
+                v(&self.retransmissions_absorbed),
+            ),
+            (
+                "opentrunk_sip_stray_responses_total",
+                "counter",
+                "responses matching no transaction",
+                v(&self.stray_responses),
+            ),
+            ("opentrunk_sip_transactions", "gauge", "transactions alive", v(&self.live_transactions)),
+        ]
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Where responses to a request go (RFC 3261 section 18.2.2, RFC 3581).
@@ -118,7 +159,7 @@ pub struct Core {
     timers: BinaryHeap<Reverse<(Instant, TransactionKey)>>,
     outbox: VecDeque<Outbound>,
     draining: bool,
-    stats: SwitchStats,
+    stats: Arc<SwitchStats>,
     tag_seed: u64,
 }
 
@@ -130,13 +171,13 @@ impl Core {
             timers: BinaryHeap::new(),
             outbox: VecDeque::new(),
             draining: false,
-            stats: SwitchStats::default(),
+            stats: Arc::new(SwitchStats::default()),
             tag_seed: seed | 1,
         }
     }
 
-    pub fn stats(&self) -> &SwitchStats {
-        &self.stats
+    pub fn stats(&self) -> Arc<SwitchStats> {
+        self.stats.clone()
     }
 
     /// Live transactions.
@@ -165,20 +206,20 @@ impl Core {
 
     /// One message from the network.
     pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
-        self.stats.received += 1;
+        bump(&self.stats.received);
         let framing = if inbound.kind.is_reliable() { Framing::Stream } else { Framing::Datagram };
         match sip::inspect(inbound.data.clone(), framing, &self.config.policy) {
             Verdict::Accept(msg) if msg.is_request() => {
-                self.stats.accepted += 1;
+                bump(&self.stats.accepted);
                 self.handle_request(msg, &inbound, now);
             }
             Verdict::Accept(_) => {
                 // No client transactions yet: a response that matches none is dropped (a B2BUA
                 // never forwards statelessly).
-                self.stats.stray_responses += 1;
+                bump(&self.stats.stray_responses);
             }
             Verdict::Reject { rejection, request } => {
-                self.stats.rejected += 1;
+                bump(&self.stats.rejected);
                 debug!(remote = %inbound.remote, status = rejection.status, reason = %rejection.reason, "rejected");
                 if request.method() == Some(Method::Ack) {
                     return; // an ACK is never answered
@@ -190,7 +231,7 @@ impl Core {
                 self.outbox.push_back(route.outbound(resp.to_bytes()));
             }
             Verdict::Drop(e) => {
-                self.stats.dropped += 1;
+                bump(&self.stats.dropped);
                 debug!(remote = %inbound.remote, error = %e, "dropped");
             }
         }
@@ -199,12 +240,12 @@ impl Core {
     fn handle_request(&mut self, mut msg: Message, inbound: &Inbound, now: Instant) {
         msg.stamp_received(inbound.remote);
         let Ok(key) = TransactionKey::for_server(&msg) else {
-            self.stats.dropped += 1;
+            bump(&self.stats.dropped);
             return;
         };
         if let Some(entry) = self.servers.get_mut(&key) {
             // A retransmission, or the ACK of a non-2xx final: the transaction absorbs it.
-            self.stats.retransmissions_absorbed += 1;
+            bump(&self.stats.retransmissions_absorbed);
             let _ = entry.txn.handle_request(msg, now);
             self.pump(&key);
             return;
@@ -229,8 +270,9 @@ impl Core {
                 return;
             }
         };
-        self.stats.server_transactions += 1;
+        bump(&self.stats.server_transactions);
         self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false });
+        self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
         self.serve(&key, served, now);
         self.pump(&key);
     }
@@ -329,6 +371,7 @@ impl Core {
         }
         if terminated {
             self.servers.remove(key);
+            self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
             return;
         }
         if let Some(at) = entry.txn.poll_timeout() {
@@ -369,7 +412,7 @@ pub async fn run(
     mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
     mut control: tokio::sync::mpsc::Receiver<Control>,
     drain_timeout: Duration,
-) -> SwitchStats {
+) -> Arc<SwitchStats> {
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         flush(&mut core, &transports);
@@ -411,7 +454,7 @@ pub async fn run(
         }
     }
     flush(&mut core, &transports);
-    core.stats().clone()
+    core.stats()
 }
 
 fn flush(core: &mut Core, transports: &crate::Transports) {

@@ -78,7 +78,8 @@ impl FromStr for ListenSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let (kind, addr) = s.split_once(':').ok_or_else(|| format!("listener `{s}`: expected KIND:IP:PORT"))?;
-        let kind = TransportKind::from_token(kind).ok_or_else(|| format!("listener `{s}`: unknown transport `{kind}`"))?;
+        let kind =
+            TransportKind::from_token(kind).ok_or_else(|| format!("listener `{s}`: unknown transport `{kind}`"))?;
         let addr = addr.parse().map_err(|e| format!("listener `{s}`: {e}"))?;
         Ok(ListenSpec { kind, addr })
     }
@@ -371,7 +372,8 @@ async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
         if n == 0 {
             continue;
         }
-        let msg = Inbound { data: Bytes::copy_from_slice(&buf[..n]), kind: TransportKind::Udp, local, remote, conn: None };
+        let msg =
+            Inbound { data: Bytes::copy_from_slice(&buf[..n]), kind: TransportKind::Udp, local, remote, conn: None };
         if inner.inbound.try_send(msg).is_err() {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
         }

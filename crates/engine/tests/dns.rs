@@ -91,9 +91,13 @@ impl TestDns {
     async fn start() -> TestDns {
         let origin = Name::from_ascii("example.test.").unwrap();
         let (origin, records) = Parser::new(ZONE, None, Some(origin)).parse().unwrap();
-        let zone =
-            InMemoryZoneHandler::<TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
-                .unwrap();
+        let zone = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+            origin.clone(),
+            records,
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        )
+        .unwrap();
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
         let log = Log::default();
@@ -136,7 +140,6 @@ fn hops(targets: &[Target]) -> Vec<(TransportKind, String)> {
 fn hop(kind: TransportKind, addr: &str) -> (TransportKind, String) {
     (kind, addr.to_string())
 }
-
 
 #[tokio::test]
 async fn naptr_srv_a_chain_in_order() {
@@ -272,9 +275,26 @@ async fn nxdomain_is_not_found_and_cached() {
 async fn unsupported_transports_are_refused() {
     let dns = TestDns::start().await;
     let locator = dns.locator();
-    assert!(matches!(locate(&locator, "sip:plain.example.test;transport=sctp").await, Err(LocateError::Unsupported(_))));
-    assert!(matches!(locate(&locator, "sips:plain.example.test;transport=udp").await, Err(LocateError::Unsupported(_))));
+    assert!(matches!(
+        locate(&locator, "sip:plain.example.test;transport=sctp").await,
+        Err(LocateError::Unsupported(_))
+    ));
+    assert!(matches!(
+        locate(&locator, "sips:plain.example.test;transport=udp").await,
+        Err(LocateError::Unsupported(_))
+    ));
     assert!(dns.queries().is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_dns_times_out() {
+    // Bound and never read: queries vanish without an ICMP error.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let locator =
+        Locator::with_nameservers(vec![silent.local_addr().unwrap()]).unwrap().with_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(locate(&locator, "sip:plain.example.test").await, Err(LocateError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 /// Callers spawn `locate` on the multi-threaded runtime: its future must be `Send`.

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use engine::switch::{Control, Core, SwitchConfig};
+use engine::switch::{Control, Core, SwitchConfig, SwitchStats};
 use engine::{TlsSettings, Transports};
 use serde_json::json;
 use tracing::{error, info};
@@ -46,6 +46,7 @@ async fn run(config: Config) -> Result<(), String> {
     switch.policy.max_message_size = config.sip.max_message_size;
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let core = Core::new(switch, seed ^ u64::from(std::process::id()));
+    let stats = core.stats();
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
     let drain = Duration::from_secs(config.sip.drain_timeout_secs);
     let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain));
@@ -54,7 +55,10 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("API {}: {e}", config.api.listen))?;
     info!(listener = %api.local_addr().map_err(|e| e.to_string())?, "API listener up");
-    let app = Router::new().route("/health", get(health_handler)).with_state(health.clone());
+    let app = Router::new()
+        .route("/health", get(health_handler))
+        .with_state(health.clone())
+        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone())));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
             error!("API: {e}");
@@ -80,6 +84,25 @@ async fn health_handler(State(h): State<Arc<AtomicU8>>) -> (StatusCode, Json<ser
         DRAINING => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))),
         _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))),
     }
+}
+
+/// Prometheus text exposition of the switch's counters.
+async fn metrics_handler(State((stats, transports)): State<(Arc<SwitchStats>, Transports)>) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2048);
+    let extra = [
+        ("opentrunk_sip_connections", "gauge", "open stream connections", transports.connection_count() as u64),
+        (
+            "opentrunk_sip_datagrams_dropped_total",
+            "counter",
+            "datagrams dropped: switch queue full",
+            transports.dropped_datagrams(),
+        ),
+    ];
+    for (name, kind, help, value) in stats.families().into_iter().chain(extra) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    out
 }
 
 async fn shutdown_signal() {
