@@ -43,7 +43,7 @@ fn sipp(server: &support::Server, scenario_file: &str, args: &[&str]) -> (i32, S
 
 /// The cumulative column of a row of SIPp's final screen, e.g. "Successful call".
 fn cumulative(screen: &str, row: &str) -> Option<u64> {
-    screen.lines().filter(|l| l.trim_start().starts_with(row)).last()?.split('|').nth(2)?.trim().parse().ok()
+    screen.lines().rfind(|l| l.trim_start().starts_with(row))?.split('|').nth(2)?.trim().parse().ok()
 }
 
 fn metric(server: &support::Server, name: &str) -> u64 {
