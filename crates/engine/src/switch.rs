@@ -25,8 +25,11 @@ pub struct SwitchConfig {
     pub policy: Policy,
     /// `Server` / `User-Agent` product token.
     pub product: String,
-    /// Seconds a client should wait before retrying while we drain.
+    /// Seconds a client should wait before retrying while we drain or are full.
     pub drain_retry_after: u32,
+    /// Live transactions beyond which new requests get `503` statelessly: memory stays
+    /// bounded under a flood (each lives up to 64*T1 after its answer).
+    pub max_transactions: usize,
 }
 
 impl Default for SwitchConfig {
@@ -39,6 +42,7 @@ impl Default for SwitchConfig {
             policy,
             product: concat!("opentrunk/", env!("CARGO_PKG_VERSION")).to_owned(),
             drain_retry_after: 30,
+            max_transactions: 200_000,
         }
     }
 }
@@ -57,11 +61,13 @@ pub struct SwitchStats {
     pub stray_responses: AtomicU64,
     /// Transactions alive now.
     pub live_transactions: AtomicU64,
+    /// Requests refused with 503 because the transaction table was full.
+    pub overloaded: AtomicU64,
 }
 
 impl SwitchStats {
     /// Name, help and value of every counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 8] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 9] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -87,6 +93,7 @@ impl SwitchStats {
                 v(&self.stray_responses),
             ),
             ("opentrunk_sip_transactions", "gauge", "transactions alive", v(&self.live_transactions)),
+            ("opentrunk_sip_overload_rejections_total", "counter", "503s: transaction table full", v(&self.overloaded)),
         ]
     }
 }
@@ -111,12 +118,14 @@ impl ReplyRoute {
             && let Ok(via) = msg.top_via()
         {
             // Unreliable: the source address, at the rport if the client asked for it, else
-            // at the sent-by port (default 5060); a numeric maddr wins over both.
+            // at the sent-by port (default 5060); a multicast maddr wins over both.
             let port = match via.rport() {
                 Some(_) => from.remote.port(),
                 None => via.port.unwrap_or(5060),
             };
-            remote = match via.maddr().and_then(|m| m.parse::<IpAddr>().ok()) {
+            // maddr is honoured only for multicast groups, its purpose: a unicast maddr would
+            // let anyone aim our responses at a third party (reflection).
+            remote = match via.maddr().and_then(|m| m.parse::<IpAddr>().ok()).filter(IpAddr::is_multicast) {
                 Some(ip) => SocketAddr::new(ip, via.port.unwrap_or(5060)),
                 None => SocketAddr::new(from.remote.ip(), port),
             };
@@ -262,6 +271,15 @@ impl Core {
             Some(_) => Served::Other,
         };
         let route = ReplyRoute::for_request(&msg, inbound);
+        if self.servers.len() >= self.config.max_transactions {
+            bump(&self.stats.overloaded);
+            let tag = self.new_tag();
+            let mut resp = msg.response_to(503, "Service Unavailable", Some(&tag));
+            resp.push_header(HeaderName::RetryAfter, &self.config.drain_retry_after.to_string());
+            self.decorate(&mut resp);
+            self.outbox.push_back(route.outbound(resp.to_bytes()));
+            return;
+        }
         let reliable = inbound.kind.is_reliable();
         let txn = match ServerTransaction::new(msg.clone(), reliable, &self.config.timers, now) {
             Ok(t) => t,

@@ -38,6 +38,8 @@ pub struct SipConfig {
     pub idle_timeout_secs: u64,
     /// How long SIGTERM waits for running transactions before exiting anyway.
     pub drain_timeout_secs: u64,
+    /// Live transactions beyond which new requests get 503.
+    pub max_transactions: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -83,6 +85,7 @@ impl Default for SipConfig {
             max_connections_per_ip: limits.max_connections_per_ip,
             idle_timeout_secs: limits.idle_timeout.as_secs(),
             drain_timeout_secs: 32,
+            max_transactions: 200_000,
         }
     }
 }

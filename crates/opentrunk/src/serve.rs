@@ -44,6 +44,7 @@ async fn run(config: Config) -> Result<(), String> {
     switch.timers.t2 = Duration::from_millis(config.sip.t2_ms);
     switch.timers.t4 = Duration::from_millis(config.sip.t4_ms);
     switch.policy.max_message_size = config.sip.max_message_size;
+    switch.max_transactions = config.sip.max_transactions;
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let core = Core::new(switch, seed ^ u64::from(std::process::id()));
     let stats = core.stats();

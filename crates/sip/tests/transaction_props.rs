@@ -458,8 +458,10 @@ impl Sim {
 }
 
 fn config() -> ProptestConfig {
-    // No regression files: this file is the only one the tests own.
-    ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+    // No regression files: this file is the only one the tests own. 512 cases unless
+    // PROPTEST_CASES says otherwise.
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -802,7 +804,11 @@ proptest! {
     fn keys_match_as_the_rfc_says(
         branch in "[a-zA-Z0-9.!%*_+`'~-]{1,24}",
         cookie in any::<bool>(),
-        host in "[a-z]{1,12}(\\.[a-z]{1,8}){0,3}",
+        host in prop_oneof![
+            "[a-z]{1,12}(\\.[a-z]{1,8}){0,3}",
+            any::<[u8; 4]>().prop_map(|o| format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])),
+            any::<[u16; 8]>().prop_map(|s| format!("[{}]", std::net::Ipv6Addr::from(s))),
+        ],
         port in prop::option::of(1u16..),
         method in prop::sample::select(&["INVITE", "OPTIONS", "BYE", "REGISTER"][..]),
     ) {

@@ -25,7 +25,7 @@ pub fn in_loopback_namespace(test_name: &str) -> bool {
     }
     let exe = std::env::current_exe().expect("test binary path");
     let status = Command::new("unshare")
-        .args(["-n", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .args(["-n", "--", "sh", "-c", "ulimit -n 16384 2>/dev/null; ip link set lo up && exec \"$0\" \"$@\""])
         .arg(exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("OPENTRUNK_IN_NETNS", "1")
@@ -57,13 +57,23 @@ impl Server {
     /// Starts the switch with UDP and TCP on one port (plus `extra` listeners) and waits for
     /// `/health` to answer 200.
     pub fn start(extra_env: &[(&str, &str)]) -> Server {
+        Server::start_with_config("", extra_env)
+    }
+
+    /// As [`Server::start`], with a TOML configuration file holding `toml`.
+    pub fn start_with_config(toml: &str, extra_env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let api_port = free_port();
         let sip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_opentrunk"));
-        cmd.arg("serve")
-            .env("OPENTRUNK_SIP_LISTEN", format!("udp:{sip},tcp:{sip}"))
+        cmd.arg("serve");
+        if !toml.is_empty() {
+            let file = std::env::temp_dir().join(format!("ot-test-{}-{port}.toml", std::process::id()));
+            std::fs::write(&file, toml).expect("write config");
+            cmd.arg("--config").arg(file);
+        }
+        cmd.env("OPENTRUNK_SIP_LISTEN", format!("udp:{sip},tcp:{sip}"))
             .env("OPENTRUNK_API_LISTEN", api.to_string())
             .env("OPENTRUNK_LOG", "warn")
             .stdout(Stdio::null())

@@ -12,8 +12,8 @@ use crate::{Error, scan};
 /// One small heap allocation holding a string that is never parsed back:
 /// - server, RFC 3261 branch (`z9hG4bK` and more): `S` method, sent-by, branch (17.2.3). ACK
 ///   takes the INVITE's method, so it finds the INVITE transaction; CANCEL keeps its own.
-/// - server, RFC 2543 fallback: `L` method, then the Request-URI, From tag, Call-ID, CSeq number
-///   and top Via (transport, sent-by, parameters), each length-prefixed. The To tag is part of
+/// - server, RFC 2543 fallback: `L` method, then the Request-URI, To tag, From tag, Call-ID,
+///   CSeq number and top Via (transport, sent-by, parameters), each length-prefixed. The To tag is part of
 ///   the key for non-INVITE requests only: an ACK's To tag is the one the server put in its
 ///   response, which the INVITE did not carry, so INVITE and ACK both leave it out and the
 ///   INVITE server transaction checks the ACK's To tag itself.
@@ -103,14 +103,14 @@ fn client_key(method: &str, branch: &str) -> TransactionKey {
     s.push_str(method);
     s.push(' ');
     s.push_str(branch);
-    TransactionKey(s.into_boxed_str())
+    exact(s)
 }
 
 fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
     let via = msg.top_via()?;
     let sent_by = SentBy::of(&via);
-    if via.has_rfc3261_branch() {
-        let branch = via.branch().unwrap_or("");
+    // `Via::has_rfc3261_branch`, without looking the parameter up twice.
+    if let Some(branch) = via.branch().filter(|b| b.len() > 7 && b.starts_with("z9hG4bK")) {
         let mut s = String::with_capacity(3 + kind.len() + sent_by.len() + branch.len());
         s.push('S');
         s.push_str(kind);
@@ -118,7 +118,7 @@ fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
         sent_by.write(&mut s);
         s.push(' ');
         s.push_str(branch);
-        return Ok(TransactionKey(s.into_boxed_str()));
+        return Ok(exact(s));
     }
     // RFC 2543 fallback (17.2.3): Request-URI, To tag (not for INVITE/ACK, see the type's
     // docs), From tag, Call-ID, CSeq number and top Via.
@@ -137,10 +137,11 @@ fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
         Field::SentBy(&sent_by),
         Field::Text(via.params.as_str()),
     ];
-    let len = 1 + kind.len() + fields.iter().map(|f| digits(f.len()) + 1 + f.len()).sum::<usize>();
+    let len = 2 + kind.len() + fields.iter().map(|f| digits(f.len()) + 1 + f.len()).sum::<usize>();
     let mut s = String::with_capacity(len);
     s.push('L');
     s.push_str(kind);
+    s.push(' ');
     for f in &fields {
         s.push_str(itoa_u32(u32::try_from(f.len()).unwrap_or(u32::MAX)).as_str());
         s.push(':');
@@ -149,7 +150,13 @@ fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
             Field::SentBy(sb) => sb.write(&mut s),
         }
     }
-    Ok(TransactionKey(s.into_boxed_str()))
+    Ok(exact(s))
+}
+
+/// The key from a string built to its exact capacity, so that boxing it does not reallocate.
+fn exact(s: String) -> TransactionKey {
+    debug_assert_eq!(s.len(), s.capacity(), "key capacity miscounted: {s}");
+    TransactionKey(s.into_boxed_str())
 }
 
 enum Field<'a> {
@@ -188,6 +195,17 @@ impl<'a> SentBy<'a> {
         let mut ip = StackStr::new();
         let name = match via.host {
             Host::Domain(d) => Some(d),
+            Host::Ipv4(a) => {
+                // The formatting machinery costs more than the rest of the key; four numbers
+                // do not need it.
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        let _ = ip.write_str(".");
+                    }
+                    let _ = ip.write_str(itoa_u32(u32::from(o)).as_str());
+                }
+                None
+            }
             other => {
                 // An IPv6 reference is at most 47 bytes; the buffer holds 64.
                 let _ = write!(ip, "{other}");
