@@ -109,7 +109,7 @@ fn floods_of_garbage_and_broken_connections() {
     assert_answers(&server, &probe, &mut pings, "at start");
 
     let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut round = |rng: &mut Rng, pings: &mut u32| {
+    let round = |rng: &mut Rng, pings: &mut u32| {
         for i in 0..50_000u32 {
             let d = if i % 2 == 0 {
                 let n = rng.below(1500);
