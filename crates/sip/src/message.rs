@@ -141,6 +141,9 @@ pub struct Message {
     edited: bool,
     /// The first structural fault found while splitting (see [`ParseError::partial`]).
     fault: Option<Error>,
+    /// Line-break bytes appended to a datagram that lacked the empty line after its headers;
+    /// an untouched message is written back without them.
+    added: u8,
 }
 
 /// A message that could not be parsed. `partial` holds what could be split out of it (start
@@ -273,7 +276,11 @@ impl Message {
                     v.extend_from_slice(b"\r\n");
                 }
                 v.extend_from_slice(b"\r\n");
-                return Self::parse_with_head(v.freeze(), framing);
+                let added = v.len() - buf.len();
+                return Self::parse_with_head(v.freeze(), framing).map(|mut m| {
+                    m.added = added as u8;
+                    m
+                });
             }
             return Err(ParseError { error: Error("no end of header section"), status: 400, partial: None });
         };
@@ -399,6 +406,7 @@ impl Message {
             body,
             edited: false,
             fault,
+            added: 0,
         })
     }
 
@@ -551,6 +559,7 @@ impl Message {
             body: Bytes::new(),
             edited: true,
             fault: None,
+            added: 0,
         }
     }
 
@@ -729,7 +738,7 @@ impl Message {
     /// body's length.
     pub fn to_bytes(&self) -> Bytes {
         if !self.edited {
-            return self.buf.clone();
+            return self.buf.slice(..self.buf.len() - usize::from(self.added));
         }
         let mut out = BytesMut::with_capacity(self.head_len + self.edits.len() + self.body.len() + 64);
         match (self.start_line, &self.start) {

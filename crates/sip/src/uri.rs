@@ -66,12 +66,20 @@ pub struct TelUri<'a> {
 }
 
 /// Any other URI: `scheme ":" rest`, checked only for URI characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AbsoluteUri<'a> {
     /// As written.
     pub scheme: &'a str,
     pub rest: &'a str,
+}
+
+/// Schemes compare without regard to case (RFC 3986 section 3.1), so `Display`, which writes
+/// the scheme in lowercase, round-trips to an equal value.
+impl PartialEq for AbsoluteUri<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.scheme.eq_ignore_ascii_case(other.scheme) && self.rest == other.rest
+    }
 }
 
 #[cfg(feature = "serde")]
