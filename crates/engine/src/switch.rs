@@ -303,11 +303,15 @@ impl Core {
             // No call routing exists yet: no connection can match the caller.
             Served::Invite => (403, "Forbidden"),
             Served::Cancel => {
+                // RFC 3261 section 9.2: a CANCEL matching an INVITE transaction gets 200; the
+                // INVITE ends with 487 unless it already has its final answer.
                 let target = self.servers.get(key).and_then(|e| TransactionKey::cancel_target(e.txn.request()).ok());
-                match target.filter(|t| self.servers.get(t).is_some_and(|e| !e.final_sent)) {
+                match target.filter(|t| self.servers.get(t).is_some_and(|e| e.txn.is_invite())) {
                     Some(t) => {
-                        self.respond(&t, 487, "Request Terminated", now);
-                        self.pump(&t);
+                        if self.servers.get(&t).is_some_and(|e| !e.final_sent) {
+                            self.respond(&t, 487, "Request Terminated", now);
+                            self.pump(&t);
+                        }
                         (200, "OK")
                     }
                     None => (481, "Call/Transaction Does Not Exist"),
@@ -491,5 +495,138 @@ fn flush(core: &mut Core, transports: &crate::Transports) {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PBX: &str = "192.0.2.10:5062";
+    const SWITCH: &str = "192.0.2.1:5060";
+
+    fn request(method: &str, branch: &str, cseq_method: &str) -> String {
+        format!(
+            "{method} sip:+12125551212@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:pbx@10.0.0.5>;tag=f1\r\nTo: <sip:+12125551212@192.0.2.1>\r\n\
+             Call-ID: call-1@10.0.0.5\r\nCSeq: 7 {cseq_method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn udp(text: &str) -> Inbound {
+        Inbound {
+            data: Bytes::from(text.to_owned()),
+            kind: TransportKind::Udp,
+            local: SWITCH.parse().unwrap(),
+            remote: PBX.parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    /// Everything the core wants sent, as (destination, parsed message).
+    fn sent(core: &mut Core) -> Vec<(SocketAddr, Message)> {
+        std::iter::from_fn(|| core.poll_transmit())
+            .map(|o| (o.remote, Message::parse(o.data, Framing::Datagram).expect("we send valid SIP")))
+            .collect()
+    }
+
+    fn statuses(out: &[(SocketAddr, Message)]) -> Vec<u16> {
+        out.iter().filter_map(|(_, m)| m.status()).collect()
+    }
+
+    #[test]
+    fn options_ping_is_answered_at_the_rport() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("OPTIONS", "z9hG4bKo1", "OPTIONS")), t0);
+        let out = sent(&mut core);
+        assert_eq!(statuses(&out), vec![200]);
+        let (to, resp) = &out[0];
+        assert_eq!(to.to_string(), PBX, "rport: back to the source address and port");
+        assert!(resp.header(HeaderName::Allow).unwrap().contains("INVITE"));
+        assert!(resp.header(HeaderName::Supported).is_some());
+        assert!(resp.to().unwrap().tag().is_some());
+        let via = resp.top_via().unwrap();
+        assert_eq!((via.received(), via.rport()), (Some("192.0.2.10"), Some(Some(5062))));
+    }
+
+    #[test]
+    fn retransmitted_invite_is_absorbed_and_the_answer_repeated() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        let invite = request("INVITE", "z9hG4bKi1", "INVITE");
+        core.handle_inbound(udp(&invite), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![100, 403]);
+        core.handle_inbound(udp(&invite), t0 + Duration::from_millis(500));
+        assert_eq!(statuses(&sent(&mut core)), vec![403], "the last response again, nothing new");
+        assert_eq!(core.stats().server_transactions.load(Ordering::Relaxed), 1);
+        // Timer G retransmits the 403 until the ACK comes.
+        core.handle_timeout(t0 + Duration::from_millis(600));
+        assert_eq!(statuses(&sent(&mut core)), vec![403]);
+        let ack = request("ACK", "z9hG4bKi1", "ACK");
+        core.handle_inbound(udp(&ack), t0 + Duration::from_millis(700));
+        assert!(sent(&mut core).is_empty(), "an ACK is never answered");
+        assert_eq!(core.busy_transactions(), 0);
+        // Timer I (T4 = 5 s) ends it.
+        core.handle_timeout(t0 + Duration::from_secs(6));
+        assert_eq!(core.transactions(), 0);
+    }
+
+    #[test]
+    fn cancel_matches_its_invite() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("INVITE", "z9hG4bKc1", "INVITE")), t0);
+        sent(&mut core);
+        core.handle_inbound(udp(&request("CANCEL", "z9hG4bKc1", "CANCEL")), t0);
+        // The INVITE already has its final answer: the CANCEL gets 200 and changes nothing.
+        assert_eq!(statuses(&sent(&mut core)), vec![200]);
+        core.handle_inbound(udp(&request("CANCEL", "z9hG4bKother", "CANCEL")), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![481]);
+    }
+
+    #[test]
+    fn bye_outside_a_dialog_gets_481_and_unknown_methods_501() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("BYE", "z9hG4bKb1", "BYE")), t0);
+        core.handle_inbound(udp(&request("PUBLISH", "z9hG4bKp1", "PUBLISH")), t0);
+        let out = sent(&mut core);
+        assert_eq!(statuses(&out), vec![481, 501]);
+        assert!(out[1].1.header(HeaderName::Allow).is_some());
+    }
+
+    #[test]
+    fn draining_turns_new_calls_away_with_retry_after() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        core.begin_drain();
+        core.handle_inbound(udp(&request("INVITE", "z9hG4bKd1", "INVITE")), Instant::now());
+        let out = sent(&mut core);
+        assert_eq!(statuses(&out), vec![100, 503]);
+        assert_eq!(out[1].1.header(HeaderName::RetryAfter), Some("30"));
+    }
+
+    #[test]
+    fn a_full_transaction_table_answers_503() {
+        let config = SwitchConfig { max_transactions: 1, ..SwitchConfig::default() };
+        let mut core = Core::new(config, 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("OPTIONS", "z9hG4bKf1", "OPTIONS")), t0);
+        core.handle_inbound(udp(&request("OPTIONS", "z9hG4bKf2", "OPTIONS")), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![200, 503]);
+        assert_eq!(core.stats().overloaded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn malformed_requests_are_answered_statelessly_and_responses_dropped() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("OPTIONS", "z9hG4bKm1", "INVITE")), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![400]);
+        assert_eq!(core.transactions(), 0);
+        core.handle_inbound(udp("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n\r\n"), t0);
+        assert!(sent(&mut core).is_empty());
+        core.handle_inbound(udp("\u{0}garbage"), t0);
+        assert!(sent(&mut core).is_empty());
     }
 }
