@@ -24,10 +24,7 @@ macro_rules! header_names {
             pub const ALL: &'static [(HeaderName, &'static str, Option<u8>)] = &[
                 $((HeaderName::$variant, $name, header_names!(@compact $($compact)?)),)*
             ];
-            fn lookup_long(name: &[u8]) -> HeaderName {
-                $( if name.eq_ignore_ascii_case($name.as_bytes()) { return HeaderName::$variant; } )*
-                HeaderName::Other
-            }
+
         }
     };
     (@compact $c:literal) => { Some($c) };
@@ -136,21 +133,9 @@ impl HeaderName {
                 b'y' => HeaderName::Identity,
                 _ => HeaderName::Other,
             },
-            // The names a switch sees on nearly every message first, by length and first
-            // letter, before the full table scan.
-            _ => match (name.len(), name[0].to_ascii_lowercase()) {
-                (3, b'v') if name.eq_ignore_ascii_case(b"Via") => HeaderName::Via,
-                (2, b't') if name.eq_ignore_ascii_case(b"To") => HeaderName::To,
-                (4, b'f') if name.eq_ignore_ascii_case(b"From") => HeaderName::From,
-                (4, b'c') if name.eq_ignore_ascii_case(b"CSeq") => HeaderName::CSeq,
-                (7, b'c') if name.eq_ignore_ascii_case(b"Call-ID") => HeaderName::CallId,
-                (7, b'c') if name.eq_ignore_ascii_case(b"Contact") => HeaderName::Contact,
-                (12, b'm') if name.eq_ignore_ascii_case(b"Max-Forwards") => HeaderName::MaxForwards,
-                (12, b'c') if name.eq_ignore_ascii_case(b"Content-Type") => HeaderName::ContentType,
-                (14, b'c') if name.eq_ignore_ascii_case(b"Content-Length") => HeaderName::ContentLength,
-                (2.., b'x') if name.get(1) == Some(&b'-') => HeaderName::Other,
-                _ => HeaderName::lookup_long(name),
-            },
+            // Extension headers (`X-...`) are never known names: skip the lookup.
+            [b'x' | b'X', b'-', ..] => HeaderName::Other,
+            _ => lookup_long(name),
         }
     }
 
@@ -189,6 +174,53 @@ impl HeaderName {
                 | H::InReplyTo
                 | H::Identity
         )
+    }
+}
+
+/// Long names are found through a table built at compile time: an FNV-1a hash of the
+/// lowercased name picks a slot (linear probing), so a lookup hashes once and compares one or
+/// two names instead of scanning all of them.
+const NAME_SLOTS: usize = 256;
+
+const fn name_hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        h ^= name[i].to_ascii_lowercase() as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    h as usize % NAME_SLOTS
+}
+
+/// Slot -> index into `HeaderName::ALL` plus one (0 = empty).
+static NAME_TABLE: [u8; NAME_SLOTS] = {
+    let mut t = [0u8; NAME_SLOTS];
+    let all = HeaderName::ALL;
+    let mut i = 0;
+    while i < all.len() {
+        let mut slot = name_hash(all[i].1.as_bytes());
+        while t[slot] != 0 {
+            slot = (slot + 1) % NAME_SLOTS;
+        }
+        t[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+};
+
+fn lookup_long(name: &[u8]) -> HeaderName {
+    let mut slot = name_hash(name);
+    loop {
+        let entry = NAME_TABLE[slot] as usize;
+        if entry == 0 {
+            return HeaderName::Other;
+        }
+        let (header, long, _) = HeaderName::ALL[entry - 1];
+        if long.len() == name.len() && long.as_bytes().eq_ignore_ascii_case(name) {
+            return header;
+        }
+        slot = (slot + 1) % NAME_SLOTS;
     }
 }
 

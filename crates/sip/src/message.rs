@@ -141,9 +141,6 @@ pub struct Message {
     edited: bool,
     /// The first structural fault found while splitting (see [`ParseError::partial`]).
     fault: Option<Error>,
-    /// Line-break bytes appended to a datagram that lacked the empty line after its headers;
-    /// an untouched message is written back without them.
-    added: u8,
 }
 
 /// A message that could not be parsed. `partial` holds what could be split out of it (start
@@ -198,7 +195,7 @@ pub fn frame(buf: &[u8], max_head: usize) -> Frame {
         if let Some(colon) = memchr(b':', line) {
             let name = trim_ws(&line[..colon]);
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-                let Some(v) = std::str::from_utf8(&line[colon + 1..]).ok().and_then(parse_length) else {
+                let Some(v) = parse_length(trim_ws(&line[colon + 1..])) else {
                     return Frame::Invalid(Error("malformed Content-Length"));
                 };
                 if content_length.is_some_and(|c| c != v) {
@@ -258,54 +255,26 @@ fn trim_ws(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn parse_length(v: &str) -> Option<usize> {
-    crate::scan::parse_u32(crate::scan::trim_lws(v)).map(|n| n as usize)
+/// A Content-Length value (whitespace already trimmed): digits only, at most 2^32-1.
+fn parse_length(v: &[u8]) -> Option<usize> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Leading zeros are allowed (RFC 4475 wsinv uses them); the rest must fit 32 bits.
+    let zeros = v.iter().take_while(|&&d| d == b'0').count().min(v.len() - 1);
+    let v = &v[zeros..];
+    if v.len() > 10 {
+        return None;
+    }
+    let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    u32::try_from(n).ok().map(|n| n as usize)
 }
 
 impl Message {
     /// Parses one message. For [`Framing::Datagram`] `buf` is the whole datagram; for
     /// [`Framing::Stream`] it is exactly the bytes [`frame`] reported.
     pub fn parse(buf: Bytes, framing: Framing) -> Result<Message, ParseError> {
-        let Some(head_len) = find_head_end(&buf) else {
-            // No empty line: a datagram may end right after the last header (RFC 4475's
-            // archive-style messages); treat the end of input as the end of the headers.
-            if framing == Framing::Datagram && !buf.is_empty() {
-                let mut v = BytesMut::with_capacity(buf.len() + 4);
-                v.extend_from_slice(&buf);
-                if !v.ends_with(b"\n") {
-                    v.extend_from_slice(b"\r\n");
-                }
-                v.extend_from_slice(b"\r\n");
-                let added = v.len() - buf.len();
-                return Self::parse_with_head(v.freeze(), framing).map(|mut m| {
-                    m.added = added as u8;
-                    m
-                });
-            }
-            return Err(ParseError { error: Error("no end of header section"), status: 400, partial: None });
-        };
-        Self::parse_head(buf, head_len, framing)
-    }
-
-    fn parse_with_head(buf: Bytes, framing: Framing) -> Result<Message, ParseError> {
-        match find_head_end(&buf) {
-            Some(h) => Self::parse_head(buf, h, framing),
-            None => Err(ParseError { error: Error("no end of header section"), status: 400, partial: None }),
-        }
-    }
-
-    fn parse_head(buf: Bytes, head_len: usize, framing: Framing) -> Result<Message, ParseError> {
-        if std::str::from_utf8(&buf[..head_len]).is_err() {
-            // Header text must be UTF-8 (RFC 3261 TEXT-UTF8). Keep a lossy copy so the
-            // request can still be answered with a 400.
-            let mut fixed = String::from_utf8_lossy(&buf[..head_len]).into_owned().into_bytes();
-            fixed.extend_from_slice(&buf[head_len..]);
-            let fixed = Bytes::from(fixed);
-            let head = find_head_end(&fixed).unwrap_or(fixed.len());
-            let partial = Self::split(fixed, head, framing).ok().map(Box::new);
-            return Err(ParseError { error: Error("header section is not UTF-8"), status: 400, partial });
-        }
-        let msg = Self::split(buf, head_len, framing)?;
+        let msg = Self::split(buf, framing)?;
         let version = msg.version_status();
         if let Some(error) = msg.fault {
             let status = version.unwrap_or(400);
@@ -318,50 +287,59 @@ impl Message {
         Ok(msg)
     }
 
-    /// Splits start line, header fields and body. Structural faults that still leave a usable
-    /// message are recorded in `fault`; only an unrecognisable start line fails outright.
-    fn split(buf: Bytes, head_len: usize, framing: Framing) -> Result<Message, ParseError> {
-        let b = &buf[..];
+    /// Splits start line, header fields and body in one pass over the header section.
+    /// Structural faults that still leave a usable message are recorded in `fault`; only an
+    /// unrecognisable start line fails outright.
+    fn split(buf: Bytes, framing: Framing) -> Result<Message, ParseError> {
         let fail = |e: &'static str| ParseError { error: Error(e), status: 400, partial: None };
-        let sl_end = memchr(b'\n', &b[..head_len]).ok_or_else(|| fail("no start line"))? + 1;
-        let sl_text_end = if sl_end >= 2 && b[sl_end - 2] == b'\r' { sl_end - 2 } else { sl_end - 1 };
+        let b = &buf[..];
+        let len = b.len();
+        let sl_end = memchr(b'\n', b).map_or(len, |i| i + 1);
         let mut fault = None;
-        let start = parse_start_line(&b[..sl_text_end], &mut fault).ok_or_else(|| fail("malformed start line"))?;
-
         let mut fields = Vec::with_capacity(24);
         let mut content_length: Option<usize> = None;
         let mut pos = sl_end;
-        let body_start = head_len;
-        // The empty line is the last line of the head.
-        let headers_end = head_len - if b[..head_len].ends_with(b"\r\n") { 2 } else { 1 };
-        while pos < headers_end {
-            let end = line_end(b, pos, headers_end);
-            let line = &b[pos..end];
-            if matches!(line[0], b' ' | b'\t') {
-                // A continuation with no header before it (right after the start line).
-                fault.get_or_insert(Error("header section starts with a folded line"));
+        // The header section ends after the empty line, or (a datagram only) at the end of
+        // the input: RFC 4475's archive-style messages omit the empty line.
+        let head_len = loop {
+            match b.get(pos..) {
+                None | Some([]) if framing == Framing::Datagram => break len,
+                None | Some([]) => return Err(fail("no end of header section")),
+                Some([b'\n', ..]) => break pos + 1,
+                Some([b'\r', b'\n', ..]) => break pos + 2,
+                Some([b' ' | b'\t', ..]) => {
+                    // A continuation with no header before it (right after the start line).
+                    fault.get_or_insert(Error("header section starts with a folded line"));
+                    pos = line_end(b, pos, len);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            // field-name: a token, then optional whitespace, then the colon.
+            let name_start = pos;
+            let mut i = pos;
+            while i < len && crate::scan::is_token(b[i]) {
+                i += 1;
+            }
+            let name_end = i;
+            while i < len && matches!(b[i], b' ' | b'\t') {
+                i += 1;
+            }
+            let end = line_end(b, i, len);
+            if name_end == name_start || b.get(i) != Some(&b':') {
+                fault.get_or_insert(Error(if memchr(b':', &b[pos..end]).is_some() {
+                    "malformed header name"
+                } else {
+                    "header line without a colon"
+                }));
                 pos = end;
                 continue;
             }
-            let Some(colon) = memchr(b':', line) else {
-                fault.get_or_insert(Error("header line without a colon"));
-                pos = end;
-                continue;
-            };
-            let raw_name = trim_ws(&line[..colon]);
-            if raw_name.is_empty() || !raw_name.iter().all(|&c| crate::scan::is_token(c)) {
-                fault.get_or_insert(Error("malformed header name"));
-                pos = end;
-                continue;
-            }
-            let name_start = pos + (raw_name.as_ptr() as usize - line.as_ptr() as usize);
-            let name = HeaderName::from_bytes(raw_name);
-            let value = trim_ws(&line[colon + 1..]);
-            let value_start =
-                if value.is_empty() { pos + colon + 1 } else { value.as_ptr() as usize - b.as_ptr() as usize };
+            let value = trim_ws(&b[i + 1..end]);
+            let value_start = if value.is_empty() { i + 1 } else { value.as_ptr() as usize - b.as_ptr() as usize };
+            let name = HeaderName::from_bytes(&b[name_start..name_end]);
             if name == HeaderName::ContentLength {
-                // from_utf8 cannot fail: the whole head was checked.
-                match std::str::from_utf8(value).ok().and_then(parse_length) {
+                match parse_length(value) {
                     Some(v) if content_length.is_none() => content_length = Some(v),
                     Some(_) => {
                         fault.get_or_insert(Error("more than one Content-Length"));
@@ -373,14 +351,26 @@ impl Message {
             }
             fields.push(Field {
                 name,
-                name_text: Span::orig(name_start, name_start + raw_name.len()),
+                name_text: Span::orig(name_start, name_end),
                 value: Span::orig(value_start, value_start + value.len()),
                 line: Some(Span::orig(pos, end)),
             });
             pos = end;
-        }
+        };
 
-        let available = b.len() - body_start;
+        if std::str::from_utf8(&b[..head_len]).is_err() {
+            // Header text must be UTF-8 (RFC 3261 TEXT-UTF8). Keep a lossy copy so the
+            // request can still be answered with a 400.
+            let mut fixed = String::from_utf8_lossy(&b[..head_len]).into_owned().into_bytes();
+            fixed.extend_from_slice(&b[head_len..]);
+            let partial = Self::split(Bytes::from(fixed), framing).ok().map(Box::new);
+            return Err(ParseError { error: Error("header section is not UTF-8"), status: 400, partial });
+        }
+        let sl_text = head_str(&b[..sl_end.min(head_len)]).trim_end_matches(['\r', '\n']);
+        let start = parse_start_line(sl_text, &mut fault).ok_or_else(|| fail("malformed start line"))?;
+
+        let body_start = head_len;
+        let available = len - body_start;
         let body_len = match (content_length, framing) {
             (Some(cl), _) if cl <= available => cl,
             (Some(_), _) => {
@@ -395,18 +385,17 @@ impl Message {
         };
         let total = body_start + body_len;
         let body = buf.slice(body_start..total);
-        let buf = if total == buf.len() { buf } else { buf.slice(..total) };
+        let buf = if total == len { buf } else { buf.slice(..total) };
         Ok(Message {
             buf,
             head_len,
             edits: String::new(),
             start,
-            start_line: Some(Span::orig(0, sl_end)),
+            start_line: Some(Span::orig(0, sl_end.min(head_len))),
             fields,
             body,
             edited: false,
             fault,
-            added: 0,
         })
     }
 
@@ -559,7 +548,6 @@ impl Message {
             body: Bytes::new(),
             edited: true,
             fault: None,
-            added: 0,
         }
     }
 
@@ -738,11 +726,18 @@ impl Message {
     /// body's length.
     pub fn to_bytes(&self) -> Bytes {
         if !self.edited {
-            return self.buf.slice(..self.buf.len() - usize::from(self.added));
+            return self.buf.clone();
         }
         let mut out = BytesMut::with_capacity(self.head_len + self.edits.len() + self.body.len() + 64);
+        // A datagram may end without line breaks after its last line; copies get one back.
+        let put_line = |out: &mut BytesMut, line: &str| {
+            out.put_slice(line.as_bytes());
+            if !line.ends_with('\n') {
+                out.put_slice(b"\r\n");
+            }
+        };
         match (self.start_line, &self.start) {
-            (Some(l), _) => out.put_slice(self.text(l).as_bytes()),
+            (Some(l), _) => put_line(&mut out, self.text(l)),
             (None, Start::Request { method, uri, version }) => {
                 for (part, sep) in [(method, b" "), (uri, b" "), (version, b"\r")] {
                     out.put_slice(self.text(*part).as_bytes());
@@ -773,7 +768,7 @@ impl Message {
                 continue;
             }
             match f.line {
-                Some(l) => out.put_slice(self.text(l).as_bytes()),
+                Some(l) => put_line(&mut out, self.text(l)),
                 None => {
                     out.put_slice(self.text(f.name_text).as_bytes());
                     out.put_slice(b": ");
@@ -812,9 +807,7 @@ fn head_str(b: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(b) }
 }
 
-fn parse_start_line(line: &[u8], fault: &mut Option<Error>) -> Option<Start> {
-    // The start line must be text; `parse_head` checked the whole head is UTF-8.
-    let s = std::str::from_utf8(line).ok()?;
+fn parse_start_line(s: &str, fault: &mut Option<Error>) -> Option<Start> {
     let off = |part: &str| part.as_ptr() as usize - s.as_ptr() as usize;
     let span = |part: &str| Span::orig(off(part), off(part) + part.len());
     if let Some(rest) = s.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).map(|_| s) {
