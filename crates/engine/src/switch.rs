@@ -481,19 +481,26 @@ pub async fn run(
 
 fn flush(core: &mut Core, transports: &crate::Transports) {
     while let Some(out) = core.poll_transmit() {
-        let t = transports.clone();
-        // UDP sends complete at once; streams queue on their connection. Neither blocks the core.
-        if out.kind == TransportKind::Udp {
-            if let Err(e) = t.try_send_udp(&out) {
-                debug!(remote = %out.remote, error = %e, "send failed");
+        // Neither path blocks the core. UDP goes to the socket buffer; a stream message is
+        // queued on its connection in order. Only a message that needs a new connection (or
+        // meets a full queue) goes to a task.
+        let queued = match out.kind {
+            TransportKind::Udp => transports.try_send_udp(&out).map(|_| true),
+            _ => transports.try_send_stream(&out),
+        };
+        match queued {
+            Ok(true) => {}
+            Ok(false) | Err(_) if out.kind != TransportKind::Udp => {
+                let t = transports.clone();
+                tokio::spawn(async move {
+                    let remote = out.remote;
+                    if let Err(e) = t.send(out).await {
+                        debug!(%remote, error = %e, "send failed");
+                    }
+                });
             }
-        } else {
-            tokio::spawn(async move {
-                let remote = out.remote;
-                if let Err(e) = t.send(out).await {
-                    debug!(%remote, error = %e, "send failed");
-                }
-            });
+            Ok(false) => {}
+            Err(e) => debug!(remote = %out.remote, error = %e, "send failed"),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,6 +102,8 @@ pub struct TransportLimits {
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// A message begun on a stream must be complete within this time.
+    pub message_timeout: Duration,
     /// Depth of the queue toward the switch; datagrams beyond it are dropped (overload).
     pub inbound_queue: usize,
 }
@@ -114,6 +116,7 @@ impl Default for TransportLimits {
             max_connections_per_ip: 256,
             idle_timeout: Duration::from_secs(300),
             tls_handshake_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(30),
             inbound_queue: 65_536,
         }
     }
@@ -150,14 +153,70 @@ pub struct Outbound {
 struct Conn {
     kind: TransportKind,
     remote: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
+    tx: Writer,
+}
+
+/// The sending side of a stream connection. The queue is unbounded so that messages keep
+/// their order, and bounded in bytes instead: a peer that stops reading while more than
+/// `MAX_QUEUED_BYTES` wait for it loses the connection rather than our memory.
+#[derive(Clone)]
+struct Writer {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+const MAX_QUEUED_BYTES: usize = 4 << 20;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Writer {
+    fn push(&self, data: Bytes) -> io::Result<()> {
+        let n = data.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "peer is not reading: send queue full"));
+        }
+        self.tx.send(data).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
+    }
 }
 
 #[derive(Default)]
 struct ConnTable {
     by_id: HashMap<ConnId, Conn>,
     by_remote: HashMap<(TransportKind, SocketAddr), ConnId>,
+    /// Connections per source address, counting those still in their TLS handshake.
     per_ip: HashMap<IpAddr, usize>,
+    /// Accepted connections not yet registered (TLS handshakes in progress).
+    pending: usize,
+}
+
+impl ConnTable {
+    fn release_ip(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection slot taken against the limits before a connection is usable (so TLS
+/// handshakes count too); given back on drop unless a registered connection took it over.
+struct Slot {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+    live: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.live
+            && let Ok(mut t) = self.inner.conns.lock()
+        {
+            t.pending -= 1;
+            t.release_ip(self.ip);
+        }
+    }
 }
 
 struct Inner {
@@ -169,6 +228,8 @@ struct Inner {
     next_id: AtomicU64,
     dropped: AtomicU64,
     bound: Vec<ListenSpec>,
+    /// One connect at a time per target, so concurrent sends to a new peer share a connection.
+    connecting: Mutex<HashMap<(TransportKind, SocketAddr), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The transport layer: every listener and connection. Cheap to clone.
@@ -229,6 +290,7 @@ impl Transports {
             next_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
             bound: bound.clone(),
+            connecting: Mutex::new(HashMap::new()),
         });
         for sock in udp {
             tokio::spawn(udp_loop(inner.clone(), sock));
@@ -273,14 +335,48 @@ impl Transports {
                 }
             }
             TransportKind::Tcp | TransportKind::Tls => {
-                let tx = self.existing(out.kind, out.conn, out.remote);
-                let tx = match tx {
+                let tx = match self.existing(out.kind, out.conn, out.remote) {
                     Some(tx) => tx,
-                    None => self.connect(out.kind, out.remote, out.server_name.as_deref()).await?,
+                    None => self.connect_once(out.kind, out.remote, out.server_name.as_deref()).await?,
                 };
-                tx.send(out.data).await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
+                tx.push(out.data)
             }
         }
+    }
+
+    /// Queues bytes on an open stream connection without waiting, so messages for one
+    /// connection leave in the order they were queued. `Ok(false)`: no connection is open
+    /// (the caller connects with [`Transports::send`]).
+    pub fn try_send_stream(&self, out: &Outbound) -> io::Result<bool> {
+        let Some(tx) = self.existing(out.kind, out.conn, out.remote) else { return Ok(false) };
+        tx.push(out.data.clone()).map(|()| true)
+    }
+
+    /// Connects unless a concurrent caller already did: the first one in connects, the others
+    /// wait for it and use its connection.
+    async fn connect_once(
+        &self,
+        kind: TransportKind,
+        remote: SocketAddr,
+        server_name: Option<&str>,
+    ) -> io::Result<Writer> {
+        let gate = {
+            let mut c = self.inner.connecting.lock().map_err(|_| io::Error::other("poisoned"))?;
+            c.entry((kind, remote)).or_default().clone()
+        };
+        let result = {
+            let _turn = gate.lock().await;
+            match self.existing(kind, None, remote) {
+                Some(tx) => Ok(tx),
+                None => self.connect(kind, remote, server_name).await,
+            }
+        };
+        if let Ok(mut c) = self.inner.connecting.lock()
+            && c.get(&(kind, remote)).is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            c.remove(&(kind, remote));
+        }
+        result
     }
 
     /// Sends a datagram without waiting: the socket's buffer takes it, or (rarely, when the
@@ -309,7 +405,7 @@ impl Transports {
             .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no UDP listener for that address family"))
     }
 
-    fn existing(&self, kind: TransportKind, conn: Option<ConnId>, remote: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+    fn existing(&self, kind: TransportKind, conn: Option<ConnId>, remote: SocketAddr) -> Option<Writer> {
         let t = self.inner.conns.lock().ok()?;
         if let Some(c) = conn.and_then(|id| t.by_id.get(&id)) {
             return Some(c.tx.clone());
@@ -317,12 +413,8 @@ impl Transports {
         t.by_remote.get(&(kind, remote)).and_then(|id| t.by_id.get(id)).map(|c| c.tx.clone())
     }
 
-    async fn connect(
-        &self,
-        kind: TransportKind,
-        remote: SocketAddr,
-        server_name: Option<&str>,
-    ) -> io::Result<mpsc::Sender<Bytes>> {
+    async fn connect(&self, kind: TransportKind, remote: SocketAddr, server_name: Option<&str>) -> io::Result<Writer> {
+        let slot = self.inner.reserve(remote.ip()).ok_or_else(|| io::Error::other("connection limit reached"))?;
         let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(remote))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -342,11 +434,10 @@ impl Transports {
                 let tls = tokio::time::timeout(inner.limits.tls_handshake_timeout, connector.connect(name, tcp))
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-                register_and_run(inner, tls, kind, local, remote)
+                Ok(register_and_run(inner, slot, tls, kind, local, remote))
             }
-            _ => register_and_run(inner, tcp, kind, local, remote),
+            _ => Ok(register_and_run(inner, slot, tcp, kind, local, remote)),
         }
-        .ok_or_else(|| io::Error::other("connection limit reached"))
     }
 }
 
@@ -400,11 +491,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        if !inner.admits(remote.ip()) {
+        let Some(slot) = inner.reserve(remote.ip()) else {
             debug!(%remote, "connection refused: limit reached");
             drop(tcp);
             continue;
-        }
+        };
         let _ = tcp.set_nodelay(true);
         match (kind, &acceptor) {
             (TransportKind::Tls, Some(acc)) => {
@@ -413,7 +504,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     match tokio::time::timeout(inner.limits.tls_handshake_timeout, acc.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            register_and_run(inner, tls, kind, local, remote);
+                            register_and_run(inner, slot, tls, kind, local, remote);
                         }
                         Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%remote, "TLS handshake timed out"),
@@ -421,47 +512,54 @@ async fn accept_loop(
                 });
             }
             _ => {
-                register_and_run(inner.clone(), tcp, kind, local, remote);
+                register_and_run(inner.clone(), slot, tcp, kind, local, remote);
             }
         }
     }
 }
 
 impl Inner {
-    fn admits(&self, ip: IpAddr) -> bool {
-        let Ok(t) = self.conns.lock() else { return false };
-        t.by_id.len() < self.limits.max_connections
-            && t.per_ip.get(&ip).copied().unwrap_or(0) < self.limits.max_connections_per_ip
+    /// Takes a connection slot if the limits allow one.
+    fn reserve(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut t = self.conns.lock().ok()?;
+        if t.by_id.len() + t.pending >= self.limits.max_connections
+            || t.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_ip
+        {
+            return None;
+        }
+        t.pending += 1;
+        *t.per_ip.entry(ip).or_default() += 1;
+        Some(Slot { inner: self.clone(), ip, live: true })
     }
 }
 
-/// Registers a connection and spawns its task; `None` when a limit forbids it.
+/// Registers a connection on its slot and spawns its task.
 fn register_and_run<S>(
     inner: Arc<Inner>,
+    mut slot: Slot,
     stream: S,
     kind: TransportKind,
     local: SocketAddr,
     remote: SocketAddr,
-) -> Option<mpsc::Sender<Bytes>>
+) -> Writer
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(256);
+    let (sender, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let tx = Writer { tx: sender, queued: queued.clone() };
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut t = inner.conns.lock().ok()?;
-        if t.by_id.len() >= inner.limits.max_connections
-            || t.per_ip.get(&remote.ip()).copied().unwrap_or(0) >= inner.limits.max_connections_per_ip
-        {
-            return None;
-        }
+    if let Ok(mut t) = inner.conns.lock() {
+        // The slot's per-IP count now belongs to the registered connection.
+        t.pending -= 1;
+        slot.live = false;
         t.by_id.insert(id, Conn { kind, remote, tx: tx.clone() });
         t.by_remote.insert((kind, remote), id);
-        *t.per_ip.entry(remote.ip()).or_default() += 1;
     }
+    drop(slot);
     debug!(%remote, %kind, id, "connection open");
     tokio::spawn(async move {
-        let reason = run_stream(&inner, stream, id, kind, local, remote, rx).await;
+        let reason = run_stream(&inner, stream, id, kind, local, remote, rx, &queued).await;
         debug!(%remote, id, reason, "connection closed");
         if let Ok(mut t) = inner.conns.lock()
             && let Some(c) = t.by_id.remove(&id)
@@ -469,15 +567,10 @@ where
             if t.by_remote.get(&(c.kind, c.remote)) == Some(&id) {
                 t.by_remote.remove(&(c.kind, c.remote));
             }
-            if let Some(n) = t.per_ip.get_mut(&c.remote.ip()) {
-                *n -= 1;
-                if *n == 0 {
-                    t.per_ip.remove(&c.remote.ip());
-                }
-            }
+            t.release_ip(c.remote.ip());
         }
     });
-    Some(tx)
+    tx
 }
 
 /// Reads messages off a stream and writes what is queued for it, until either side closes,
@@ -489,7 +582,8 @@ async fn run_stream<S>(
     kind: TransportKind,
     local: SocketAddr,
     remote: SocketAddr,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: &AtomicUsize,
 ) -> &'static str
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -497,7 +591,14 @@ where
     let max = inner.limits.max_message_size;
     let mut buf = BytesMut::with_capacity(4096);
     let mut deadline = Instant::now() + inner.limits.idle_timeout;
+    // Keep-alive line-break bytes since the last message: a ping may arrive in pieces.
+    let mut keepalive = 0usize;
+    // When the unfinished message in `buf` began: a peer trickling bytes must still finish
+    // a message in time (no slowloris).
+    let mut partial_since: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     loop {
+        let message_deadline = partial_since.map_or(far, |t| t + inner.limits.message_timeout);
         tokio::select! {
             read = stream.read_buf(&mut buf) => {
                 match read {
@@ -510,6 +611,7 @@ where
                     match sip::frame(&buf, max) {
                         sip::Frame::Message(n) if n > max => return "message too large",
                         sip::Frame::Message(n) => {
+                            keepalive = 0;
                             let data = buf.split_to(n).freeze();
                             let msg = Inbound { data, kind, local, remote, conn: Some(id) };
                             if inner.inbound.send(msg).await.is_err() {
@@ -518,10 +620,13 @@ where
                         }
                         sip::Frame::KeepAlive(n) => {
                             // RFC 5626 section 4.4.1: a double-CRLF ping gets a CRLF pong.
-                            let ping = buf[..n].windows(4).any(|w| w == b"\r\n\r\n");
                             buf.advance(n);
-                            if ping && stream.write_all(b"\r\n").await.is_err() {
-                                return "write error";
+                            keepalive += n;
+                            while keepalive >= 4 {
+                                keepalive -= 4;
+                                if stream.write_all(b"\r\n").await.is_err() {
+                                    return "write error";
+                                }
                             }
                         }
                         sip::Frame::Incomplete => {
@@ -533,15 +638,21 @@ where
                         sip::Frame::Invalid(_) => return "unframeable stream",
                     }
                 }
+                partial_since = if buf.is_empty() { None } else { partial_since.or(Some(Instant::now())) };
             }
             out = rx.recv() => {
                 let Some(data) = out else { return "closed locally" };
-                if stream.write_all(&data).await.is_err() {
-                    return "write error";
+                queued.fetch_sub(data.len(), Ordering::Relaxed);
+                // A peer that stops reading must not hold this task (and its queue) forever.
+                match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&data)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return "write error",
+                    Err(_) => return "peer stopped reading",
                 }
                 deadline = Instant::now() + inner.limits.idle_timeout;
             }
             _ = tokio::time::sleep_until(deadline) => return "idle",
+            _ = tokio::time::sleep_until(message_deadline) => return "message not finished in time",
         }
     }
 }

@@ -388,7 +388,6 @@ async fn tcp_two_messages_in_one_write() {
 /// Production runs a multi-threaded runtime; so does this test. Probabilistic: with 300
 /// INVITEs on one connection the 100 of some INVITE follows its 403 in nearly every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: responses on one stream connection can be reordered (switch.rs flush spawns one task per message)"]
 async fn tcp_responses_keep_their_order_on_a_connection() {
     bounded(async {
         let sw = Switch::start(&["tcp:127.0.0.1:0"], TlsSettings::default(), limits()).await;
@@ -437,7 +436,6 @@ async fn tcp_crlf_keepalive_gets_pong() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a CRLFCRLF ping split across two TCP segments gets no pong (transport.rs run_stream)"]
 async fn tcp_crlf_keepalive_split_across_segments_gets_pong() {
     bounded(async {
         let sw = Switch::start(&["tcp:127.0.0.1:0"], TlsSettings::default(), limits()).await;
@@ -544,7 +542,6 @@ async fn tls_silent_client_dropped_after_handshake_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "bug: TLS connections still in their handshake escape max_connections_per_ip (transport.rs accept_loop)"]
 async fn tls_handshakes_in_progress_count_against_per_ip_limit() {
     bounded(async {
         let limits = TransportLimits { max_connections_per_ip: 3, ..limits() };
@@ -771,7 +768,6 @@ async fn outbound_tcp_opens_one_connection_and_reuses_it() {
 }
 
 #[tokio::test]
-#[ignore = "bug: concurrent sends to a peer with no connection yet open one connection each (transport.rs send)"]
 async fn concurrent_sends_to_a_new_peer_share_one_connection() {
     bounded(async {
         let sw = Switch::start(&["tcp:127.0.0.1:0"], TlsSettings::default(), limits()).await;
