@@ -165,6 +165,18 @@ struct Writer {
     queued: Arc<AtomicUsize>,
 }
 
+/// Held while connecting to one target.
+type ConnectGate = Arc<tokio::sync::Mutex<()>>;
+
+/// Who a stream connection is, for the messages it delivers.
+#[derive(Clone, Copy)]
+struct StreamEnds {
+    id: ConnId,
+    kind: TransportKind,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
 const MAX_QUEUED_BYTES: usize = 4 << 20;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -229,7 +241,7 @@ struct Inner {
     dropped: AtomicU64,
     bound: Vec<ListenSpec>,
     /// One connect at a time per target, so concurrent sends to a new peer share a connection.
-    connecting: Mutex<HashMap<(TransportKind, SocketAddr), Arc<tokio::sync::Mutex<()>>>>,
+    connecting: Mutex<HashMap<(TransportKind, SocketAddr), ConnectGate>>,
 }
 
 /// The transport layer: every listener and connection. Cheap to clone.
@@ -559,7 +571,8 @@ where
     drop(slot);
     debug!(%remote, %kind, id, "connection open");
     tokio::spawn(async move {
-        let reason = run_stream(&inner, stream, id, kind, local, remote, rx, &queued).await;
+        let ends = StreamEnds { id, kind, local, remote };
+        let reason = run_stream(&inner, stream, ends, rx, &queued).await;
         debug!(%remote, id, reason, "connection closed");
         if let Ok(mut t) = inner.conns.lock()
             && let Some(c) = t.by_id.remove(&id)
@@ -578,10 +591,7 @@ where
 async fn run_stream<S>(
     inner: &Inner,
     mut stream: S,
-    id: ConnId,
-    kind: TransportKind,
-    local: SocketAddr,
-    remote: SocketAddr,
+    ends: StreamEnds,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
 ) -> &'static str
@@ -613,6 +623,7 @@ where
                         sip::Frame::Message(n) => {
                             keepalive = 0;
                             let data = buf.split_to(n).freeze();
+                            let StreamEnds { id, kind, local, remote } = ends;
                             let msg = Inbound { data, kind, local, remote, conn: Some(id) };
                             if inner.inbound.send(msg).await.is_err() {
                                 return "switch stopped";
