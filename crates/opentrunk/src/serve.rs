@@ -33,6 +33,15 @@ pub async fn serve(config: Config) -> i32 {
 
 async fn run(config: Config) -> Result<(), String> {
     let health = Arc::new(AtomicU8::new(STARTING));
+    let store = store::Store::open(&config.database_url).await.map_err(|e| format!("store: {e}"))?;
+    info!(backend = ?store.backend(), "store open");
+    match store.ensure_admin_key(config.admin_api_key.as_deref()).await.map_err(|e| format!("store: {e}"))? {
+        store::AdminKey::Generated(key) => {
+            // Shown this once, on standard output; only its hash is kept.
+            println!("Operator API key (shown once, store it now): {key}");
+        }
+        store::AdminKey::Configured | store::AdminKey::Existing => {}
+    }
     let limits = config.transport_limits();
     let tls = TlsSettings { server: tls_server(&config)?, client: None };
     let (in_tx, in_rx) = tokio::sync::mpsc::channel(limits.inbound_queue);
@@ -66,9 +75,6 @@ async fn run(config: Config) -> Result<(), String> {
         }
     });
     health.store(UP, Ordering::SeqCst);
-    if config.admin_api_key.is_none() {
-        info!("no OPENTRUNK_ADMIN_API_KEY set; the REST API under /v2 arrives with the control plane");
-    }
 
     shutdown_signal().await;
     info!("SIGTERM: draining (new INVITEs get 503)");

@@ -73,7 +73,9 @@ impl Server {
             std::fs::write(&file, toml).expect("write config");
             cmd.arg("--config").arg(file);
         }
-        cmd.env("OPENTRUNK_SIP_LISTEN", format!("udp:{sip},tcp:{sip}"))
+        let db = std::env::temp_dir().join(format!("ot-test-{}-{port}.db", std::process::id()));
+        cmd.env("OPENTRUNK_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("OPENTRUNK_SIP_LISTEN", format!("udp:{sip},tcp:{sip}"))
             .env("OPENTRUNK_API_LISTEN", api.to_string())
             .env("OPENTRUNK_LOG", "warn")
             .stdout(Stdio::null())

@@ -1,0 +1,63 @@
+//! The backends every store test runs against: an embedded SQLite file, and PostgreSQL on
+//! 127.0.0.1:5432 (database `test`) in a schema of its own so runs never collide. Without a
+//! PostgreSQL server the PostgreSQL half prints one line and is skipped, unless
+//! `OPENTRUNK_REQUIRE_SERVICES=1` (CI) makes it required.
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use store::Store;
+
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+/// A fresh SQLite store in a temporary file.
+pub async fn sqlite() -> Store {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("ot_store")));
+    Store::open(&format!("sqlite://{}", path.display())).await.expect("open sqlite store")
+}
+
+/// A fresh PostgreSQL store in its own schema, or `None` when no server is reachable.
+pub async fn postgres() -> Option<Store> {
+    sqlx::any::install_default_drivers();
+    let admin = match sqlx::AnyPool::connect(PG_BASE).await {
+        Ok(p) => p,
+        Err(e) => {
+            if std::env::var("OPENTRUNK_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                panic!("PostgreSQL is required at {PG_BASE}: {e}");
+            }
+            println!("skipped: PostgreSQL not reachable at {PG_BASE} ({e})");
+            return None;
+        }
+    };
+    // Leftovers of earlier runs (older than an hour) go; a running test's schema is younger.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let stale: Vec<(String,)> =
+        sqlx::query_as("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'ot_test_%'")
+            .fetch_all(&admin)
+            .await
+            .unwrap_or_default();
+    for (name,) in stale {
+        let born: u128 = name.rsplit('_').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if now.saturating_sub(born) > 3_600_000_000_000 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE"))).execute(&admin).await;
+        }
+    }
+    let schema = unique("ot_test");
+    // The schema name is ours (letters, digits, underscores), not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
+    let url = format!("{PG_BASE}?options=-c%20search_path%3D{schema}");
+    Some(Store::open(&url).await.expect("open postgres store"))
+}
+
+/// Every available backend, SQLite first.
+pub async fn backends() -> Vec<Store> {
+    let mut v = vec![sqlite().await];
+    v.extend(postgres().await);
+    v
+}
