@@ -1,32 +1,25 @@
 //! What the fuzz targets do with one input. Shared by the targets (`fuzz_targets/*.rs`) and the
 //! regression tests (`crates/sip/tests/fuzz_regressions.rs`, via `#[path]`), so a minimized
 //! input replays through exactly the calls that found it. Any panic or failed assert is a bug.
-//!
-//! `strict == false` (the targets' default; `SIP_FUZZ_STRICT=1` turns it off) steps around the
-//! known bugs listed in `fuzz/README.md`, each marked `known bug Kn` below, so that a run keeps
-//! finding new ones instead of the same one again. The regression tests are always strict.
-//! Delete a guard once its bug is fixed.
 
 use bytes::Bytes;
 use sip::headers::{Contacts, HeaderName, NameAddr, parse_name_addr_list};
 use sip::uri::{parse_host, parse_uri, unescape};
-use sip::{
-    Auth, CSeq, Frame, Framing, Identity, MediaType, Message, Policy, Reason, Uri, Verdict, Via, frame, inspect,
-};
+use sip::{Auth, CSeq, Frame, Framing, Identity, MediaType, Message, Policy, Reason, Verdict, Via, frame, inspect};
 
 /// The top Via the edit check prepends.
 const OUR_VIA: &str = "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKfuzz";
 
 /// Target `message`: parse (both framings), frame, inspect; on every message obtained, every
 /// typed accessor, serialization round trips, a rejection response and proxy edits.
-pub fn message(data: &[u8], strict: bool) {
+pub fn message(data: &[u8]) {
     for framing in [Framing::Datagram, Framing::Stream] {
-        parse_and_check(data, framing, strict);
+        parse_and_check(data, framing);
     }
     match frame(data, 65536) {
         Frame::Message(n) => {
             assert!(n <= data.len(), "frame: Message({n}) beyond {} bytes", data.len());
-            parse_and_check(&data[..n], Framing::Stream, strict);
+            parse_and_check(&data[..n], Framing::Stream);
             check_verdict(inspect(Bytes::copy_from_slice(&data[..n]), Framing::Stream, &Policy::default()));
         }
         Frame::KeepAlive(n) => assert!(n > 0 && n <= data.len(), "frame: KeepAlive({n})"),
@@ -35,11 +28,11 @@ pub fn message(data: &[u8], strict: bool) {
     check_verdict(inspect(Bytes::copy_from_slice(data), Framing::Datagram, &Policy::default()));
 }
 
-fn parse_and_check(data: &[u8], framing: Framing, strict: bool) {
+fn parse_and_check(data: &[u8], framing: Framing) {
     match Message::parse(Bytes::copy_from_slice(data), framing) {
         Ok(m) => {
             accessors(&m);
-            round_trip(&m, data, framing, strict);
+            round_trip(&m, data, framing);
             edits(&m, framing);
         }
         Err(e) => {
@@ -110,19 +103,12 @@ fn name_addr(na: &NameAddr<'_>) {
 }
 
 /// An untouched message serializes to a prefix of its input and re-parses to the same message.
-fn round_trip(m: &Message, data: &[u8], framing: Framing, strict: bool) {
+fn round_trip(m: &Message, data: &[u8], framing: Framing) {
     assert!(m.is_untouched());
     let out = m.to_bytes();
-    // Known bug K1: a datagram without the empty line gets one added, and to_bytes returns it.
-    let k1 = !strict && framing == Framing::Datagram && !has_empty_line(data);
-    assert!(k1 || data.starts_with(&out), "untouched to_bytes is not a prefix of the input: {out:?}");
+    assert!(data.starts_with(&out), "untouched to_bytes is not a prefix of the input: {out:?}");
     let again = Message::parse(out, framing).expect("untouched to_bytes does not re-parse");
     assert_same(m, &again);
-}
-
-/// Whether the input holds the empty line that ends a header section.
-fn has_empty_line(data: &[u8]) -> bool {
-    data.windows(2).any(|w| w == b"\n\n") || data.windows(3).any(|w| w == b"\n\r\n")
 }
 
 fn assert_same(a: &Message, b: &Message) {
@@ -152,15 +138,12 @@ fn edits(m: &Message, framing: Framing) {
 }
 
 /// Target `uri`: the URI and header-value parsers on one string.
-pub fn uri(data: &[u8], strict: bool) {
+pub fn uri(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
     if let Ok(u) = parse_uri(s) {
         let shown = u.to_string();
         match parse_uri(&shown) {
-            Ok(again) => assert!(
-                u == again || (!strict && same_but_scheme_case(&u, &again)),
-                "URI {s:?} displays as {shown:?}, which parses differently"
-            ),
+            Ok(again) => assert_eq!(u, again, "URI {s:?} displays as {shown:?}, which parses differently"),
             Err(e) => panic!("URI {s:?} displays as {shown:?}, which does not parse: {e}"),
         }
         let _ = (u.scheme(), u.user());
@@ -193,9 +176,4 @@ pub fn uri(data: &[u8], strict: bool) {
     if let Ok(r) = Reason::parse(s) {
         let _ = (r.cause(), r.text());
     }
-}
-
-/// Known bug K2: an absolute URI's Display lowercases its scheme, which parses as a different value.
-fn same_but_scheme_case(a: &Uri<'_>, b: &Uri<'_>) -> bool {
-    matches!((a, b), (Uri::Other(x), Uri::Other(y)) if x.scheme.eq_ignore_ascii_case(y.scheme) && x.rest == y.rest)
 }
