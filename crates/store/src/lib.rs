@@ -18,13 +18,21 @@ pub enum Backend {
     Postgres,
 }
 
-/// A store failure, with the context an operator needs.
-#[derive(Debug)]
-pub struct StoreError(pub String);
+/// A store failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// A value that must be unique in this scope is held by another resource.
+    Conflict { scope: String },
+    /// Anything else, with the context an operator needs.
+    Failed(String),
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            StoreError::Conflict { scope } => write!(f, "already taken: {scope}"),
+            StoreError::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -32,15 +40,40 @@ impl std::error::Error for StoreError {}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::Failed(e.to_string())
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError(format!("migration: {e}"))
+        StoreError::Failed(format!("migration: {e}"))
     }
 }
+
+/// One API resource as stored: a JSON document and the columns that find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// `account`, `outbound_voice_profile`, `credential_connection`, ...
+    pub kind: String,
+    pub id: String,
+    /// The owning account (an account owns itself).
+    pub account_id: String,
+    pub name: String,
+    /// The resource's JSON document.
+    pub body: String,
+    /// RFC 3339 timestamps.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+type ResourceRow = (String, String, String, String, String, String, String);
+
+fn resource(r: ResourceRow) -> Resource {
+    let (kind, id, account_id, name, body, created_at, updated_at) = r;
+    Resource { kind, id, account_id, name, body, created_at, updated_at }
+}
+
+const RESOURCE_COLUMNS: &str = "kind, id, account_id, name, body, created_at, updated_at";
 
 /// The database behind the platform.
 #[derive(Clone, Debug)]
@@ -72,7 +105,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(StoreError(format!("database URL `{url}`: expected sqlite:// or postgres://")));
+            return Err(StoreError::Failed(format!("database URL `{url}`: expected sqlite:// or postgres://")));
         };
         let connect_url = match backend {
             // Create the file on first start.
@@ -94,7 +127,8 @@ impl Store {
                 })
             });
         }
-        let pool = options.connect(&connect_url).await.map_err(|e| StoreError(format!("database {url}: {e}")))?;
+        let pool =
+            options.connect(&connect_url).await.map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
         let store = Store { pool, backend };
         store.migrate().await?;
         Ok(store)
@@ -157,6 +191,159 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Stores a new resource and claims its unique values (`(scope, value)`), all or nothing.
+    pub async fn insert_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
+        sqlx::query(
+            "INSERT INTO resources (kind, id, account_id, name, body, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.kind)
+        .bind(&r.id)
+        .bind(&r.account_id)
+        .bind(&r.name)
+        .bind(&r.body)
+        .bind(&r.created_at)
+        .bind(&r.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "id"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a resource's document and name, and its unique values with `unique`.
+    /// `Ok(false)` when it does not exist.
+    pub async fn update_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
+            .bind(&r.kind)
+            .bind(&r.id)
+            .execute(&mut *tx)
+            .await?;
+        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
+        let done =
+            sqlx::query("UPDATE resources SET name = $1, body = $2, updated_at = $3 WHERE kind = $4 AND id = $5")
+                .bind(&r.name)
+                .bind(&r.body)
+                .bind(&r.updated_at)
+                .bind(&r.kind)
+                .bind(&r.id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn get_resource(&self, kind: &str, id: &str) -> Result<Option<Resource>, StoreError> {
+        let row: Option<ResourceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 AND id = $2"
+        )))
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(resource))
+    }
+
+    /// Every resource of a kind, of one account or of all, oldest first.
+    pub async fn list_resources(&self, kind: &str, account_id: Option<&str>) -> Result<Vec<Resource>, StoreError> {
+        let rows: Vec<ResourceRow> = match account_id {
+            Some(a) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 AND account_id = $2 ORDER BY created_at, id"
+            )))
+            .bind(kind)
+            .bind(a)
+            .fetch_all(&self.pool)
+            .await?,
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 ORDER BY created_at, id"
+                )))
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(resource).collect())
+    }
+
+    /// Deletes a resource and frees its unique values. `Ok(false)` when it did not exist.
+    pub async fn delete_resource(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records an account's API key by its hash.
+    pub async fn add_api_key(&self, account_id: &str, key_hash: &str, created_at: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, $2, $3)")
+            .bind(key_hash)
+            .bind(account_id)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "api key"))?;
+        Ok(())
+    }
+
+    /// The account an API key (by hash) belongs to.
+    pub async fn account_for_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT account_id FROM api_keys WHERE key_hash = $1")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(a,)| a))
+    }
+
+    /// Removes every API key of an account (when the account is deleted).
+    pub async fn delete_api_keys(&self, account_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+async fn claim_unique(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    kind: &str,
+    id: &str,
+    unique: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    for (scope, value) in unique {
+        sqlx::query("INSERT INTO unique_values (scope, value, kind, id) VALUES ($1, $2, $3, $4)")
+            .bind(*scope)
+            .bind(*value)
+            .bind(kind)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| conflict_or(e, scope))?;
+    }
+    Ok(())
+}
+
+fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict { scope: scope.to_owned() },
+        _ => e.into(),
+    }
+}
+
 /// API keys are long random tokens, so a fast cryptographic hash is enough to keep them out
 /// of the database (a slow hash protects low-entropy passwords, which keys are not).
 pub fn hash_api_key(key: &str) -> String {
@@ -166,7 +353,7 @@ pub fn hash_api_key(key: &str) -> String {
 /// A new API key: `KEY` and 32 random bytes in hex, from the operating system's generator.
 pub fn generate_api_key() -> Result<String, StoreError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| StoreError(format!("random source: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Failed(format!("random source: {e}")))?;
     Ok(format!("KEY{}", hex(&bytes)))
 }
 
