@@ -68,7 +68,8 @@ async fn run(config: Config) -> Result<(), String> {
     let app = Router::new()
         .route("/health", get(health_handler))
         .with_state(health.clone())
-        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone())));
+        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone())))
+        .merge(api::router(api::ApiState { store: store.clone() }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
             error!("API: {e}");

@@ -13,8 +13,18 @@ struct Run {
     status: std::process::ExitStatus,
 }
 
-/// Starts the binary, waits for `/health`, sends SIGTERM and collects its output.
+/// Starts the binary, waits for `/health`, runs `during` against the API address, sends
+/// SIGTERM and collects its output.
 fn run_once(db: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    run_with(db, extra, env, |_| {})
+}
+
+fn run_with(
+    db: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    during: impl FnOnce(std::net::SocketAddr),
+) -> Run {
     let port = support::free_port();
     let api = support::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_opentrunk"))
@@ -38,6 +48,7 @@ fn run_once(db: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
     }
     let (_, body) = healthy.expect("healthy");
     assert_eq!(body.trim(), r#"{"status":"ok"}"#);
+    during(addr);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let stdout =
         BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok).collect::<Vec<_>>().join("\n");
@@ -85,4 +96,26 @@ fn a_bad_configuration_exits_with_a_message() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport"));
+}
+
+#[test]
+fn the_configured_operator_key_drives_the_api() {
+    let db = std::env::temp_dir().join(format!("ot-serve-api-{}.db", std::process::id()));
+    let run = run_with(&db, &[], &[("OPENTRUNK_ADMIN_API_KEY", "KEYoperator-from-env")], |api| {
+        let (code, body) = support::http(api, "GET", "/v2/accounts", None, None).unwrap();
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains("10009"));
+        let (code, body) =
+            support::http(api, "POST", "/v2/accounts", Some("KEYoperator-from-env"), Some(r#"{"name":"Acme"}"#))
+                .unwrap();
+        assert_eq!(code, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let key = v["data"]["api_key"].as_str().unwrap();
+        let (code, body) = support::http(api, "GET", "/v2/accounts", Some(key), None).unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains("\"total_results\":1"), "{body}");
+    });
+    assert!(run.status.success());
+    assert!(!run.stdout.contains("Operator API key"), "a configured key is never printed");
+    std::fs::remove_file(&db).ok();
 }

@@ -168,10 +168,28 @@ impl Drop for Server {
 
 /// A minimal HTTP/1.1 GET: status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http(addr, "GET", path, None, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional Bearer key and JSON body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    json: Option<&str>,
+) -> Option<(u16, String)> {
     use std::io::Write;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let body = json.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let code = resp.get(9..12)?.parse().ok()?;

@@ -1,0 +1,99 @@
+//! `api`: the REST API under `/v2`. It follows the public contract
+//! (`reference/telnyx-sip-trunking-openapi.yaml`) field for field, so existing SDKs work
+//! against it, plus the operator's own resources (accounts, carriers, rate decks, numbers) in
+//! the same style. Handlers validate, then store whole documents through `store`; every failure
+//! is the contract's error body.
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use store::Store;
+
+pub mod accounts;
+pub mod error;
+pub mod fields;
+pub mod query;
+
+pub use error::{ApiError, ErrorObject};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+}
+
+/// The `/v2` routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new().nest("/v2", accounts::routes()).with_state(state)
+}
+
+/// Who is calling, from the Bearer key: the operator, or one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Account(String),
+}
+
+impl Caller {
+    /// The operator only; an account's key gets 403.
+    pub fn operator_only(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Account(_) => Err(ApiError::forbidden("This endpoint is for the platform operator.")),
+        }
+    }
+
+    /// Whether this caller may see a resource owned by `account_id`. Others' resources are
+    /// answered with 404, exactly as if they did not exist.
+    pub fn sees(&self, account_id: &str) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Account(a) => a == account_id,
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Caller, ApiError> {
+        let header =
+            parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
+        let (scheme, key) = header.split_once(' ').ok_or_else(ApiError::unauthorized)?;
+        let key = key.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+            return Err(ApiError::unauthorized());
+        }
+        if state.store.is_admin_key(key).await? {
+            return Ok(Caller::Operator);
+        }
+        match state.store.account_for_key(&store::hash_api_key(key)).await? {
+            Some(account) => Ok(Caller::Account(account)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// The current time as the contract writes it: `2018-02-02T22:25:27.521Z`.
+pub fn now_timestamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// A new resource id: 19 decimal digits, as the contract's examples (`1293384261075731499`).
+pub fn new_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|_| ApiError::internal())?;
+    let n = u64::from_le_bytes(b) % 9_000_000_000_000_000_000 + 1_000_000_000_000_000_000;
+    Ok(n.to_string())
+}
