@@ -23,9 +23,12 @@ pub struct ApiState {
     pub store: Store,
 }
 
-/// The `/v2` routes.
+/// The `/v2` routes: one `routes()` per resource module, merged here.
 pub fn router(state: ApiState) -> Router {
-    Router::new().nest("/v2", accounts::routes()).with_state(state)
+    let v2 = Router::new()
+        // resource routes (one line each)
+        .merge(accounts::routes());
+    Router::new().nest("/v2", v2).with_state(state)
 }
 
 /// Who is calling, from the Bearer key: the operator, or one account.
