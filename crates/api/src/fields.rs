@@ -123,3 +123,122 @@ impl Fields {
         if self.errors.is_empty() { Ok(()) } else { Err(ApiError::invalid(self.errors)) }
     }
 }
+
+/// Validators for lists, decimal strings, numbers and nested objects (first used by
+/// outbound voice profiles).
+impl Fields {
+    /// An array of strings, each accepted by `valid` (a fault at `/name/INDEX` with `detail`
+    /// otherwise); `default` when absent or null.
+    pub fn string_list(
+        &mut self,
+        name: &str,
+        default: Option<&[&str]>,
+        valid: impl Fn(&str) -> bool,
+        detail: &str,
+    ) -> Option<Vec<String>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => default.map(|d| d.iter().map(|s| (*s).to_owned()).collect()),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut faults = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(s) if valid(s) => out.push(s.to_owned()),
+                        _ => faults.push(ErrorObject::invalid_value(&format!("/{name}/{i}"), detail)),
+                    }
+                }
+                if faults.is_empty() {
+                    Some(out)
+                } else {
+                    self.errors.extend(faults);
+                    None
+                }
+            }
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(&Self::pointer(name), "Must be an array of strings."));
+                None
+            }
+        }
+    }
+
+    /// A non-negative decimal amount written as a string (`"100.00"`): digits, then optionally
+    /// a point and 1 to `max_scale` digits. `Some(None)` when absent or null.
+    pub fn decimal_string(&mut self, name: &str, max_scale: usize) -> Option<Option<String>> {
+        let ok = |s: &str| {
+            let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+            s.len() <= 24
+                && !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && (!s.contains('.') || (1..=max_scale).contains(&frac.len()))
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        };
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if ok(s) => Some(Some(s.clone())),
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(
+                    &Self::pointer(name),
+                    format!("Must be a decimal amount as a string, such as \"100.00\" (at most {max_scale} decimals)."),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A JSON number (integer or not) of at least `min`, kept as written. `Some(None)` when
+    /// absent or null.
+    pub fn number(&mut self, name: &str, min: f64) -> Option<Option<serde_json::Number>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|v| v >= min) => Some(Some(n.clone())),
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(
+                    &Self::pointer(name),
+                    format!("Must be a number greater than or equal to {min}."),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A string accepted by `valid` (a fault with `detail` otherwise). `Some(None)` when absent
+    /// or null.
+    pub fn string_matching(
+        &mut self,
+        name: &str,
+        valid: impl Fn(&str) -> bool,
+        detail: &str,
+    ) -> Option<Option<String>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if valid(s) => Some(Some(s.clone())),
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(&Self::pointer(name), detail));
+                None
+            }
+        }
+    }
+
+    /// A nested object, to validate with the same methods; hand it back with
+    /// [`Fields::absorb`] so its faults join this body's under `/name/...`. `Some(None)` when
+    /// absent or null.
+    pub fn object(&mut self, name: &str) -> Option<Option<Fields>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Object(map)) => Some(Some(Fields { map: map.clone(), errors: Vec::new() })),
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(&Self::pointer(name), "Must be an object."));
+                None
+            }
+        }
+    }
+
+    /// Takes the faults of the nested object `name` (from [`Fields::object`]), their pointers
+    /// prefixed with `/name`.
+    pub fn absorb(&mut self, name: &str, inner: Fields) {
+        self.errors.extend(inner.errors.into_iter().map(|mut e| {
+            e.pointer = Some(format!("/{name}{}", e.pointer.as_deref().unwrap_or("")));
+            e
+        }));
+    }
+}

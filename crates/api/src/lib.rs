@@ -13,6 +13,7 @@ use store::Store;
 pub mod accounts;
 pub mod error;
 pub mod fields;
+pub mod outbound_voice_profiles;
 pub mod query;
 
 pub use error::{ApiError, ErrorObject};
@@ -27,6 +28,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let v2 = Router::new()
         // resource routes (one line each)
+        .merge(outbound_voice_profiles::routes())
         .merge(accounts::routes());
     Router::new().nest("/v2", v2).with_state(state)
 }
