@@ -137,7 +137,7 @@ async fn update(
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (_, doc) = fetch(&s, &caller, &id).await?;
     caller.operator_only()?;
-    s.store.delete_resource(KIND, &id).await?;
-    s.store.delete_api_keys(&id).await?;
+    // The tenant goes with everything it owns: profiles, connections, numbers, keys.
+    s.store.delete_account(&id).await?;
     Ok(Json(json!({ "data": doc })))
 }

@@ -290,6 +290,24 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes everything an account owns (its resources, their unique values, its keys) and
+    /// the account itself, in one transaction: deleting a tenant leaves nothing behind.
+    pub async fn delete_account(&self, account_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM unique_values WHERE EXISTS (SELECT 1 FROM resources r WHERE r.kind = unique_values.kind \
+             AND r.id = unique_values.id AND r.account_id = $1)",
+        )
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        let done =
+            sqlx::query("DELETE FROM resources WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records an account's API key by its hash.
     pub async fn add_api_key(&self, account_id: &str, key_hash: &str, created_at: &str) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, $2, $3)")

@@ -85,3 +85,21 @@ async fn api_keys_find_their_account() {
         assert_eq!(s.account_for_key("hash-1").await.unwrap(), None);
     }
 }
+
+#[tokio::test]
+async fn deleting_an_account_takes_everything_it_owns() {
+    for s in support::backends().await {
+        s.insert_resource(&doc("account", "a", "a", "A", "t"), &[]).await.unwrap();
+        s.insert_resource(&doc("profile", "p1", "a", "one", "t"), &[]).await.unwrap();
+        s.insert_resource(&doc("cred", "c1", "a", "c", "t"), &[("user_name", "alice")]).await.unwrap();
+        s.insert_resource(&doc("profile", "p2", "b", "other", "t"), &[]).await.unwrap();
+        s.add_api_key("a", "hash-a", "t").await.unwrap();
+        assert!(s.delete_account("a").await.unwrap());
+        assert_eq!(s.get_resource("profile", "p1").await.unwrap(), None);
+        assert_eq!(s.get_resource("account", "a").await.unwrap(), None);
+        assert_eq!(s.account_for_key("hash-a").await.unwrap(), None);
+        assert!(s.get_resource("profile", "p2").await.unwrap().is_some(), "other tenants untouched");
+        // The unique value is free again.
+        s.insert_resource(&doc("cred", "c2", "b", "c", "t"), &[("user_name", "alice")]).await.unwrap();
+    }
+}

@@ -1,0 +1,242 @@
+//! The official `telnyx` Python SDK (from PyPI, unmodified) against a real `opentrunk serve`,
+//! once per storage backend: SQLite always; PostgreSQL (127.0.0.1:5432, database `test`, a
+//! schema of its own) when it answers, required with `OPENTRUNK_REQUIRE_SERVICES=1`.
+//!
+//! Each run starts the switch with a known operator key, creates an account over HTTP for its
+//! key, makes the venv with `scripts/sdk-venv` (once per test binary) and runs
+//! `python -m pytest -q tests/sdk` with `OPENTRUNK_BASE_URL`, `OPENTRUNK_ACCOUNT_KEY` and
+//! `OPENTRUNK_ADMIN_KEY` set. Without `python3 -m venv` or PyPI it prints one `skipped:` line,
+//! unless `OPENTRUNK_REQUIRE_SDK=1` makes that a failure. New resources need only more test
+//! functions under tests/sdk/.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod support;
+
+const ADMIN_KEY: &str = "KEYsdk-tests-operator-key";
+const PG_ADDR: &str = "127.0.0.1:5432";
+const PG_DB: &str = "test";
+const PG_USER: &str = "postgres";
+/// Exit code of `scripts/sdk-venv` when Python's venv or PyPI is unavailable.
+const SDK_UNAVAILABLE: i32 = 3;
+
+fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// Runs `cmd` with its output collected, killing it after `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            let (o, e) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n({status})",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+}
+
+/// The venv's python from `scripts/sdk-venv`, made once for every test here; `None` (after one
+/// `skipped:` line) when Python's venv or PyPI is unavailable and the SDK is not required.
+fn sdk_python() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let made = PYTHON.get_or_init(|| {
+        let out = output_within(
+            Command::new("bash").arg(repo_root().join("scripts/sdk-venv")).current_dir(repo_root()),
+            Duration::from_secs(300),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        match out.status.code() {
+            Some(0) => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                Ok(PathBuf::from(stdout.lines().last().expect("sdk-venv prints the python path").trim()))
+            }
+            Some(SDK_UNAVAILABLE) => {
+                let why = stderr.lines().last().unwrap_or("sdk-venv: unavailable").to_owned();
+                if !flag("OPENTRUNK_REQUIRE_SDK") {
+                    println!("skipped: the telnyx SDK tests need python3 -m venv and PyPI ({why})");
+                }
+                Err(why)
+            }
+            _ => panic!("scripts/sdk-venv failed ({}):\n{stderr}", out.status),
+        }
+    });
+    match made {
+        Ok(python) => Some(python.clone()),
+        Err(why) if flag("OPENTRUNK_REQUIRE_SDK") => {
+            panic!("the SDK tests are required (OPENTRUNK_REQUIRE_SDK=1): {why}")
+        }
+        Err(_) => None,
+    }
+}
+
+/// A PostgreSQL schema of its own for one run, dropped afterwards.
+struct PgSchema {
+    name: String,
+}
+
+impl PgSchema {
+    /// `None` (after one `skipped:` line) when PostgreSQL is unreachable and not required.
+    fn create() -> Option<PgSchema> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // `ot_test_` with the creation time last: the store tests' cleanup drops it if left over.
+        let name = format!("ot_test_sdk_{}_{nanos}", std::process::id());
+        match pg_simple_query(&format!("CREATE SCHEMA {name}")) {
+            Ok(()) => Some(PgSchema { name }),
+            Err(e) if flag("OPENTRUNK_REQUIRE_SERVICES") => panic!("PostgreSQL is required at {PG_ADDR}: {e}"),
+            Err(e) => {
+                println!("skipped: SDK tests on PostgreSQL: not reachable at {PG_ADDR} ({e})");
+                None
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://{PG_USER}@{PG_ADDR}/{PG_DB}?options=-c%20search_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = pg_simple_query(&format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+/// One statement over PostgreSQL's wire protocol (v3, simple query) as `postgres` on database
+/// `test`, with the trust authentication the test server uses: enough to make and drop a
+/// schema without a client library.
+fn pg_simple_query(sql: &str) -> Result<(), String> {
+    let addr: SocketAddr = PG_ADDR.parse().expect("address");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut startup = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+    for (k, v) in [("user", PG_USER), ("database", PG_DB)] {
+        startup.extend_from_slice(k.as_bytes());
+        startup.push(0);
+        startup.extend_from_slice(v.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut msg = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&startup);
+    s.write_all(&msg).map_err(|e| e.to_string())?;
+    pg_until_ready(&mut s)?;
+    let mut q = vec![b'Q'];
+    q.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+    q.extend_from_slice(sql.as_bytes());
+    q.push(0);
+    s.write_all(&q).map_err(|e| e.to_string())?;
+    pg_until_ready(&mut s)?;
+    let _ = s.write_all(&[b'X', 0, 0, 0, 4]);
+    Ok(())
+}
+
+/// Reads backend messages up to ReadyForQuery; an ErrorResponse or an authentication request
+/// other than "ok" is an error.
+fn pg_until_ready(s: &mut TcpStream) -> Result<(), String> {
+    let mut error = None;
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).map_err(|e| e.to_string())?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        s.read_exact(&mut body).map_err(|e| e.to_string())?;
+        match head[0] {
+            b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => {
+                return Err("PostgreSQL asks for a password; the tests expect trust authentication".into());
+            }
+            b'E' => {
+                let fields: Vec<String> = body
+                    .split(|b| *b == 0)
+                    .filter(|f| f.first().is_some_and(|t| matches!(t, b'C' | b'M')))
+                    .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+                    .collect();
+                error = Some(fields.join(" "));
+            }
+            b'Z' => return error.map_or(Ok(()), Err),
+            _ => {}
+        }
+    }
+}
+
+/// Starts the switch on `database_url`, makes an account, and runs the Python tests.
+fn run_sdk_tests(backend: &str, database_url: Option<&str>) {
+    let start = Instant::now();
+    let Some(python) = sdk_python() else { return };
+    let mut env = vec![("OPENTRUNK_ADMIN_API_KEY", ADMIN_KEY)];
+    if let Some(url) = database_url {
+        env.push(("OPENTRUNK_DATABASE_URL", url));
+    }
+    let server = support::Server::start(&env);
+
+    let (code, body) =
+        support::http(server.api, "POST", "/v2/accounts", Some(ADMIN_KEY), Some(r#"{"name":"SDK tests"}"#))
+            .expect("POST /v2/accounts");
+    assert_eq!(code, 201, "POST /v2/accounts: {body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let account_key = created["data"]["api_key"].as_str().expect("data.api_key").to_owned();
+
+    let out = output_within(
+        Command::new(&python)
+            .args(["-m", "pytest", "-q", "tests/sdk"])
+            .current_dir(repo_root())
+            .env("OPENTRUNK_BASE_URL", format!("http://{}/v2", server.api))
+            .env("OPENTRUNK_ACCOUNT_KEY", &account_key)
+            .env("OPENTRUNK_ADMIN_KEY", ADMIN_KEY)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("TELNYX_API_KEY")
+            .env_remove("TELNYX_BASE_URL")
+            .env_remove("TELNYX_CUSTOM_HEADERS")
+            .env_remove("PYTEST_ADDOPTS"),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pytest tests/sdk on {backend} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    println!("sdk tests on {backend}: {summary} (whole run {:.1?})", start.elapsed());
+}
+
+#[test]
+fn telnyx_python_sdk_on_sqlite() {
+    run_sdk_tests("sqlite", None);
+}
+
+#[test]
+fn telnyx_python_sdk_on_postgres() {
+    let Some(schema) = PgSchema::create() else { return };
+    run_sdk_tests("postgres", Some(&schema.url()));
+}
