@@ -189,23 +189,26 @@ pub fn frame(buf: &[u8], max_head: usize) -> Frame {
     };
     let mut content_length = None;
     let mut pos = memchr(b'\n', buf).map_or(head_end, |i| i + 1);
-    while pos < head_end {
-        let end = line_end(buf, pos, head_end);
-        let line = &buf[pos..end];
-        if let Some(colon) = memchr(b':', line) {
-            let name = trim_ws(&line[..colon]);
-            if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-                let Some(v) = parse_length(trim_ws(&line[colon + 1..])) else {
-                    return Frame::Invalid(Error("malformed Content-Length"));
-                };
-                if content_length.is_some_and(|c| c != v) {
-                    return Frame::Invalid(Error("conflicting Content-Length"));
+    let head_end = loop {
+        match head_line(buf, pos) {
+            HeadLine::End(h) => break h,
+            // `find_head_end` saw the empty line, so the section cannot end early.
+            HeadLine::Eof => return Frame::Incomplete,
+            HeadLine::Fold { end } | HeadLine::Bad { end, .. } => pos = end,
+            HeadLine::Field { name, colon, end } => {
+                if HeaderName::from_bytes(&buf[name.0..name.1]) == HeaderName::ContentLength {
+                    let Some(v) = parse_length(trim_ws(&buf[colon + 1..end])) else {
+                        return Frame::Invalid(Error("malformed Content-Length"));
+                    };
+                    if content_length.is_some_and(|c| c != v) {
+                        return Frame::Invalid(Error("conflicting Content-Length"));
+                    }
+                    content_length = Some(v);
                 }
-                content_length = Some(v);
+                pos = end;
             }
         }
-        pos = end;
-    }
+    };
     match content_length {
         None => Frame::Invalid(Error("missing Content-Length on a stream transport")),
         Some(cl) => match head_end.checked_add(cl) {
@@ -214,6 +217,48 @@ pub fn frame(buf: &[u8], max_head: usize) -> Frame {
             None => Frame::Invalid(Error("Content-Length too large")),
         },
     }
+}
+
+/// One line of a header section, as both the framer and the parser read it.
+enum HeadLine {
+    /// The empty line: the header section ends at this index.
+    End(usize),
+    /// No complete line here (the input ends first).
+    Eof,
+    /// A continuation line with no field before it.
+    Fold { end: usize },
+    /// Not `token *WSP ":"`; `colon` tells whether it has a colon at all.
+    Bad { end: usize, colon: bool },
+    /// A field: its name, the index of its colon, and the end of its line (folds included).
+    Field { name: (usize, usize), colon: usize, end: usize },
+}
+
+/// Reads the header line that starts at `pos`. The framer and the parser both go through
+/// here, so they always agree on which lines are which fields.
+fn head_line(b: &[u8], pos: usize) -> HeadLine {
+    let len = b.len();
+    match b.get(pos..) {
+        None | Some([]) => return HeadLine::Eof,
+        Some([b'\n', ..]) => return HeadLine::End(pos + 1),
+        Some([b'\r', b'\n', ..]) => return HeadLine::End(pos + 2),
+        Some([b'\r']) => return HeadLine::Eof,
+        Some([b' ' | b'\t', ..]) => return HeadLine::Fold { end: line_end(b, pos, len) },
+        Some(_) => {}
+    }
+    // field-name: a token, then optional whitespace, then the colon.
+    let mut i = pos;
+    while i < len && crate::scan::is_token(b[i]) {
+        i += 1;
+    }
+    let name_end = i;
+    while i < len && matches!(b[i], b' ' | b'\t') {
+        i += 1;
+    }
+    let end = line_end(b, i, len);
+    if name_end == pos || b.get(i) != Some(&b':') {
+        return HeadLine::Bad { end, colon: memchr(b':', &b[pos..end]).is_some() };
+    }
+    HeadLine::Field { name: (pos, name_end), colon: i, end }
 }
 
 /// Index just past the empty line that ends the header section.
@@ -302,43 +347,30 @@ impl Message {
         // The header section ends after the empty line, or (a datagram only) at the end of
         // the input: RFC 4475's archive-style messages omit the empty line.
         let head_len = loop {
-            match b.get(pos..) {
-                None | Some([]) if framing == Framing::Datagram => break len,
-                None | Some([]) => return Err(fail("no end of header section")),
-                Some([b'\n', ..]) => break pos + 1,
-                Some([b'\r', b'\n', ..]) => break pos + 2,
-                Some([b' ' | b'\t', ..]) => {
-                    // A continuation with no header before it (right after the start line).
+            let (name, colon, end) = match head_line(b, pos) {
+                HeadLine::End(h) => break h,
+                HeadLine::Eof if framing == Framing::Datagram => break len,
+                HeadLine::Eof => return Err(fail("no end of header section")),
+                HeadLine::Fold { end } => {
                     fault.get_or_insert(Error("header section starts with a folded line"));
-                    pos = line_end(b, pos, len);
+                    pos = end;
                     continue;
                 }
-                Some(_) => {}
-            }
-            // field-name: a token, then optional whitespace, then the colon.
-            let name_start = pos;
-            let mut i = pos;
-            while i < len && crate::scan::is_token(b[i]) {
-                i += 1;
-            }
-            let name_end = i;
-            while i < len && matches!(b[i], b' ' | b'\t') {
-                i += 1;
-            }
-            let end = line_end(b, i, len);
-            if name_end == name_start || b.get(i) != Some(&b':') {
-                fault.get_or_insert(Error(if memchr(b':', &b[pos..end]).is_some() {
-                    "malformed header name"
-                } else {
-                    "header line without a colon"
-                }));
-                pos = end;
-                continue;
-            }
-            let value = trim_ws(&b[i + 1..end]);
-            let value_start = if value.is_empty() { i + 1 } else { value.as_ptr() as usize - b.as_ptr() as usize };
-            let name = HeaderName::from_bytes(&b[name_start..name_end]);
-            if name == HeaderName::ContentLength {
+                HeadLine::Bad { end, colon } => {
+                    fault.get_or_insert(Error(if colon {
+                        "malformed header name"
+                    } else {
+                        "header line without a colon"
+                    }));
+                    pos = end;
+                    continue;
+                }
+                HeadLine::Field { name, colon, end } => (name, colon, end),
+            };
+            let value = trim_ws(&b[colon + 1..end]);
+            let value_start = if value.is_empty() { colon + 1 } else { value.as_ptr() as usize - b.as_ptr() as usize };
+            let name_kind = HeaderName::from_bytes(&b[name.0..name.1]);
+            if name_kind == HeaderName::ContentLength {
                 match parse_length(value) {
                     Some(v) if content_length.is_none() => content_length = Some(v),
                     Some(_) => {
@@ -350,8 +382,8 @@ impl Message {
                 }
             }
             fields.push(Field {
-                name,
-                name_text: Span::orig(name_start, name_end),
+                name: name_kind,
+                name_text: Span::orig(name.0, name.1),
                 value: Span::orig(value_start, value_start + value.len()),
                 line: Some(Span::orig(pos, end)),
             });
