@@ -242,3 +242,51 @@ impl Fields {
         }));
     }
 }
+
+/// Raw looks at a field: whether it was sent as null, and its value as sent (first used by the
+/// connection types, whose null resets a field to its default and whose rules look across
+/// fields).
+impl Fields {
+    /// Whether `name` was sent as JSON null.
+    pub fn is_null(&self, name: &str) -> bool {
+        matches!(self.map.get(name), Some(Value::Null))
+    }
+
+    /// The value of `name` as sent, unvalidated; `None` when absent.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.map.get(name)
+    }
+}
+
+/// Arrays of objects (first used by carriers' gateways).
+impl Fields {
+    /// An array of objects, each to validate with the same methods and hand back with
+    /// [`Fields::absorb`] under `"name/INDEX"` so its faults read `/name/INDEX/...`.
+    /// `Some(None)` when absent or null; a fault at `/name/INDEX` for an item that is not an
+    /// object, at `/name` when the value is not an array.
+    pub fn object_list(&mut self, name: &str) -> Option<Option<Vec<Fields>>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut faults = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Object(map) => out.push(Fields { map: map.clone(), errors: Vec::new() }),
+                        _ => faults.push(ErrorObject::invalid_value(&format!("/{name}/{i}"), "Must be an object.")),
+                    }
+                }
+                if faults.is_empty() {
+                    Some(Some(out))
+                } else {
+                    self.errors.extend(faults);
+                    None
+                }
+            }
+            Some(_) => {
+                self.errors.push(ErrorObject::invalid_value(&Self::pointer(name), "Must be an array of objects."));
+                None
+            }
+        }
+    }
+}

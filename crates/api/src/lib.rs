@@ -11,6 +11,9 @@ use axum::http::request::Parts;
 use store::Store;
 
 pub mod accounts;
+pub mod connections_common;
+pub mod credential_connections;
+pub mod dynamic_emergency;
 pub mod error;
 pub mod fields;
 pub mod outbound_voice_profiles;
@@ -28,6 +31,8 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let v2 = Router::new()
         // resource routes (one line each)
+        .merge(dynamic_emergency::routes())
+        .merge(credential_connections::routes())
         .merge(outbound_voice_profiles::routes())
         .merge(accounts::routes());
     Router::new().nest("/v2", v2).with_state(state)
