@@ -9,7 +9,7 @@
 //!
 //! A connection type module is a few tables and a `routes()`:
 //!
-//! ```ignore
+//! ```text
 //! const INBOUND: Specs = &[cc::INBOUND, &[cc::SIP_REGION, cc::SIP_SUBDOMAIN, /* ... */]];
 //! const OUTBOUND: Specs = &[cc::OUTBOUND, &[Spec::one_of("t38_reinvite_source", cc::T38_REINVITE_SOURCES, Some("customer"))]];
 //! const OWN: &[Spec] = &[Spec::object("inbound", INBOUND), Spec::object("outbound", OUTBOUND), cc::TRANSPORT_PROTOCOL];
@@ -1063,6 +1063,286 @@ pub mod digest {
         use md5::Digest;
         md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection types with rules against the store and resources of their own (first used by IP
+// connections: `inbound.default_*_ip_id` must name an IP of the connection, the tech prefix is
+// assigned from the prefixes in use, and deleting the connection deletes its IPs).
+
+/// The future a [`StoreRules`] function returns.
+pub type StoreCheck<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send + 'a>>;
+
+/// A connection type's rules that need the store: called with the store, the request's fields,
+/// the owning account, the stored document (`None` on create) and the document as it would be
+/// stored, after [`connection_rules`], the type's `rules` and the outbound voice profile check,
+/// before anything is written. Faults go to `f.errors`; it may set derived fields in the
+/// document. Not called on create when the owner is unknown (that is a fault already).
+pub type StoreRules =
+    for<'a> fn(&'a Store, &'a mut Fields, &'a str, Option<&'a Value>, &'a mut Value) -> StoreCheck<'a>;
+
+/// A [`ConnectionType`] with [`StoreRules`] and the resources it owns: `children` lists
+/// `(kind, field)`, the resources of the connection's account whose document's `field` holds
+/// the connection's id (e.g. `("ip", "connection_id")`), deleted with the connection.
+pub struct ConnectionTypeWithStore {
+    pub connection: &'static ConnectionType,
+    pub store_rules: StoreRules,
+    pub children: &'static [(&'static str, &'static str)],
+}
+
+impl ConnectionTypeWithStore {
+    /// The list, create, show, update and delete routes at `path`, like [`routes`], with the
+    /// store rules on create and update and the children deleted with the connection.
+    pub fn routes(&'static self, path: &str) -> Router<ApiState> {
+        let t = self;
+        let kind = t.connection.kind;
+        Router::new()
+            .route(
+                path,
+                get(move |State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery| async move {
+                    list_connections(&s.store, &caller, &[kind], q.as_deref()).await.map(Json)
+                })
+                .post(move |State(s): State<ApiState>, caller: Caller, body: Bytes| async move {
+                    t.create(&s, &caller, &body).await
+                }),
+            )
+            .route(
+                &format!("{path}/{{id}}"),
+                get(move |State(s): State<ApiState>, caller: Caller, Path(id): Path<String>| async move {
+                    show(t.connection, &s, &caller, &id).await
+                })
+                .patch(
+                    move |State(s): State<ApiState>, caller: Caller, Path(id): Path<String>, body: Bytes| async move {
+                        t.update(&s, &caller, &id, &body).await
+                    },
+                )
+                .delete(
+                    move |State(s): State<ApiState>, caller: Caller, Path(id): Path<String>| async move {
+                        t.remove(&s, &caller, &id).await
+                    },
+                ),
+            )
+    }
+
+    /// Create: 201 with the new connection, as [`create`] with the store rules.
+    pub async fn create(
+        &self,
+        s: &ApiState,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<(StatusCode, Json<Value>), ApiError> {
+        let t = self.connection;
+        let mut f = Fields::parse(body)?;
+        let owner = owner_for_create(&s.store, caller, &mut f).await?;
+        let mut doc = validate(t, &s.store, &mut f, owner.as_deref(), None).await?;
+        if let Some(o) = owner.as_deref() {
+            (self.store_rules)(&s.store, &mut f, o, None, &mut doc).await?;
+        }
+        f.finish()?;
+        let owner = owner.ok_or_else(ApiError::internal)?;
+        let id = new_id()?;
+        let now = now_timestamp();
+        doc["id"] = json!(id);
+        doc["record_type"] = json!(t.kind);
+        doc["created_at"] = json!(now);
+        doc["updated_at"] = json!(now);
+        let password = take_password(&mut doc);
+        let r = Resource {
+            kind: t.kind.into(),
+            id,
+            account_id: owner,
+            name: doc["connection_name"].as_str().unwrap_or_default().to_owned(),
+            body: doc.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let unique = (t.unique)(&doc);
+        let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
+        s.store.insert_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))?;
+        let mut shown = present(doc, &r.account_id, caller);
+        if let Some(p) = password {
+            shown["password"] = p;
+        }
+        Ok((StatusCode::CREATED, Json(json!({ "data": shown }))))
+    }
+
+    /// PATCH, as [`update`] with the store rules.
+    pub async fn update(&self, s: &ApiState, caller: &Caller, id: &str, body: &[u8]) -> Result<Json<Value>, ApiError> {
+        let t = self.connection;
+        let (mut r, base) = fetch(&s.store, caller, t.kind, id).await?;
+        let mut f = Fields::parse(body)?;
+        check_owner_unchanged(&mut f, &r.account_id);
+        let mut doc = validate(t, &s.store, &mut f, Some(&r.account_id), Some(&base)).await?;
+        (self.store_rules)(&s.store, &mut f, &r.account_id, Some(&base), &mut doc).await?;
+        f.finish()?;
+        let now = now_timestamp();
+        doc["updated_at"] = json!(now);
+        let password = take_password(&mut doc);
+        r.name = doc["connection_name"].as_str().unwrap_or_default().to_owned();
+        r.body = doc.to_string();
+        r.updated_at = now;
+        let unique = (t.unique)(&doc);
+        let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
+        if !s.store.update_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))? {
+            return Err(ApiError::not_found());
+        }
+        let mut shown = present(doc, &r.account_id, caller);
+        if let Some(p) = password {
+            shown["password"] = p;
+        }
+        Ok(Json(json!({ "data": shown })))
+    }
+
+    /// DELETE: 200 with the deleted connection; then its children are deleted. The connection
+    /// goes first, so a child created meanwhile either is listed here or, checking its parent
+    /// after it is stored (as `/v2/ips` does), finds it gone.
+    pub async fn remove(&self, s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
+        let t = self.connection;
+        let (r, doc) = fetch(&s.store, caller, t.kind, id).await?;
+        if !s.store.delete_resource(t.kind, id).await? {
+            return Err(ApiError::not_found());
+        }
+        delete_children(&s.store, &r.account_id, id, self.children).await?;
+        Ok(Json(json!({ "data": present(doc, &r.account_id, caller) })))
+    }
+}
+
+/// Deletes the resources of `account_id` of each `(kind, field)` whose document's `field` is
+/// `parent_id`.
+pub async fn delete_children(
+    store: &Store,
+    account_id: &str,
+    parent_id: &str,
+    children: &[(&str, &str)],
+) -> Result<(), ApiError> {
+    for (kind, field) in children {
+        for child in store.list_resources(kind, Some(account_id)).await? {
+            let belongs =
+                serde_json::from_str::<Value>(&child.body).is_ok_and(|d| d[*field].as_str() == Some(parent_id));
+            if belongs {
+                store.delete_resource(kind, &child.id).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The unique scope of SIP subdomains (`inbound.sip_subdomain` of IP and FQDN connections):
+/// one per platform, across accounts and connection types, claimed in lowercase (DNS names
+/// ignore case).
+pub const SIP_SUBDOMAIN_SCOPE: &str = "sip_subdomain";
+
+/// The claim of a document's `inbound.sip_subdomain` in [`SIP_SUBDOMAIN_SCOPE`] (none without
+/// one).
+pub fn sip_subdomain_claims(doc: &Value) -> Vec<(&'static str, String)> {
+    doc["inbound"]["sip_subdomain"]
+        .as_str()
+        .map(|d| (SIP_SUBDOMAIN_SCOPE, d.to_ascii_lowercase()))
+        .into_iter()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optional SIP credentials, and lists whose `filter[fqdn]` looks at FQDN records (first used by
+// FQDN and UAC connections and `/v2/connections`).
+
+/// For types whose `user_name` and `password` are optional (FQDN and UAC connections): the
+/// digest as [`set_sip_digest`] keeps it, and the two go together: a `password` without a
+/// `user_name` is a fault at `/user_name`, a `user_name` without a digest (none stored, none
+/// made by this request) a fault at `/password`; a `user_name` set to null removes the digest
+/// with it (its unique claim goes too).
+pub fn set_optional_sip_digest(f: &mut Fields, doc: &mut Value) {
+    set_sip_digest(f, doc);
+    let faulted = |f: &Fields, pointer: &str| f.errors.iter().any(|e| e.pointer.as_deref() == Some(pointer));
+    if doc["user_name"].is_string() {
+        if !doc["_digest"].is_object() && !faulted(f, "/password") {
+            f.errors.push(ErrorObject::invalid_value("/password", "A password is required with user_name."));
+        }
+    } else {
+        if doc["password"].is_string() && !faulted(f, "/user_name") {
+            f.errors.push(ErrorObject::invalid_value("/user_name", "A user_name is required with password."));
+        }
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("_digest");
+        }
+    }
+}
+
+/// The kind `/v2/fqdns` records are stored as; each names its FQDN connection in
+/// `connection_id` and is owned by that connection's account.
+pub const FQDN_RECORD_KIND: &str = "fqdn";
+
+/// [`list_connections`], except that `filter[fqdn]` also matches a connection that has an FQDN
+/// record (`/v2/fqdns`) whose `fqdn` equals the value (besides a connection whose own `fqdn`
+/// does). Matching is case-sensitive and on the full string, as the contract says. Used by
+/// `/v2/fqdn_connections` and `/v2/connections`; the same query parameters and errors.
+pub async fn list_connections_with_fqdn_records(
+    store: &Store,
+    caller: &Caller,
+    kinds: &[&str],
+    raw_query: Option<&str>,
+) -> Result<Value, ApiError> {
+    let q = Query::parse(raw_query);
+    let Some(fqdn) = q.get("filter[fqdn]") else {
+        return list_connections(store, caller, kinds, raw_query).await;
+    };
+    let page = q.page(250, 250)?;
+    let sort = q.get("sort").unwrap_or("-created_at");
+    if !SORTS.contains(&sort) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            errors: vec![ErrorObject {
+                code: "10032",
+                title: "Invalid enumerated value".into(),
+                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
+                pointer: None,
+            }],
+        });
+    }
+    let (field, descending) = sort.strip_prefix('-').map_or((sort, false), |f| (f, true));
+    let name = q.get("filter[connection_name][contains]").map(str::to_lowercase);
+    if name.as_ref().is_some_and(|n| n.chars().count() < 3) {
+        return Err(ApiError::bad_request("filter[connection_name][contains] needs at least three characters."));
+    }
+    let profile =
+        q.get("filter[outbound_voice_profile_id]").or_else(|| q.get("filter[outbound.outbound_voice_profile_id]"));
+    let account_filter = q.get("filter[account_id]");
+    let scope = match caller {
+        Caller::Account(a) => Some(a.as_str()),
+        Caller::Operator => account_filter,
+    };
+    let mut with_record = std::collections::HashSet::new();
+    for r in store.list_resources(FQDN_RECORD_KIND, scope).await? {
+        if let Ok(doc) = serde_json::from_str::<Value>(&r.body)
+            && doc["fqdn"].as_str() == Some(fqdn)
+            && let Some(c) = doc["connection_id"].as_str()
+        {
+            with_record.insert(c.to_owned());
+        }
+    }
+    let mut items: Vec<(Value, String)> = Vec::new();
+    for kind in kinds {
+        for r in store.list_resources(kind, scope).await? {
+            if !caller.sees(&r.account_id) || account_filter.is_some_and(|a| r.account_id != a) {
+                continue;
+            }
+            let Ok(doc) = serde_json::from_str::<Value>(&r.body) else { continue };
+            let keep = name
+                .as_ref()
+                .is_none_or(|n| doc["connection_name"].as_str().is_some_and(|c| c.to_lowercase().contains(n.as_str())))
+                && (doc["fqdn"].as_str() == Some(fqdn) || with_record.contains(&r.id))
+                && profile.is_none_or(|p| doc["outbound"]["outbound_voice_profile_id"].as_str() == Some(p));
+            if keep {
+                items.push((doc, r.account_id));
+            }
+        }
+    }
+    items.sort_by(|(a, _), (b, _)| {
+        let o = compare(a, b, field);
+        if descending { o.reverse() } else { o }
+    });
+    let items = items.into_iter().map(|(doc, account)| present(doc, &account, caller)).collect();
+    Ok(page.envelope(items))
 }
 
 #[cfg(test)]

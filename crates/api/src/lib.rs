@@ -11,13 +11,21 @@ use axum::http::request::Parts;
 use store::Store;
 
 pub mod accounts;
+pub mod carriers;
+pub mod connections;
 pub mod connections_common;
 pub mod credential_connections;
 pub mod dynamic_emergency;
 pub mod error;
 pub mod fields;
+pub mod fqdn_connections;
+pub mod fqdns;
+pub mod ip_connections;
+pub mod ips;
 pub mod outbound_voice_profiles;
+pub mod phone_numbers;
 pub mod query;
+pub mod uac_connections;
 
 pub use error::{ApiError, ErrorObject};
 
@@ -31,6 +39,14 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let v2 = Router::new()
         // resource routes (one line each)
+        .merge(fqdn_connections::routes())
+        .merge(fqdns::routes())
+        .merge(uac_connections::routes())
+        .merge(connections::routes())
+        .merge(ip_connections::routes())
+        .merge(ips::routes())
+        .merge(carriers::routes())
+        .merge(phone_numbers::routes())
         .merge(dynamic_emergency::routes())
         .merge(credential_connections::routes())
         .merge(outbound_voice_profiles::routes())
