@@ -25,6 +25,7 @@ pub mod ips;
 pub mod outbound_voice_profiles;
 pub mod phone_numbers;
 pub mod query;
+pub mod rate_decks;
 pub mod uac_connections;
 
 pub use error::{ApiError, ErrorObject};
@@ -47,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ips::routes())
         .merge(carriers::routes())
         .merge(phone_numbers::routes())
+        .merge(rate_decks::routes())
         .merge(dynamic_emergency::routes())
         .merge(credential_connections::routes())
         .merge(outbound_voice_profiles::routes())

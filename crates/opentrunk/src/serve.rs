@@ -35,6 +35,8 @@ async fn run(config: Config) -> Result<(), String> {
     let health = Arc::new(AtomicU8::new(STARTING));
     let store = store::Store::open(&config.database_url).await.map_err(|e| format!("store: {e}"))?;
     info!(backend = ?store.backend(), "store open");
+    // The configuration the switch will read on its hot path, kept current from the store.
+    let snapshot = store.keep_snapshot().await.map_err(|e| format!("store: {e}"))?;
     match store.ensure_admin_key(config.admin_api_key.as_deref()).await.map_err(|e| format!("store: {e}"))? {
         store::AdminKey::Generated(key) => {
             // Shown this once, on standard output; only its hash is kept.
@@ -68,7 +70,7 @@ async fn run(config: Config) -> Result<(), String> {
     let app = Router::new()
         .route("/health", get(health_handler))
         .with_state(health.clone())
-        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone())))
+        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone(), snapshot)))
         .merge(api::router(api::ApiState { store: store.clone() }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
@@ -95,7 +97,9 @@ async fn health_handler(State(h): State<Arc<AtomicU8>>) -> (StatusCode, Json<ser
 }
 
 /// Prometheus text exposition of the switch's counters.
-async fn metrics_handler(State((stats, transports)): State<(Arc<SwitchStats>, Transports)>) -> String {
+async fn metrics_handler(
+    State((stats, transports, snapshot)): State<(Arc<SwitchStats>, Transports, store::SnapshotHandle)>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(2048);
     let extra = [
@@ -105,6 +109,18 @@ async fn metrics_handler(State((stats, transports)): State<(Arc<SwitchStats>, Tr
             "counter",
             "datagrams dropped: switch queue full",
             transports.dropped_datagrams(),
+        ),
+        (
+            "opentrunk_config_generation",
+            "gauge",
+            "reloads of the configuration snapshot",
+            snapshot.current().generation,
+        ),
+        (
+            "opentrunk_config_resources",
+            "gauge",
+            "resources in the configuration snapshot",
+            snapshot.current().len() as u64,
         ),
     ];
     for (name, kind, help, value) in stats.families().into_iter().chain(extra) {

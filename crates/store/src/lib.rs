@@ -11,6 +11,11 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tracing::info;
 
+mod rates;
+mod snapshot;
+pub use snapshot::{Snapshot, SnapshotHandle};
+pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
+
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -80,6 +85,10 @@ const RESOURCE_COLUMNS: &str = "kind, id, account_id, name, body, created_at, up
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every committed configuration change made through this store; the
+    /// snapshot keeper waits on it (other nodes learn of changes through PostgreSQL NOTIFY).
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    url: String,
 }
 
 /// What [`Store::ensure_admin_key`] found or did.
@@ -129,7 +138,8 @@ impl Store {
         }
         let pool =
             options.connect(&connect_url).await.map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
-        let store = Store { pool, backend };
+        let (changes, _) = tokio::sync::watch::channel(0);
+        let store = Store { pool, backend, changes: std::sync::Arc::new(changes), url: url.to_owned() };
         store.migrate().await?;
         Ok(store)
     }
@@ -210,7 +220,9 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, "id"))?;
+        announce(&mut tx, self.backend, &r.kind).await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -236,7 +248,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        announce(&mut tx, self.backend, &r.kind).await?;
         tx.commit().await?;
+        self.changed();
         Ok(true)
     }
 
@@ -286,7 +300,9 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        announce(&mut tx, self.backend, kind).await?;
         tx.commit().await?;
+        self.changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -304,7 +320,9 @@ impl Store {
         let done =
             sqlx::query("DELETE FROM resources WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
+        announce(&mut tx, self.backend, "account").await?;
         tx.commit().await?;
+        self.changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -334,6 +352,14 @@ impl Store {
         sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// On PostgreSQL, tells every node of a configuration change (delivered at commit).
+async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Any>, backend: Backend, kind: &str) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify('opentrunk_config', $1)").bind(kind).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn claim_unique(

@@ -23,6 +23,18 @@ pub async fn sqlite() -> Store {
 
 /// A fresh PostgreSQL store in its own schema, or `None` when no server is reachable.
 pub async fn postgres() -> Option<Store> {
+    let url = postgres_url().await?;
+    Some(Store::open(&url).await.expect("open postgres store"))
+}
+
+/// Two stores on one fresh PostgreSQL schema: two nodes of a cluster.
+pub async fn postgres_nodes() -> Option<(Store, Store)> {
+    let url = postgres_url().await?;
+    Some((Store::open(&url).await.expect("node a"), Store::open(&url).await.expect("node b")))
+}
+
+/// The URL of a fresh schema, or `None` when no server is reachable.
+async fn postgres_url() -> Option<String> {
     sqlx::any::install_default_drivers();
     let admin = match sqlx::AnyPool::connect(PG_BASE).await {
         Ok(p) => p,
@@ -51,8 +63,7 @@ pub async fn postgres() -> Option<Store> {
     let schema = unique("ot_test");
     // The schema name is ours (letters, digits, underscores), not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
-    let url = format!("{PG_BASE}?options=-c%20search_path%3D{schema}");
-    Some(Store::open(&url).await.expect("open postgres store"))
+    Some(format!("{PG_BASE}?options=-c%20search_path%3D{schema}"))
 }
 
 /// Every available backend, SQLite first.
