@@ -19,6 +19,7 @@ pub fn message(data: &[u8]) {
     match frame(data, 65536) {
         Frame::Message(n) => {
             assert!(n <= data.len(), "frame: Message({n}) beyond {} bytes", data.len());
+            framer_agrees(&data[..n]);
             parse_and_check(&data[..n], Framing::Stream);
             check_verdict(inspect(Bytes::copy_from_slice(&data[..n]), Framing::Stream, &Policy::default()));
         }
@@ -26,6 +27,19 @@ pub fn message(data: &[u8]) {
         Frame::Incomplete | Frame::Invalid(_) => {}
     }
     check_verdict(inspect(Bytes::copy_from_slice(data), Framing::Datagram, &Policy::default()));
+}
+
+/// `frame` cut these bytes by a Content-Length: the parser must see that field too. Otherwise a
+/// stream is split by a length the parser calls malformed or absent (a desync).
+fn framer_agrees(msg: &[u8]) {
+    let m = match Message::parse(Bytes::copy_from_slice(msg), Framing::Stream) {
+        Ok(m) => m,
+        Err(e) => match e.partial {
+            Some(p) => *p,
+            None => return,
+        },
+    };
+    assert!(m.header(HeaderName::ContentLength).is_some(), "frame used a Content-Length line the parser drops");
 }
 
 fn parse_and_check(data: &[u8], framing: Framing) {

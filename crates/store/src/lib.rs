@@ -13,8 +13,8 @@ use tracing::info;
 
 mod rates;
 mod snapshot;
-pub use snapshot::{Snapshot, SnapshotHandle};
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
+pub use snapshot::{Snapshot, SnapshotHandle};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
