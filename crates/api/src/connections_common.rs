@@ -39,6 +39,14 @@
 //!   objects are merged key by key into the stored one.
 //!
 //! A request with any fault stores nothing: the handlers validate everything, then write once.
+//!
+//! # References
+//!
+//! `outbound.outbound_voice_profile_id` names a profile of the connection's own account; it is
+//! locked while a connection naming it is written, and a profile any connection uses cannot be
+//! deleted ([`delete_profile_unless_used`], one transaction with the count). Deleting a
+//! connection of any type detaches its phone numbers (their stored `connection_id` becomes
+//! null).
 //! Documents may hold private fields whose names start with `_` (e.g. `_digest`); [`present`]
 //! never shows them.
 
@@ -701,16 +709,13 @@ pub async fn check_outbound_voice_profile(
     doc: &Value,
     base: Option<&Value>,
 ) -> Result<(), ApiError> {
-    let Some(id) = doc["outbound"]["outbound_voice_profile_id"].as_str() else { return Ok(()) };
-    if base.is_some_and(|b| b["outbound"]["outbound_voice_profile_id"].as_str() == Some(id)) {
+    let Some(id) = profile_of(doc) else { return Ok(()) };
+    if base.is_some_and(|b| profile_of(b) == Some(id)) {
         return Ok(());
     }
-    let owned = store.get_resource("outbound_voice_profile", id).await?.is_some_and(|r| r.account_id == account_id);
+    let owned = store.get_resource(PROFILE_KIND, id).await?.is_some_and(|r| r.account_id == account_id);
     if !owned {
-        f.errors.push(ErrorObject::invalid_value(
-            "/outbound/outbound_voice_profile_id",
-            "No outbound voice profile of this account has this id.",
-        ));
+        f.errors.push(ErrorObject::invalid_value("/outbound/outbound_voice_profile_id", NO_SUCH_PROFILE));
     }
     Ok(())
 }
@@ -907,37 +912,7 @@ pub async fn create(
     caller: &Caller,
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut f = Fields::parse(body)?;
-    let owner = owner_for_create(&s.store, caller, &mut f).await?;
-    let mut doc = validate(t, &s.store, &mut f, owner.as_deref(), None).await?;
-    f.finish()?;
-    let owner = owner.ok_or_else(ApiError::internal)?;
-    let id = new_id()?;
-    let now = now_timestamp();
-    doc["id"] = json!(id);
-    doc["record_type"] = json!(t.kind);
-    doc["created_at"] = json!(now);
-    doc["updated_at"] = json!(now);
-    let r = Resource {
-        kind: t.kind.into(),
-        id,
-        account_id: owner,
-        name: doc["connection_name"].as_str().unwrap_or_default().to_owned(),
-        body: doc.to_string(),
-        created_at: now.clone(),
-        updated_at: now,
-    };
-    let unique = (t.unique)(&doc);
-    let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
-    let mut r = r;
-    let password = take_password(&mut doc);
-    r.body = doc.to_string();
-    s.store.insert_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))?;
-    let mut shown = present(doc, &r.account_id, caller);
-    if let Some(p) = password {
-        shown["password"] = p;
-    }
-    Ok((StatusCode::CREATED, Json(json!({ "data": shown }))))
+    create_connection(t, None, s, caller, body).await
 }
 
 /// Show.
@@ -954,10 +929,89 @@ pub async fn update(
     id: &str,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
+    update_connection(t, None, s, caller, id, body).await
+}
+
+/// DELETE: 200 with the deleted connection; its unique values are free again and its phone
+/// numbers detached.
+pub async fn remove(t: &ConnectionType, s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
+    remove_connection(t, &[], s, caller, id).await
+}
+
+/// How many times a create picks another platform-assigned value ([`Reassign`]) after a
+/// conflict before it gives up.
+const REASSIGN_ATTEMPTS: u32 = 8;
+
+/// Every create: validation, the store rules of `with` (when given), then one insert. A
+/// conflict in the scope of `with`'s [`Reassign`] picks another value and inserts again.
+async fn create_connection(
+    t: &ConnectionType,
+    with: Option<&ConnectionTypeWithStore>,
+    s: &ApiState,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut f = Fields::parse(body)?;
+    let owner = owner_for_create(&s.store, caller, &mut f).await?;
+    let mut doc = validate(t, &s.store, &mut f, owner.as_deref(), None).await?;
+    if let (Some(w), Some(o)) = (with, owner.as_deref()) {
+        (w.store_rules)(&s.store, &mut f, o, None, &mut doc).await?;
+    }
+    f.finish()?;
+    let owner = owner.ok_or_else(ApiError::internal)?;
+    let id = new_id()?;
+    let now = now_timestamp();
+    doc["id"] = json!(id);
+    doc["record_type"] = json!(t.kind);
+    doc["created_at"] = json!(now);
+    doc["updated_at"] = json!(now);
+    let password = take_password(&mut doc);
+    let mut r = Resource {
+        kind: t.kind.into(),
+        id,
+        account_id: owner,
+        name: doc["connection_name"].as_str().unwrap_or_default().to_owned(),
+        body: String::new(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let reassign = with.and_then(|w| w.reassign.as_ref());
+    let mut attempts = 0;
+    loop {
+        r.body = doc.to_string();
+        match (write_connection(t, &s.store, &r, &doc, None).await, reassign) {
+            (Ok(true), _) => break,
+            (Ok(false), _) => return Err(profile_gone()),
+            (Err(StoreError::Conflict { scope }), Some(a)) if a.scope == scope && attempts < REASSIGN_ATTEMPTS => {
+                attempts += 1;
+                (a.pick)(&s.store, &mut doc).await?;
+            }
+            (Err(e), _) => return Err(unique_error(e, t.unique_pointers)),
+        }
+    }
+    let mut shown = present(doc, &r.account_id, caller);
+    if let Some(p) = password {
+        shown["password"] = p;
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "data": shown }))))
+}
+
+/// Every PATCH: validation, the store rules of `with` (when given), then one write.
+async fn update_connection(
+    t: &ConnectionType,
+    with: Option<&ConnectionTypeWithStore>,
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+) -> Result<Json<Value>, ApiError> {
     let (mut r, base) = fetch(&s.store, caller, t.kind, id).await?;
     let mut f = Fields::parse(body)?;
     check_owner_unchanged(&mut f, &r.account_id);
     let mut doc = validate(t, &s.store, &mut f, Some(&r.account_id), Some(&base)).await?;
+    if let Some(w) = with {
+        (w.store_rules)(&s.store, &mut f, &r.account_id, Some(&base), &mut doc).await?;
+    }
     f.finish()?;
     let now = now_timestamp();
     doc["updated_at"] = json!(now);
@@ -965,10 +1019,12 @@ pub async fn update(
     r.name = doc["connection_name"].as_str().unwrap_or_default().to_owned();
     r.body = doc.to_string();
     r.updated_at = now;
-    let unique = (t.unique)(&doc);
-    let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
-    if !s.store.update_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))? {
-        return Err(ApiError::not_found());
+    if !write_connection(t, &s.store, &r, &doc, Some(&base)).await.map_err(|e| unique_error(e, t.unique_pointers))? {
+        // Deleted meanwhile, or its new outbound voice profile was.
+        return Err(match s.store.get_resource(t.kind, id).await? {
+            None => ApiError::not_found(),
+            Some(_) => profile_gone(),
+        });
     }
     let mut shown = present(doc, &r.account_id, caller);
     if let Some(p) = password {
@@ -977,13 +1033,104 @@ pub async fn update(
     Ok(Json(json!({ "data": shown })))
 }
 
-/// DELETE: 200 with the deleted connection; its unique values are free again.
-pub async fn remove(t: &ConnectionType, s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
+/// Stores a connection document (`r`, its body `doc`): inserted when `base` is `None`, else
+/// updated, with the type's unique claims. An outbound voice profile set or changed (compared
+/// with `base`) is locked while it is written, so a concurrent delete of that profile either
+/// counts this connection or makes this write fail: `Ok(false)` when the profile is gone (or,
+/// on update, the connection is). An unchanged one needs no lock: a profile in use is never
+/// deleted.
+async fn write_connection(
+    t: &ConnectionType,
+    store: &Store,
+    r: &Resource,
+    doc: &Value,
+    base: Option<&Value>,
+) -> Result<bool, StoreError> {
+    let unique = (t.unique)(doc);
+    let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
+    let profile = profile_of(doc).filter(|p| base.is_none_or(|b| profile_of(b) != Some(p)));
+    let refs: Vec<(&str, &str)> = profile.map(|p| (PROFILE_KIND, p)).into_iter().collect();
+    match base {
+        None => store.insert_resource_referencing(r, &unique, &refs).await,
+        Some(_) => store.update_resource_referencing(r, &unique, &refs).await,
+    }
+}
+
+/// Every DELETE: the connection, then its `children` (see [`ConnectionTypeWithStore`]), then
+/// its phone numbers are detached. The connection goes first, so a child created or a number
+/// attached meanwhile is either found here or, checking its parent when it is stored, finds it
+/// gone.
+async fn remove_connection(
+    t: &ConnectionType,
+    children: &[(&str, &str)],
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s.store, caller, t.kind, id).await?;
     if !s.store.delete_resource(t.kind, id).await? {
         return Err(ApiError::not_found());
     }
+    delete_children(&s.store, &r.account_id, id, children).await?;
+    crate::phone_numbers::detach_connection(&s.store, &r.account_id, id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, caller) })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound voice profiles in use: connections of every type name theirs at
+// `outbound.outbound_voice_profile_id` (of their own account, see
+// [`check_outbound_voice_profile`]). A profile shows how many do (`connections_count`), and
+// cannot be deleted while any does.
+
+/// The kind outbound voice profiles are stored as.
+pub const PROFILE_KIND: &str = "outbound_voice_profile";
+/// Where a connection's document names its outbound voice profile.
+pub const PROFILE_PATH: &[&str] = &["outbound", "outbound_voice_profile_id"];
+const NO_SUCH_PROFILE: &str = "No outbound voice profile of this account has this id.";
+
+fn profile_of(doc: &Value) -> Option<&str> {
+    doc["outbound"]["outbound_voice_profile_id"].as_str()
+}
+
+/// The fault of a connection whose outbound voice profile was deleted while it was written.
+fn profile_gone() -> ApiError {
+    ApiError::invalid(vec![ErrorObject::invalid_value("/outbound/outbound_voice_profile_id", NO_SUCH_PROFILE)])
+}
+
+/// How many connections of `account_id`, of any type, use outbound voice profile `profile_id`.
+pub async fn connections_using_profile(store: &Store, account_id: &str, profile_id: &str) -> Result<u64, ApiError> {
+    Ok(connections_per_profile(store, Some(account_id)).await?.get(profile_id).copied().unwrap_or(0))
+}
+
+/// For every outbound voice profile in use (of `account_id`, or of every account): how many
+/// connections use it.
+pub async fn connections_per_profile(
+    store: &Store,
+    account_id: Option<&str>,
+) -> Result<std::collections::HashMap<String, u64>, ApiError> {
+    Ok(store.reference_counts(crate::connections::KINDS, PROFILE_PATH, account_id).await?)
+}
+
+/// Deletes outbound voice profile `profile_id` unless a connection uses it, in one
+/// transaction with the count. `Ok(false)` when it does not exist; 422 naming how many
+/// connections use it, and nothing deleted, when any does.
+pub async fn delete_profile_unless_used(store: &Store, profile_id: &str) -> Result<bool, ApiError> {
+    match store.delete_resource_unreferenced(PROFILE_KIND, profile_id, crate::connections::KINDS, PROFILE_PATH).await? {
+        Ok(deleted) => Ok(deleted),
+        Err(n) => {
+            let (count, verb) =
+                if n == 1 { ("1 connection".to_owned(), "uses") } else { (format!("{n} connections"), "use") };
+            Err(ApiError::invalid(vec![ErrorObject {
+                code: "10015",
+                title: "Outbound voice profile in use".into(),
+                detail: format!(
+                    "{count} {verb} this outbound voice profile; point them at another profile \
+                     (outbound.outbound_voice_profile_id) or delete them first."
+                ),
+                pointer: None,
+            }]))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1067,8 +1214,8 @@ pub mod digest {
 
 // ---------------------------------------------------------------------------------------------
 // Connection types with rules against the store and resources of their own (first used by IP
-// connections: `inbound.default_*_ip_id` must name an IP of the connection, the tech prefix is
-// assigned from the prefixes in use, and deleting the connection deletes its IPs).
+// connections: `inbound.default_*_ip_id` must name an IP of the connection, the platform gives
+// the tech prefix, and deleting the connection deletes its IPs).
 
 /// The future a [`StoreRules`] function returns.
 pub type StoreCheck<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send + 'a>>;
@@ -1084,10 +1231,22 @@ pub type StoreRules =
 /// A [`ConnectionType`] with [`StoreRules`] and the resources it owns: `children` lists
 /// `(kind, field)`, the resources of the connection's account whose document's `field` holds
 /// the connection's id (e.g. `("ip", "connection_id")`), deleted with the connection.
+/// `reassign` names a unique value the platform gives on create, if any.
 pub struct ConnectionTypeWithStore {
     pub connection: &'static ConnectionType,
     pub store_rules: StoreRules,
     pub children: &'static [(&'static str, &'static str)],
+    pub reassign: Option<Reassign>,
+}
+
+/// A unique value the platform gives a new connection (not one the client chooses), such as
+/// an IP connection's tech prefix. The store rules put one in the document; when the insert's
+/// claim of it in `scope` conflicts (another connection holds it, or took it meanwhile),
+/// `pick` puts another in the document and the insert is tried again, a few times at most.
+#[derive(Clone, Copy)]
+pub struct Reassign {
+    pub scope: &'static str,
+    pub pick: for<'a> fn(&'a Store, &'a mut Value) -> StoreCheck<'a>,
 }
 
 impl ConnectionTypeWithStore {
@@ -1131,79 +1290,18 @@ impl ConnectionTypeWithStore {
         caller: &Caller,
         body: &[u8],
     ) -> Result<(StatusCode, Json<Value>), ApiError> {
-        let t = self.connection;
-        let mut f = Fields::parse(body)?;
-        let owner = owner_for_create(&s.store, caller, &mut f).await?;
-        let mut doc = validate(t, &s.store, &mut f, owner.as_deref(), None).await?;
-        if let Some(o) = owner.as_deref() {
-            (self.store_rules)(&s.store, &mut f, o, None, &mut doc).await?;
-        }
-        f.finish()?;
-        let owner = owner.ok_or_else(ApiError::internal)?;
-        let id = new_id()?;
-        let now = now_timestamp();
-        doc["id"] = json!(id);
-        doc["record_type"] = json!(t.kind);
-        doc["created_at"] = json!(now);
-        doc["updated_at"] = json!(now);
-        let password = take_password(&mut doc);
-        let r = Resource {
-            kind: t.kind.into(),
-            id,
-            account_id: owner,
-            name: doc["connection_name"].as_str().unwrap_or_default().to_owned(),
-            body: doc.to_string(),
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        let unique = (t.unique)(&doc);
-        let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
-        s.store.insert_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))?;
-        let mut shown = present(doc, &r.account_id, caller);
-        if let Some(p) = password {
-            shown["password"] = p;
-        }
-        Ok((StatusCode::CREATED, Json(json!({ "data": shown }))))
+        create_connection(self.connection, Some(self), s, caller, body).await
     }
 
     /// PATCH, as [`update`] with the store rules.
     pub async fn update(&self, s: &ApiState, caller: &Caller, id: &str, body: &[u8]) -> Result<Json<Value>, ApiError> {
-        let t = self.connection;
-        let (mut r, base) = fetch(&s.store, caller, t.kind, id).await?;
-        let mut f = Fields::parse(body)?;
-        check_owner_unchanged(&mut f, &r.account_id);
-        let mut doc = validate(t, &s.store, &mut f, Some(&r.account_id), Some(&base)).await?;
-        (self.store_rules)(&s.store, &mut f, &r.account_id, Some(&base), &mut doc).await?;
-        f.finish()?;
-        let now = now_timestamp();
-        doc["updated_at"] = json!(now);
-        let password = take_password(&mut doc);
-        r.name = doc["connection_name"].as_str().unwrap_or_default().to_owned();
-        r.body = doc.to_string();
-        r.updated_at = now;
-        let unique = (t.unique)(&doc);
-        let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
-        if !s.store.update_resource(&r, &unique).await.map_err(|e| unique_error(e, t.unique_pointers))? {
-            return Err(ApiError::not_found());
-        }
-        let mut shown = present(doc, &r.account_id, caller);
-        if let Some(p) = password {
-            shown["password"] = p;
-        }
-        Ok(Json(json!({ "data": shown })))
+        update_connection(self.connection, Some(self), s, caller, id, body).await
     }
 
-    /// DELETE: 200 with the deleted connection; then its children are deleted. The connection
-    /// goes first, so a child created meanwhile either is listed here or, checking its parent
-    /// after it is stored (as `/v2/ips` does), finds it gone.
+    /// DELETE: 200 with the deleted connection; then its children are deleted and its phone
+    /// numbers detached.
     pub async fn remove(&self, s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
-        let t = self.connection;
-        let (r, doc) = fetch(&s.store, caller, t.kind, id).await?;
-        if !s.store.delete_resource(t.kind, id).await? {
-            return Err(ApiError::not_found());
-        }
-        delete_children(&s.store, &r.account_id, id, self.children).await?;
-        Ok(Json(json!({ "data": present(doc, &r.account_id, caller) })))
+        remove_connection(self.connection, self.children, s, caller, id).await
     }
 }
 
@@ -1240,6 +1338,18 @@ pub fn sip_subdomain_claims(doc: &Value) -> Vec<(&'static str, String)> {
         .map(|d| (SIP_SUBDOMAIN_SCOPE, d.to_ascii_lowercase()))
         .into_iter()
         .collect()
+}
+
+/// The unique scope of tech prefixes (`outbound.tech_prefix` of IP and FQDN connections): one
+/// per platform, across accounts and both types. The platform gives IP connections theirs
+/// (see [`crate::ip_connections`]); FQDN connections choose theirs. Per source IP address,
+/// `/v2/ips` claims each connection's prefix again ([`crate::ips::SCOPE`]).
+pub const TECH_PREFIX_SCOPE: &str = "tech_prefix";
+
+/// The claim of a document's `outbound.tech_prefix` in [`TECH_PREFIX_SCOPE`] (none without
+/// one).
+pub fn tech_prefix_claims(doc: &Value) -> Vec<(&'static str, String)> {
+    doc["outbound"]["tech_prefix"].as_str().map(|p| (TECH_PREFIX_SCOPE, p.to_owned())).into_iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------------

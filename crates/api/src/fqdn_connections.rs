@@ -4,7 +4,7 @@
 //! [`crate::connections_common`]:
 //!
 //! - Create answers 201, delete 200 with the deleted connection; deleting a connection deletes
-//!   its FQDN records. Only `connection_name` is required.
+//!   its FQDN records and detaches its phone numbers. Only `connection_name` is required.
 //! - Defaults are the create schema's where they differ from the shared tables:
 //!   `default_on_hold_comfort_noise_enabled` true; `inbound.default_routing_method`
 //!   `sequential` (or null), `inbound.sip_subdomain` null,
@@ -27,8 +27,9 @@
 //!   empty. `outbound.tech_prefix`: exactly 4 digits (the contract). `outbound.ip_authentication_token`:
 //!   12 to 48 letters, digits and hyphens (the product documentation's token requirements; the
 //!   contract's 8-character example is shorter). Both are unique on the platform
-//!   ([`TECH_PREFIX_SCOPE`], [`IP_AUTHENTICATION_TOKEN_SCOPE`]): they tell apart connections
-//!   that send from the same addresses.
+//!   ([`TECH_PREFIX_SCOPE`], [`IP_AUTHENTICATION_TOKEN_SCOPE`]), the tech prefix with IP
+//!   connections' too (which the platform assigns): they tell apart connections that send
+//!   from the same addresses.
 //! - `user_name` and `password` (an extension: the contract's `FqdnConnection` has them, its
 //!   request schemas do not) are the credentials of `outbound.ip_authentication_method`
 //!   `credential-authentication`, kept exactly as credential connections keep theirs: the
@@ -60,8 +61,8 @@ use crate::connections_common::{
 use crate::fields::Fields;
 use crate::{ApiError, ApiState, Caller, ErrorObject, now_timestamp};
 
-/// The unique scope of `outbound.tech_prefix`: one per platform.
-pub const TECH_PREFIX_SCOPE: &str = "tech_prefix";
+/// The unique scope of `outbound.tech_prefix`: one per platform, shared with IP connections.
+pub const TECH_PREFIX_SCOPE: &str = cc::TECH_PREFIX_SCOPE;
 /// The unique scope of `outbound.ip_authentication_token`: one per platform ("globally unique
 /// across all connections", the product documentation).
 pub const IP_AUTHENTICATION_TOKEN_SCOPE: &str = "ip_authentication_token";
@@ -181,15 +182,14 @@ pub static FQDN_CONNECTION_WITH_STORE: ConnectionTypeWithStore = ConnectionTypeW
     connection: &FQDN_CONNECTION,
     store_rules,
     children: &[(cc::FQDN_RECORD_KIND, "connection_id")],
+    reassign: None,
 };
 
 /// The unique values an FQDN connection claims.
 fn unique(doc: &Value) -> Vec<(&'static str, String)> {
     let mut claims = cc::sip_user_name_claims(doc);
     claims.extend(cc::sip_subdomain_claims(doc));
-    if let Some(p) = doc["outbound"]["tech_prefix"].as_str() {
-        claims.push((TECH_PREFIX_SCOPE, p.to_owned()));
-    }
+    claims.extend(cc::tech_prefix_claims(doc));
     if let Some(t) = doc["outbound"]["ip_authentication_token"].as_str() {
         claims.push((IP_AUTHENTICATION_TOKEN_SCOPE, t.to_owned()));
     }

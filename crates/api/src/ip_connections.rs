@@ -2,7 +2,8 @@
 //! (the connection's IPs are `/v2/ips` resources). Follows the contract's `IpConnection` field
 //! for field; the shared fields, rules and handlers are in [`crate::connections_common`]:
 //!
-//! - Create answers 201, delete 200 with the deleted connection, and deletes its IPs too.
+//! - Create answers 201, delete 200 with the deleted connection, and deletes its IPs too (and
+//!   detaches its phone numbers).
 //!   `connection_name` is required on create.
 //! - IP defaults from the contract: `default_on_hold_comfort_noise_enabled` true,
 //!   `transport_protocol` `UDP`, `inbound.sip_region` `US`, `outbound.t38_reinvite_source`
@@ -15,10 +16,13 @@
 //! - `outbound.ip_authentication_token`: 12 to 48 letters, digits and hyphens, unique on the
 //!   platform across accounts (422 at `/outbound/ip_authentication_token`); null clears it.
 //!   Method `token` needs one. The contract's `IpConnection` has the field, so it is shown.
-//! - `outbound.tech_prefix`: 4 digits assigned by the platform on create (one no other IP
-//!   connection uses while there are unused ones), never changed; a request may only repeat it
-//!   (anything else is refused at `/outbound/tech_prefix`). `/v2/ips` keeps it unique per source
-//!   IP address.
+//! - `outbound.tech_prefix`: 4 digits assigned by the platform on create, at random, never
+//!   changed; a request may only repeat it (anything else is refused at `/outbound/tech_prefix`).
+//!   It is unique on the platform, across accounts and with FQDN connections' (claimed in
+//!   [`cc::TECH_PREFIX_SCOPE`] with the connection, so two creates never get the same one): a
+//!   prefix found taken is replaced by another free one and the create tried again. When all
+//!   10,000 are taken a create is refused (422 at `/outbound/tech_prefix`). `/v2/ips` also
+//!   claims it per source IP address.
 //! - `inbound.default_primary_ip_id`, `default_secondary_ip_id`, `default_tertiary_ip_id`
 //!   (update only, as in the contract): the id of an IP of this connection (422 otherwise); null
 //!   clears. Deleting or moving that IP clears them.
@@ -26,7 +30,9 @@
 use serde_json::{Value, json};
 use store::Store;
 
-use crate::connections_common::{self as cc, ConnectionType, ConnectionTypeWithStore, Spec, Specs, StoreCheck};
+use crate::connections_common::{
+    self as cc, ConnectionType, ConnectionTypeWithStore, Reassign, Spec, Specs, StoreCheck,
+};
 use crate::fields::Fields;
 use crate::{ApiError, ApiState, ErrorObject};
 use axum::Router;
@@ -102,23 +108,27 @@ pub static IP_CONNECTION_TYPE: ConnectionType = ConnectionType {
     unique_pointers: &[
         (TOKEN_SCOPE, "/outbound/ip_authentication_token"),
         (cc::SIP_SUBDOMAIN_SCOPE, "/inbound/sip_subdomain"),
+        (cc::TECH_PREFIX_SCOPE, "/outbound/tech_prefix"),
     ],
 };
 
-/// With the store rules (tech prefix, default IPs) and its IPs deleted with it.
+/// With the store rules (tech prefix, default IPs), its IPs deleted with it, and another tech
+/// prefix picked when the one given is taken.
 pub static IP_CONNECTION: ConnectionTypeWithStore = ConnectionTypeWithStore {
     connection: &IP_CONNECTION_TYPE,
     store_rules,
     children: &[(crate::ips::KIND, "connection_id")],
+    reassign: Some(Reassign { scope: cc::TECH_PREFIX_SCOPE, pick: pick_free_tech_prefix }),
 };
 
 pub fn routes() -> Router<ApiState> {
     IP_CONNECTION.routes("/ip_connections")
 }
 
-/// The unique values an IP connection claims: its token and its SIP subdomain.
+/// The unique values an IP connection claims: its token, its SIP subdomain and its tech prefix.
 pub fn claims(doc: &Value) -> Vec<(&'static str, String)> {
     let mut out = cc::sip_subdomain_claims(doc);
+    out.extend(cc::tech_prefix_claims(doc));
     if let Some(t) = doc["outbound"]["ip_authentication_token"].as_str() {
         out.push((TOKEN_SCOPE, t.to_owned()));
     }
@@ -147,19 +157,15 @@ fn store_rules<'a>(
     doc: &'a mut Value,
 ) -> StoreCheck<'a> {
     Box::pin(async move {
-        keep_tech_prefix(store, f, base, doc).await?;
+        keep_tech_prefix(f, base, doc)?;
         check_default_ips(store, f, account_id, base, doc).await
     })
 }
 
-/// `outbound.tech_prefix` stays the assigned one (a new connection gets one); a request may
-/// only repeat it (or send the contract's default, empty, or null).
-async fn keep_tech_prefix(
-    store: &Store,
-    f: &mut Fields,
-    base: Option<&Value>,
-    doc: &mut Value,
-) -> Result<(), ApiError> {
+/// `outbound.tech_prefix` stays the assigned one (a new connection gets a random one, which its
+/// insert claims; see [`pick_free_tech_prefix`]); a request may only repeat it (or send the
+/// contract's default, empty, or null).
+fn keep_tech_prefix(f: &mut Fields, base: Option<&Value>, doc: &mut Value) -> Result<(), ApiError> {
     let current = base.and_then(|b| b["outbound"]["tech_prefix"].as_str()).filter(|p| is_tech_prefix(p));
     let sent = f.value("outbound").and_then(|o| o.get("tech_prefix"));
     if let Some(sent) = sent
@@ -176,7 +182,7 @@ async fn keep_tech_prefix(
         Some(p) => p.to_owned(),
         // A create with faults stores nothing: no prefix to look for.
         None if base.is_none() && !f.errors.is_empty() => return Ok(()),
-        None => unused_tech_prefix(store).await?,
+        None => format!("{:04}", random_below(TECH_PREFIXES)?),
     };
     if doc["outbound"].is_object() {
         doc["outbound"]["tech_prefix"] = json!(prefix);
@@ -184,22 +190,37 @@ async fn keep_tech_prefix(
     Ok(())
 }
 
-/// A random tech prefix no IP connection uses, while there are unused ones; then any.
-async fn unused_tech_prefix(store: &Store) -> Result<String, ApiError> {
-    let mut used = vec![false; 10_000];
-    for r in store.list_resources(KIND, None).await? {
-        if let Ok(doc) = serde_json::from_str::<Value>(&r.body)
-            && let Some(n) = doc["outbound"]["tech_prefix"].as_str().filter(|p| is_tech_prefix(p))
-            && let Ok(n) = n.parse::<usize>()
-        {
-            used[n] = true;
-        }
-    }
+/// How many tech prefixes there are: `0000` to `9999`.
+const TECH_PREFIXES: usize = 10_000;
+
+/// A random number below `n` (which is at most [`TECH_PREFIXES`]).
+fn random_below(n: usize) -> Result<usize, ApiError> {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).map_err(|_| ApiError::internal())?;
-    let start = u32::from_le_bytes(b) as usize % 10_000;
-    let n = (0..10_000).map(|k| (start + k) % 10_000).find(|n| !used[*n]).unwrap_or(start);
-    Ok(format!("{n:04}"))
+    Ok(u32::from_le_bytes(b) as usize % n.max(1))
+}
+
+/// After the tech prefix of a new connection was found taken: another one, at random among
+/// those nobody claims (read from the claims themselves), into the document; 422 when every
+/// prefix is taken.
+fn pick_free_tech_prefix<'a>(store: &'a Store, doc: &'a mut Value) -> StoreCheck<'a> {
+    Box::pin(async move {
+        let mut taken = vec![false; TECH_PREFIXES];
+        for p in store.claimed_values(cc::TECH_PREFIX_SCOPE).await? {
+            if let Some(n) = Some(p.as_str()).filter(|p| is_tech_prefix(p)).and_then(|p| p.parse::<usize>().ok()) {
+                taken[n] = true;
+            }
+        }
+        let free: Vec<usize> = (0..TECH_PREFIXES).filter(|n| !taken[*n]).collect();
+        if free.is_empty() {
+            return Err(ApiError::invalid(vec![ErrorObject::invalid_value(
+                "/outbound/tech_prefix",
+                "Every tech prefix (0000 to 9999) is in use on this platform; none is left to assign.",
+            )]));
+        }
+        doc["outbound"]["tech_prefix"] = json!(format!("{:04}", free[random_below(free.len())?]));
+        Ok(())
+    })
 }
 
 /// `inbound.default_*_ip_id`, when set or changed, must name an IP of this connection.

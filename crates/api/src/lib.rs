@@ -22,6 +22,7 @@ pub mod fqdn_connections;
 pub mod fqdns;
 pub mod ip_connections;
 pub mod ips;
+pub mod openapi;
 pub mod outbound_voice_profiles;
 pub mod phone_numbers;
 pub mod query;
@@ -52,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(dynamic_emergency::routes())
         .merge(credential_connections::routes())
         .merge(outbound_voice_profiles::routes())
+        .merge(openapi::routes())
         .merge(accounts::routes());
     Router::new().nest("/v2", v2).with_state(state)
 }

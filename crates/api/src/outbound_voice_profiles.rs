@@ -6,7 +6,9 @@
 //! start (`calling_window`, UTC). Follows the contract's `OutboundVoiceProfile` field for field:
 //!
 //! - Create answers 200 (the contract's code for this operation, not 201); delete answers 200
-//!   with the deleted profile.
+//!   with the deleted profile. A profile any connection uses (`outbound.outbound_voice_profile_id`
+//!   of a connection of any type) is not deleted: 422, naming how many connections use it
+//!   (counted and deleted in one transaction, see [`cc::delete_profile_unless_used`]).
 //! - `name` (3 to 255 characters) is required on create and on PATCH alike.
 //! - Fields without a contract default and not nullable (`daily_spend_limit`,
 //!   `max_destination_rate`, `calling_window`) are absent until set; null clears them on PATCH.
@@ -15,8 +17,8 @@
 //!   nested objects are merged key by key on PATCH.
 //! - `concurrent_call_limit` must be no more than the account's own limit (the contract: "Must
 //!   be no more than your global concurrent call limit"), checked when it is set.
-//! - `connections_count` is counted when a profile is shown (no connection refers to profiles
-//!   yet, so it is 0).
+//! - `connections_count` is counted when a profile is shown: the connections of every type that
+//!   use it ([`cc::connections_per_profile`]).
 //! - List errors (`page[...]`, `sort`) answer 422, the contract's only error code for this
 //!   list besides 401.
 
@@ -31,11 +33,12 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use store::Resource;
 
+use crate::connections_common as cc;
 use crate::fields::Fields;
 use crate::query::Query;
 use crate::{ApiError, ApiState, Caller, ErrorObject, new_id, now_timestamp};
 
-const KIND: &str = "outbound_voice_profile";
+const KIND: &str = cc::PROFILE_KIND;
 pub const TRAFFIC_TYPES: &[&str] = &["conversational"];
 pub const SERVICE_PLANS: &[&str] = &["global"];
 pub const USAGE_PAYMENT_METHODS: &[&str] = &["rate-deck"];
@@ -334,10 +337,11 @@ async fn account_limit(s: &ApiState, account_id: &str) -> Result<Option<Option<i
     Ok(Some(doc["concurrent_call_limit"].as_i64()))
 }
 
-/// The profile as the API shows it: the stored document plus what is derived at read time.
-/// The operator also sees the owning `account_id` (an operator extension).
-fn present(mut doc: Value, account_id: &str, caller: &Caller) -> Value {
-    doc["connections_count"] = json!(0);
+/// The profile as the API shows it: the stored document plus what is derived at read time,
+/// `connections` being how many connections use it. The operator also sees the owning
+/// `account_id` (an operator extension).
+fn present(mut doc: Value, account_id: &str, caller: &Caller, connections: u64) -> Value {
+    doc["connections_count"] = json!(connections);
     if *caller == Caller::Operator {
         doc["account_id"] = json!(account_id);
     }
@@ -385,7 +389,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
         updated_at: now,
     };
     s.store.insert_resource(&r, &[]).await?;
-    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
+    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, 0) })))
 }
 
 /// A list error with the contract's status for this operation (422).
@@ -448,7 +452,14 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
         let o = compare(a, b, field);
         if descending { o.reverse() } else { o }
     });
-    let items = items.into_iter().map(|(doc, account)| present(doc, &account, &caller)).collect();
+    let counts = cc::connections_per_profile(&s.store, scope).await?;
+    let items = items
+        .into_iter()
+        .map(|(doc, account)| {
+            let n = doc["id"].as_str().and_then(|id| counts.get(id)).copied().unwrap_or(0);
+            present(doc, &account, &caller, n)
+        })
+        .collect();
     Ok(Json(page.envelope(items)))
 }
 
@@ -462,7 +473,8 @@ async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Val
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
+    let n = cc::connections_using_profile(&s.store, &r.account_id, &id).await?;
+    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, n) })))
 }
 
 /// PATCH: the fields given change, the others stay; `name` is required all the same.
@@ -491,16 +503,18 @@ async fn update(
     if !s.store.update_resource(&r, &[]).await? {
         return Err(ApiError::not_found());
     }
-    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
+    let n = cc::connections_using_profile(&s.store, &r.account_id, &id).await?;
+    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, n) })))
 }
 
-/// DELETE answers 200 with the deleted profile, as the contract gives.
+/// DELETE answers 200 with the deleted profile, as the contract gives; 422 while connections
+/// use it.
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    if !s.store.delete_resource(KIND, &id).await? {
+    if !cc::delete_profile_unless_used(&s.store, &id).await? {
         return Err(ApiError::not_found());
     }
-    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
+    Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, 0) })))
 }
 
 #[cfg(test)]

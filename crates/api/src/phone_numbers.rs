@@ -17,7 +17,12 @@
 //!   account's connection is refused at `/connection_id` exactly like a missing one. `null`
 //!   (or `""`) detaches the number. `phone_number` and `account_id` cannot change (the operator
 //!   deletes and adds the number again to move it).
-//! - A number whose connection was deleted since shows as detached (`connection_id` null).
+//! - Deleting a connection detaches its numbers: their stored `connection_id` becomes null
+//!   ([`detach_connection`]). A number is written only while the connection it names exists
+//!   (locked in the same transaction), so one attached while its connection is deleted is
+//!   either detached by that delete or refused at `/connection_id` (or, when the request did
+//!   not name it, stored detached). A number still naming a missing connection shows as
+//!   detached all the same.
 //! - A number shows `id`, `record_type` `phone_number`, `phone_number`, `status` (`active`),
 //!   `connection_id`, `connection_name` (of its connection, read when shown), `tags`,
 //!   `customer_reference` (null until set), `purchased_at` (when the operator added it),
@@ -277,6 +282,17 @@ fn build_voice(f: &mut Fields, base: &Value) -> Option<Value> {
 // ---------------------------------------------------------------------------------------------
 // Connections the numbers point at.
 
+/// The fault of a `connection_id` that names no connection of the number's account.
+fn no_such_connection() -> ErrorObject {
+    ErrorObject::invalid_value("/connection_id", "No connection of this number's account has this id.")
+}
+
+/// The connection a number's document names, when it exists in the number's account.
+async fn connection_of(store: &Store, account_id: &str, doc: &Value) -> Result<Option<Resource>, ApiError> {
+    let Some(id) = doc["connection_id"].as_str() else { return Ok(None) };
+    Ok(connection(store, id).await?.filter(|r| r.account_id == account_id))
+}
+
 /// The connection with this id, of any kind.
 async fn connection(store: &Store, id: &str) -> Result<Option<Resource>, ApiError> {
     for kind in CONNECTION_KINDS {
@@ -383,10 +399,7 @@ async fn apply_common(
                     if connection(store, &id).await?.is_some_and(|r| r.account_id == a) {
                         doc["connection_id"] = json!(id);
                     } else {
-                        f.errors.push(ErrorObject::invalid_value(
-                            "/connection_id",
-                            "No connection of this number's account has this id.",
-                        ));
+                        f.errors.push(no_such_connection());
                     }
                 }
             }
@@ -454,7 +467,13 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
         created_at: now.clone(),
         updated_at: now,
     };
-    s.store.insert_resource(&r, &[(UNIQUE_SCOPE, &number)]).await?;
+    // Stored only while its connection exists (deleted since it was checked: refused).
+    let conn = connection_of(&s.store, &r.account_id, &doc).await?;
+    let gone = doc["connection_id"].is_string() && conn.is_none();
+    let refs: Vec<(&str, &str)> = conn.iter().map(|c| (c.kind.as_str(), c.id.as_str())).collect();
+    if gone || !s.store.insert_resource_referencing(&r, &[(UNIQUE_SCOPE, &number)], &refs).await? {
+        return Err(ApiError::invalid(vec![no_such_connection()]));
+    }
     let conns = connections_of(&s.store, &doc).await?;
     let name = connection_name(&doc, &r.account_id, &conns);
     Ok((StatusCode::CREATED, Json(json!({ "data": present(doc, &r.account_id, &caller, name) }))))
@@ -468,17 +487,59 @@ async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Val
     Ok((r, doc))
 }
 
-/// Stores `doc` as the new state of `r`, keeping its number claimed.
-async fn save(s: &ApiState, r: &mut Resource, mut doc: Value) -> Result<Value, ApiError> {
+/// Stores `doc` as the new state of `r`, keeping its number claimed, and the connection it
+/// names locked while it is written (so a connection deleted meanwhile is never left named).
+/// A connection found gone is refused at `/connection_id` when `connection_named` (this
+/// request names it); otherwise the number is stored detached.
+async fn save(store: &Store, r: &mut Resource, mut doc: Value, connection_named: bool) -> Result<Value, ApiError> {
     let now = now_timestamp();
     doc["updated_at"] = json!(now);
-    r.body = doc.to_string();
     r.updated_at = now;
     let number = doc["phone_number"].as_str().unwrap_or_default().to_owned();
-    if !s.store.update_resource(r, &[(UNIQUE_SCOPE, &number)]).await? {
-        return Err(ApiError::not_found());
+    // Twice at most: a connection deleted between the look-up and the write is found gone the
+    // second time.
+    for _ in 0..2 {
+        let conn = connection_of(store, &r.account_id, &doc).await?;
+        if conn.is_none() && doc["connection_id"].is_string() {
+            if connection_named {
+                return Err(ApiError::invalid(vec![no_such_connection()]));
+            }
+            doc["connection_id"] = Value::Null;
+        }
+        r.body = doc.to_string();
+        let refs: Vec<(&str, &str)> = conn.iter().map(|c| (c.kind.as_str(), c.id.as_str())).collect();
+        if store.update_resource_referencing(r, &[(UNIQUE_SCOPE, &number)], &refs).await? {
+            return Ok(doc);
+        }
+        if store.get_resource(KIND, &r.id).await?.is_none() {
+            return Err(ApiError::not_found());
+        }
     }
-    Ok(doc)
+    Err(ApiError::internal())
+}
+
+/// Detaches the numbers of `account_id` attached to connection `connection_id`, which was
+/// deleted: their stored `connection_id` becomes null.
+pub async fn detach_connection(store: &Store, account_id: &str, connection_id: &str) -> Result<(), ApiError> {
+    let attached = |r: &Resource| {
+        serde_json::from_str::<Value>(&r.body).ok().filter(|d| d["connection_id"].as_str() == Some(connection_id))
+    };
+    for listed in store.list_resources(KIND, Some(account_id)).await? {
+        if attached(&listed).is_none() {
+            continue;
+        }
+        // Read again just before the write, to keep a change made since the list.
+        let Some(mut r) = store.get_resource(KIND, &listed.id).await? else { continue };
+        let Some(mut doc) = attached(&r) else { continue };
+        doc["connection_id"] = Value::Null;
+        // A number deleted meanwhile needs nothing.
+        if let Err(e) = save(store, &mut r, doc, false).await
+            && e.status != StatusCode::NOT_FOUND
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -507,9 +568,10 @@ async fn update(
         f.errors.push(ErrorObject::invalid_value("/phone_number", "The number cannot be changed."));
     }
     let account = r.account_id.clone();
+    let connection_named = f.value("connection_id").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
     apply_common(&s.store, &mut f, Some(&account), &mut doc).await?;
     f.finish()?;
-    let doc = save(&s, &mut r, doc).await?;
+    let doc = save(&s.store, &mut r, doc, connection_named).await?;
     let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, name) })))
 }
@@ -546,7 +608,7 @@ async fn update_voice(
     let voice = build_voice(&mut f, &voice_of(&doc));
     f.finish()?;
     doc["voice"] = voice.ok_or_else(ApiError::internal)?;
-    let doc = save(&s, &mut r, doc).await?;
+    let doc = save(&s.store, &mut r, doc, false).await?;
     let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
     Ok(Json(json!({ "data": present_voice(&doc, &r.account_id, &caller, name) })))
 }

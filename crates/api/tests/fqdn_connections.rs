@@ -904,3 +904,36 @@ async fn fqdn_connection_list_filters_by_fqdn_records() {
         }
     }
 }
+
+#[tokio::test]
+async fn tech_prefixes_are_shared_with_ip_connections() {
+    for (app, _) in apps().await {
+        let (_, key_a) = account(&app, "Alpha").await;
+        let (_, key_b) = account(&app, "Bravo").await;
+        let ip = post(&app, "/v2/ip_connections", &key_a, json!({"connection_name": "ip"})).await;
+        let taken = ip["outbound"]["tech_prefix"].as_str().unwrap().to_owned();
+        let other = if taken == "0042" { "0043" } else { "0042" };
+        let c = post(&app, FC, &key_b, json!({"connection_name": "f", "outbound": {"tech_prefix": other}})).await;
+        let uri = format!("{FC}/{}", c["id"].as_str().unwrap());
+        // The IP connection's prefix, on create or PATCH, in any account: taken.
+        for (method, path, key) in [("POST", FC, &key_b), ("POST", FC, &key_a), ("PATCH", uri.as_str(), &key_b)] {
+            let body = json!({"connection_name": "g", "outbound": {"tech_prefix": taken}});
+            let (st, resp) = call(&app, method, path, Some(key), Some(body)).await;
+            assert_eq!(
+                (st, pointers(&resp)),
+                (StatusCode::UNPROCESSABLE_ENTITY, vec!["/outbound/tech_prefix"]),
+                "{method}"
+            );
+            assert_eq!(codes(&resp), ["10007"]);
+        }
+        let (_, got) = call(&app, "GET", &uri, Some(&key_b), None).await;
+        assert_eq!(got["data"]["outbound"]["tech_prefix"], other, "unchanged");
+        // Once the IP connection is gone it is free.
+        let (st, _) =
+            call(&app, "DELETE", &format!("/v2/ip_connections/{}", ip["id"].as_str().unwrap()), Some(&key_a), None)
+                .await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, up) = call(&app, "PATCH", &uri, Some(&key_b), Some(json!({"outbound": {"tech_prefix": taken}}))).await;
+        assert_eq!((st, &up["data"]["outbound"]["tech_prefix"]), (StatusCode::OK, &json!(taken)));
+    }
+}

@@ -1,7 +1,8 @@
 //! `/v2/ip_connections` through the router, on both store backends: the contract's IP
 //! defaults, the contract's example echoed, IP authentication tokens (format, unique across
 //! accounts, needed by method `token`), SIP subdomains unique regardless of case, the tech
-//! prefix assigned by the platform and never chosen, default IPs that must be the connection's
+//! prefix assigned by the platform and never chosen (unique with FQDN connections' too,
+//! another one picked when the one drawn is taken), default IPs that must be the connection's
 //! own, validation with pointers, tenancy, pages/filters/sort, PATCH merging, and delete taking
 //! the connection's IPs with it.
 
@@ -439,6 +440,58 @@ async fn the_tech_prefix_is_assigned_and_never_chosen() {
         let r = store.get_resource("ip_connection", c["id"].as_str().unwrap()).await.unwrap().unwrap();
         let doc: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(doc["outbound"]["tech_prefix"], json!(p));
+    }
+}
+
+#[tokio::test]
+async fn tech_prefixes_are_unique_with_fqdn_connections_and_reassigned_when_taken() {
+    for (app, store) in apps().await {
+        let (_, key_a) = account(&app, "Alpha").await;
+        let (_, key_b) = account(&app, "Bravo").await;
+        const FC: &str = "/v2/fqdn_connections";
+
+        // An IP connection's prefix is not an FQDN connection's to take, in any account.
+        let c = create(&app, &key_a, minimal("ip")).await;
+        let p = prefix(&c);
+        let fqdn = json!({"connection_name": "fqdn", "outbound": {"tech_prefix": p}});
+        let (st, resp) = call(&app, "POST", FC, Some(&key_b), Some(fqdn.clone())).await;
+        assert_eq!((st, pointers(&resp)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/outbound/tech_prefix"]));
+        assert_eq!(codes(&resp), ["10007"]);
+        // Deleting the IP connection frees it.
+        let (st, _) = call(&app, "DELETE", &uri(&c), Some(&key_a), None).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, f) = call(&app, "POST", FC, Some(&key_b), Some(fqdn)).await;
+        assert_eq!(st, StatusCode::CREATED, "{f}");
+
+        // Every prefix but one taken (here claimed directly in the store, as 9,998 other
+        // connections would): a new IP connection gets the free one, whichever it drew first.
+        let free = if p == "4242" { "4243" } else { "4242" };
+        let taken: Vec<String> = (0..10_000).map(|n| format!("{n:04}")).filter(|v| *v != p && v != free).collect();
+        let claims: Vec<(&str, &str)> = taken.iter().map(|v| ("tech_prefix", v.as_str())).collect();
+        let holder = store::Resource {
+            kind: "test_holder".into(),
+            id: "1".into(),
+            account_id: "none".into(),
+            name: "holder".into(),
+            body: "{}".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        store.insert_resource(&holder, &claims).await.unwrap();
+        let last = create(&app, &key_a, minimal("last")).await;
+        assert_eq!(prefix(&last), free);
+        // None left: refused, nothing stored.
+        let (st, resp) = call(&app, "POST", IC, Some(&key_b), Some(minimal("none"))).await;
+        assert_eq!((st, pointers(&resp)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/outbound/tech_prefix"]), "{resp}");
+        assert_eq!(total(&app, &key_b).await, 0);
+        // The connection keeps its claim across updates; deleting it frees the prefix again.
+        let (st, _) = call(&app, "PATCH", &uri(&last), Some(&key_a), Some(json!({"connection_name": "renamed"}))).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, _) = call(&app, "POST", IC, Some(&key_b), Some(minimal("none"))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+        let (st, _) = call(&app, "DELETE", &uri(&last), Some(&key_a), None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(prefix(&create(&app, &key_b, minimal("again")).await), free);
     }
 }
 

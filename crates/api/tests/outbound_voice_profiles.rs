@@ -516,3 +516,176 @@ async fn delete_answers_the_profile_then_404() {
         assert_eq!(list["data"], json!([keep]));
     }
 }
+
+/// The collection path of every connection type.
+const CONNECTION_TYPES: [&str; 4] =
+    ["/v2/credential_connections", "/v2/ip_connections", "/v2/fqdn_connections", "/v2/uac_connections"];
+
+/// The body of a new connection of the type at `path` using profile `profile` (null: none).
+fn connection_body(path: &str, name: &str, profile: Value) -> Value {
+    let mut body = json!({"connection_name": name, "outbound": {"outbound_voice_profile_id": profile}});
+    if path.ends_with("/credential_connections") {
+        body["user_name"] = json!(format!("{name}user"));
+        body["password"] = json!("secret-password-1");
+    }
+    body
+}
+
+/// A new connection of the type at `path` using profile `profile`: its URI.
+async fn connection(app: &axum::Router, key: &str, path: &str, name: &str, profile: Value) -> String {
+    let (st, c) = call(app, "POST", path, Some(key), Some(connection_body(path, name, profile))).await;
+    assert_eq!(st, StatusCode::CREATED, "{path}: {c}");
+    format!("{path}/{}", c["data"]["id"].as_str().unwrap())
+}
+
+async fn connections_count(app: &axum::Router, key: &str, uri: &str) -> Value {
+    let (st, p) = call(app, "GET", uri, Some(key), None).await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    p["data"]["connections_count"].clone()
+}
+
+#[tokio::test]
+async fn a_profile_connections_use_is_not_deleted() {
+    for app in apps().await {
+        let (_, key) = account(&app, "Acme", json!(null)).await;
+        let p = create(&app, &key, json!({"name": "office"})).await;
+        let uri = format!("{OVP}/{}", p["id"].as_str().unwrap());
+        let mut conns = Vec::new();
+        for (i, path) in CONNECTION_TYPES.iter().enumerate() {
+            conns.push(connection(&app, &key, path, &format!("conn{i}"), p["id"].clone()).await);
+            // Each type alone already holds it, for the account and for the operator.
+            for k in [key.as_str(), OPERATOR] {
+                let (st, body) = call(&app, "DELETE", &uri, Some(k), None).await;
+                assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+                let errors = body["errors"].as_array().unwrap();
+                assert_eq!(errors.len(), 1, "{body}");
+                assert_eq!(
+                    (errors[0]["code"].as_str(), errors[0]["title"].as_str()),
+                    (Some("10015"), Some("Outbound voice profile in use"))
+                );
+                let count = if i == 0 { "1 connection uses".to_owned() } else { format!("{} connections use", i + 1) };
+                let detail = errors[0]["detail"].as_str().unwrap();
+                assert!(detail.starts_with(&count), "{detail}");
+                assert_eq!(errors[0]["meta"]["url"], "https://developers.telnyx.com/docs/overview/errors/10015");
+            }
+            assert_eq!(connections_count(&app, &key, &uri).await, json!(i + 1), "nothing deleted");
+        }
+        // Detached (null), moved to another profile, deleted: each frees it.
+        let other = create(&app, &key, json!({"name": "other"})).await;
+        let changes = [
+            ("PATCH", Some(json!({"outbound": {"outbound_voice_profile_id": null}}))),
+            ("PATCH", Some(json!({"outbound": {"outbound_voice_profile_id": other["id"]}}))),
+            ("DELETE", None),
+            ("DELETE", None),
+        ];
+        for (n, (c, (method, body))) in conns.iter().zip(changes).enumerate() {
+            let (st, resp) = call(&app, method, c, Some(&key), body).await;
+            assert_eq!(st, StatusCode::OK, "{c}: {resp}");
+            assert_eq!(connections_count(&app, &key, &uri).await, json!(3 - n));
+        }
+        let (st, gone) = call(&app, "DELETE", &uri, Some(&key), None).await;
+        assert_eq!(
+            (st, gone["data"]["id"].clone(), gone["data"]["connections_count"].clone()),
+            (StatusCode::OK, p["id"].clone(), json!(0))
+        );
+        let (st, _) = call(&app, "GET", &uri, Some(&key), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        // The other one is still in use by the moved connection.
+        let (st, _) = call(&app, "DELETE", &format!("{OVP}/{}", other["id"].as_str().unwrap()), Some(&key), None).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}
+
+#[tokio::test]
+async fn connections_count_counts_the_connections_using_it() {
+    for app in apps().await {
+        let (_, key_a) = account(&app, "Alpha", json!(null)).await;
+        let (_, key_b) = account(&app, "Bravo", json!(null)).await;
+        let p1 = create(&app, &key_a, json!({"name": "one"})).await;
+        assert_eq!(p1["connections_count"], 0);
+        let p2 = create(&app, &key_a, json!({"name": "two"})).await;
+        let p3 = create(&app, &key_b, json!({"name": "three"})).await;
+        let uri = |p: &Value| format!("{OVP}/{}", p["id"].as_str().unwrap());
+        let [cred, ip, fqdn, uac] = CONNECTION_TYPES;
+        let c_cred = connection(&app, &key_a, cred, "cred", p1["id"].clone()).await;
+        connection(&app, &key_a, ip, "ip", p1["id"].clone()).await;
+        let c_fqdn = connection(&app, &key_a, fqdn, "fqdn", p2["id"].clone()).await;
+        connection(&app, &key_a, uac, "uac", Value::Null).await;
+        connection(&app, &key_b, uac, "uacb", p3["id"].clone()).await;
+
+        let counts = |list: &Value| -> Vec<(String, Value)> {
+            let mut v: Vec<(String, Value)> = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["name"].as_str().unwrap().to_owned(), p["connections_count"].clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let expect = |v: &[(&str, i64)]| -> Vec<(String, Value)> {
+            v.iter().map(|(n, c)| ((*n).to_owned(), json!(c))).collect()
+        };
+        assert_eq!(connections_count(&app, &key_a, &uri(&p1)).await, 2);
+        assert_eq!(connections_count(&app, &key_a, &uri(&p2)).await, 1);
+        assert_eq!(connections_count(&app, OPERATOR, &uri(&p3)).await, 1);
+        let (_, list) = call(&app, "GET", OVP, Some(&key_a), None).await;
+        assert_eq!(counts(&list), expect(&[("one", 2), ("two", 1)]));
+        let (_, list) = call(&app, "GET", OVP, Some(OPERATOR), None).await;
+        assert_eq!(counts(&list), expect(&[("one", 2), ("three", 1), ("two", 1)]));
+
+        // Moving and deleting connections changes the counts; a PATCH of the profile shows it.
+        let moved = json!({"outbound": {"outbound_voice_profile_id": p1["id"]}});
+        let (st, _) = call(&app, "PATCH", &c_fqdn, Some(&key_a), Some(moved)).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, up) = call(&app, "PATCH", &uri(&p1), Some(&key_a), Some(json!({"name": "one"}))).await;
+        assert_eq!((st, &up["data"]["connections_count"]), (StatusCode::OK, &json!(3)));
+        assert_eq!(connections_count(&app, &key_a, &uri(&p2)).await, 0);
+        let (st, _) = call(&app, "DELETE", &c_cred, Some(&key_a), None).await;
+        assert_eq!(st, StatusCode::OK);
+        let (_, list) = call(&app, "GET", &format!("{OVP}?filter[name][contains]=o"), Some(&key_a), None).await;
+        assert_eq!(counts(&list), expect(&[("one", 2), ("two", 0)]));
+    }
+}
+
+#[tokio::test]
+async fn every_connection_type_refuses_another_accounts_profile() {
+    for app in apps().await {
+        let (id_a, key_a) = account(&app, "Alpha", json!(null)).await;
+        let (_, key_b) = account(&app, "Bravo", json!(null)).await;
+        let own = create(&app, &key_a, json!({"name": "alpha"})).await["id"].clone();
+        let foreign = create(&app, &key_b, json!({"name": "bravo"})).await["id"].clone();
+        for path in CONNECTION_TYPES {
+            // Named by the account's key or by the operator creating in account A.
+            let mut by_operator = connection_body(path, "opconn", foreign.clone());
+            by_operator["account_id"] = json!(id_a);
+            for (key, body) in
+                [(key_a.as_str(), connection_body(path, "aconn", foreign.clone())), (OPERATOR, by_operator)]
+            {
+                let (st, resp) = call(&app, "POST", path, Some(key), Some(body)).await;
+                assert_eq!(
+                    (st, pointers(&resp)),
+                    (StatusCode::UNPROCESSABLE_ENTITY, vec!["/outbound/outbound_voice_profile_id"]),
+                    "{path}"
+                );
+            }
+            let c = connection(&app, &key_a, path, "aconn", own.clone()).await;
+            for key in [key_a.as_str(), OPERATOR] {
+                let body = json!({"outbound": {"outbound_voice_profile_id": foreign}});
+                let (st, resp) = call(&app, "PATCH", &c, Some(key), Some(body)).await;
+                assert_eq!(
+                    (st, pointers(&resp)),
+                    (StatusCode::UNPROCESSABLE_ENTITY, vec!["/outbound/outbound_voice_profile_id"]),
+                    "{path}"
+                );
+            }
+            let (_, got) = call(&app, "GET", &c, Some(&key_a), None).await;
+            assert_eq!(got["data"]["outbound"]["outbound_voice_profile_id"], own, "{path}: unchanged");
+            let (st, _) = call(&app, "DELETE", &c, Some(&key_a), None).await;
+            assert_eq!(st, StatusCode::OK);
+        }
+        for (key, p) in [(&key_a, &own), (&key_b, &foreign)] {
+            assert_eq!(connections_count(&app, key, &format!("{OVP}/{}", p.as_str().unwrap())).await, 0);
+        }
+    }
+}

@@ -612,3 +612,86 @@ async fn voice_list_filters_and_sort() {
         assert_eq!(list["meta"]["total_results"], 0);
     }
 }
+
+/// The stored document of number `id`.
+async fn stored(store: &Store, id: &Value) -> Value {
+    let r = store.get_resource("phone_number", id.as_str().unwrap()).await.unwrap().unwrap();
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[tokio::test]
+async fn deleting_a_connection_detaches_its_numbers() {
+    for (app, store) in apps().await {
+        let (a, key_a) = account(&app, "Alpha").await;
+        let (b, key_b) = account(&app, "Bravo").await;
+        // One connection of every type, made through the API (whose delete detaches).
+        let mut conns = Vec::new();
+        for (i, path) in
+            ["/v2/credential_connections", "/v2/ip_connections", "/v2/fqdn_connections", "/v2/uac_connections"]
+                .iter()
+                .enumerate()
+        {
+            let mut body = json!({"connection_name": format!("conn{i}")});
+            if i == 0 {
+                body["user_name"] = json!("alphauser1");
+                body["password"] = json!("secret-password-1");
+            }
+            let (st, c) = call(&app, "POST", path, Some(&key_a), Some(body)).await;
+            assert_eq!(st, StatusCode::CREATED, "{c}");
+            conns.push((path.to_string(), c["data"]["id"].clone()));
+        }
+        let (st, cb) =
+            call(&app, "POST", "/v2/ip_connections", Some(&key_b), Some(json!({"connection_name": "b"}))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        // Two numbers on each connection of A's, one on none, one of B's.
+        let mut numbers_of = Vec::new();
+        for (i, (_, cid)) in conns.iter().enumerate() {
+            let mut pair = Vec::new();
+            for j in 0..2 {
+                let n = add(
+                    &app,
+                    json!({"phone_number": format!("+1303555{i}{j}00"), "account_id": a, "connection_id": cid}),
+                )
+                .await;
+                assert_eq!(n["connection_id"], *cid);
+                pair.push(n["id"].clone());
+            }
+            numbers_of.push(pair);
+        }
+        let free = add(&app, json!({"phone_number": "+13035559900", "account_id": a})).await["id"].clone();
+        let nb = add(&app, json!({"phone_number": "+13035559911", "account_id": b, "connection_id": cb["data"]["id"]}))
+            .await["id"]
+            .clone();
+
+        for (i, (path, cid)) in conns.iter().enumerate() {
+            let (st, _) = call(&app, "DELETE", &format!("{path}/{}", cid.as_str().unwrap()), Some(&key_a), None).await;
+            assert_eq!(st, StatusCode::OK, "{path}");
+            for (k, pair) in numbers_of.iter().enumerate() {
+                for n in pair {
+                    let doc = stored(&store, n).await;
+                    let expected = if k <= i { Value::Null } else { conns[k].1.clone() };
+                    assert_eq!(doc["connection_id"], expected, "{path}: stored, not only shown");
+                }
+            }
+            assert_eq!(stored(&store, &free).await["connection_id"], Value::Null);
+            assert_eq!(stored(&store, &nb).await["connection_id"], cb["data"]["id"], "other accounts untouched");
+        }
+        let n0 = format!("{NUMBERS}/{}", numbers_of[0][0].as_str().unwrap());
+        let (_, got) = call(&app, "GET", &n0, Some(&key_a), None).await;
+        assert_eq!((&got["data"]["connection_id"], &got["data"]["connection_name"]), (&Value::Null, &Value::Null));
+        // A deleted connection cannot be named again.
+        let (st, resp) = call(&app, "PATCH", &n0, Some(&key_a), Some(json!({"connection_id": conns[0].1}))).await;
+        assert_eq!((st, pointers(&resp)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/connection_id"]));
+
+        // A connection removed behind the API's back: the number shows detached, and its next
+        // write stores it so.
+        let uri_b = format!("{NUMBERS}/{}", nb.as_str().unwrap());
+        assert!(store.delete_resource("ip_connection", cb["data"]["id"].as_str().unwrap()).await.unwrap());
+        let (st, up) = call(&app, "PATCH", &uri_b, Some(&key_b), Some(json!({"tags": ["x"]}))).await;
+        assert_eq!(
+            (st, &up["data"]["connection_id"], &up["data"]["tags"]),
+            (StatusCode::OK, &Value::Null, &json!(["x"]))
+        );
+        assert_eq!(stored(&store, &nb).await["connection_id"], Value::Null);
+    }
+}

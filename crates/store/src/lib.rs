@@ -388,6 +388,240 @@ fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
     }
 }
 
+/// Writes that keep references between resources whole: a resource that names another (a
+/// connection its outbound voice profile, a phone number its connection) is written only while
+/// that one exists, and a resource that others name is deleted only while none does. Each is one
+/// transaction that locks the named row (PostgreSQL) or the database (SQLite, whose writers take
+/// turns) before it looks, so a write and a delete running together cannot both succeed.
+impl Store {
+    /// [`Store::insert_resource`], only while every resource of `refs` (`(kind, id)`) exists in
+    /// the new resource's account: `Ok(false)`, nothing stored, when one does not.
+    pub async fn insert_resource_referencing(
+        &self,
+        r: &Resource,
+        unique: &[(&str, &str)],
+        refs: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !Self::lock_references(&mut tx, self.backend, &r.account_id, refs).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
+        sqlx::query(
+            "INSERT INTO resources (kind, id, account_id, name, body, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&r.kind)
+        .bind(&r.id)
+        .bind(&r.account_id)
+        .bind(&r.name)
+        .bind(&r.body)
+        .bind(&r.created_at)
+        .bind(&r.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "id"))?;
+        announce(&mut tx, self.backend, &r.kind).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(true)
+    }
+
+    /// [`Store::update_resource`], only while every resource of `refs` (`(kind, id)`) exists in
+    /// the resource's account: `Ok(false)`, nothing changed, when one does not or the resource
+    /// itself does not.
+    pub async fn update_resource_referencing(
+        &self,
+        r: &Resource,
+        unique: &[(&str, &str)],
+        refs: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !Self::lock_references(&mut tx, self.backend, &r.account_id, refs).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
+            .bind(&r.kind)
+            .bind(&r.id)
+            .execute(&mut *tx)
+            .await?;
+        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
+        let done =
+            sqlx::query("UPDATE resources SET name = $1, body = $2, updated_at = $3 WHERE kind = $4 AND id = $5")
+                .bind(&r.name)
+                .bind(&r.body)
+                .bind(&r.updated_at)
+                .bind(&r.kind)
+                .bind(&r.id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        announce(&mut tx, self.backend, &r.kind).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(true)
+    }
+
+    /// Deletes a resource and frees its unique values, unless resources of the kinds
+    /// `referrers` name it: the string at `path` in their document (such as `["outbound",
+    /// "outbound_voice_profile_id"]`) is its id. `Ok(Ok(true))`: deleted; `Ok(Ok(false))`: it
+    /// did not exist; `Ok(Err(n))`: `n` resources name it, and nothing was deleted.
+    pub async fn delete_resource_unreferenced(
+        &self,
+        kind: &str,
+        id: &str,
+        referrers: &[&str],
+        path: &[&str],
+    ) -> Result<Result<bool, u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row goes first, which locks it until the end: a reference written meanwhile
+        // either committed before (and is counted below) or waits and then finds it gone.
+        let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Ok(false));
+        }
+        let counts = Self::count_references(&mut tx, self.backend, referrers, path, Some(id), None).await?;
+        let n = counts.get(id).copied().unwrap_or(0);
+        if n > 0 {
+            tx.rollback().await?;
+            return Ok(Err(n));
+        }
+        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        announce(&mut tx, self.backend, kind).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(Ok(true))
+    }
+
+    /// How many resources of the kinds `referrers` (of `account_id`, or of every account) name
+    /// each value by the string at `path` in their document: value to count, values no
+    /// resource names left out.
+    pub async fn reference_counts(
+        &self,
+        referrers: &[&str],
+        path: &[&str],
+        account_id: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::count_references(&mut conn, self.backend, referrers, path, None, account_id).await
+    }
+
+    /// Every value claimed in a unique scope.
+    pub async fn claimed_values(&self, scope: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT value FROM unique_values WHERE scope = $1")
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// Whether every resource of `refs` exists in `account_id`, locking each one found until
+    /// the transaction ends: shared on PostgreSQL; on SQLite a write (which changes nothing)
+    /// takes the database's write lock, so the transaction never has to upgrade a read later.
+    async fn lock_references(
+        conn: &mut sqlx::AnyConnection,
+        backend: Backend,
+        account_id: &str,
+        refs: &[(&str, &str)],
+    ) -> Result<bool, StoreError> {
+        for (kind, id) in refs {
+            let found = match backend {
+                Backend::Postgres => {
+                    sqlx::query("SELECT 1 FROM resources WHERE kind = $1 AND id = $2 AND account_id = $3 FOR SHARE")
+                        .bind(*kind)
+                        .bind(*id)
+                        .bind(account_id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .is_some()
+                }
+                Backend::Sqlite => {
+                    sqlx::query("UPDATE resources SET id = id WHERE kind = $1 AND id = $2 AND account_id = $3")
+                        .bind(*kind)
+                        .bind(*id)
+                        .bind(account_id)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                        > 0
+                }
+            };
+            if !found {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Counts, by value, the resources of `referrers` with a string at `path` in their
+    /// document, only those naming `only` when given, of `account_id` when given.
+    async fn count_references(
+        conn: &mut sqlx::AnyConnection,
+        backend: Backend,
+        referrers: &[&str],
+        path: &[&str],
+        only: Option<&str>,
+        account_id: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        // Path segments are written into the query, so they are names, never input.
+        let named = |s: &&str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if path.is_empty() || !path.iter().all(named) {
+            return Err(StoreError::Failed(format!("document path {path:?}: expected field names")));
+        }
+        if referrers.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let (value, is_string) = match backend {
+            Backend::Sqlite => {
+                let p = format!("'$.{}'", path.join("."));
+                (format!("json_extract(body, {p})"), format!("json_type(body, {p}) = 'text'"))
+            }
+            Backend::Postgres => {
+                let p = format!("'{{{}}}'", path.join(","));
+                (format!("(body::jsonb #>> {p})"), format!("jsonb_typeof(body::jsonb #> {p}) = 'string'"))
+            }
+        };
+        let kinds: Vec<String> = (1..=referrers.len()).map(|i| format!("${i}")).collect();
+        let mut sql =
+            format!("SELECT {value}, COUNT(*) FROM resources WHERE kind IN ({}) AND {is_string}", kinds.join(", "));
+        let mut next = referrers.len() + 1;
+        if only.is_some() {
+            sql.push_str(&format!(" AND {value} = ${next}"));
+            next += 1;
+        }
+        if account_id.is_some() {
+            sql.push_str(&format!(" AND account_id = ${next}"));
+        }
+        sql.push_str(" GROUP BY 1");
+        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+        for kind in referrers {
+            q = q.bind(*kind);
+        }
+        if let Some(v) = only {
+            q = q.bind(v);
+        }
+        if let Some(a) = account_id {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        Ok(rows.into_iter().map(|(v, n)| (v, u64::try_from(n).unwrap_or(0))).collect())
+    }
+}
+
 /// API keys are long random tokens, so a fast cryptographic hash is enough to keep them out
 /// of the database (a slow hash protects low-entropy passwords, which keys are not).
 pub fn hash_api_key(key: &str) -> String {
