@@ -204,54 +204,13 @@ impl Store {
 impl Store {
     /// Stores a new resource and claims its unique values (`(scope, value)`), all or nothing.
     pub async fn insert_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
-        sqlx::query(
-            "INSERT INTO resources (kind, id, account_id, name, body, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&r.kind)
-        .bind(&r.id)
-        .bind(&r.account_id)
-        .bind(&r.name)
-        .bind(&r.body)
-        .bind(&r.created_at)
-        .bind(&r.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_or(e, "id"))?;
-        announce(&mut tx, self.backend, &r.kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(())
+        self.insert_resource_referencing(r, unique, &[]).await.map(|_| ())
     }
 
     /// Replaces a resource's document and name, and its unique values with `unique`.
     /// `Ok(false)` when it does not exist.
     pub async fn update_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
-            .bind(&r.kind)
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
-        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
-        let done =
-            sqlx::query("UPDATE resources SET name = $1, body = $2, updated_at = $3 WHERE kind = $4 AND id = $5")
-                .bind(&r.name)
-                .bind(&r.body)
-                .bind(&r.updated_at)
-                .bind(&r.kind)
-                .bind(&r.id)
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        announce(&mut tx, self.backend, &r.kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(true)
+        self.update_resource_referencing(r, unique, &[]).await
     }
 
     pub async fn get_resource(&self, kind: &str, id: &str) -> Result<Option<Resource>, StoreError> {
