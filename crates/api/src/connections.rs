@@ -69,7 +69,9 @@ pub fn summary(doc: &Value) -> Value {
     if let Some(p) = doc["outbound"]["outbound_voice_profile_id"].as_str() {
         out.insert("outbound_voice_profile_id".into(), json!(p));
     }
-    Value::Object(out)
+    let mut out = Value::Object(out);
+    cc::omit_unset(&mut out, &["/webhook_event_failover_url"]);
+    out
 }
 
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -151,6 +153,8 @@ mod tests {
         assert_eq!(s["webhook_event_url"], Value::Null);
         assert_eq!(s["outbound_voice_profile_id"], "9");
         assert!(s.get("inbound").is_none() && s.get("dtmf_type").is_none() && s.get("account_id").is_none());
-        assert_eq!(s.as_object().unwrap().len(), 12);
+        // An unset failover URL ("" by the contract's default) cannot be a `format: uri`.
+        assert!(s.get("webhook_event_failover_url").is_none());
+        assert_eq!(s.as_object().unwrap().len(), 11);
     }
 }

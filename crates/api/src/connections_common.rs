@@ -741,7 +741,35 @@ pub fn present(mut doc: Value, account_id: &str, caller: &Caller) -> Value {
             o.insert("account_id".into(), json!(account_id));
         }
     }
+    omit_unset(&mut doc, UNSET_IN_RESPONSES);
     doc
+}
+
+/// Fields whose contract default cannot be written in the contract's own response type
+/// (`channel_limit: {type: integer, default: null}`, `webhook_event_failover_url: {format:
+/// uri, default: ""}`, ...). Unset, they are left out of responses, which the schema allows
+/// (none is required), rather than sent as a value the schema refuses; stored documents keep
+/// them, so a later read or PATCH sees the same defaults.
+pub const UNSET_IN_RESPONSES: &[&str] = &[
+    "/webhook_event_failover_url",
+    "/inbound/channel_limit",
+    "/outbound/channel_limit",
+    "/outbound/ip_authentication_token",
+    "/outbound/localization",
+];
+
+/// Removes each field at a JSON pointer in `paths` whose value is null, or, for a URL field
+/// (`..._url`, a `format: uri` in the contract), an empty string, which no URI can be. Any other
+/// empty string is a value the user set and stays.
+pub fn omit_unset(doc: &mut Value, paths: &[&str]) {
+    for path in paths {
+        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+        let empty_url = key.ends_with("_url") && doc.pointer(path).and_then(Value::as_str) == Some("");
+        let unset = empty_url || doc.pointer(path).is_some_and(Value::is_null);
+        if unset && let Some(o) = doc.pointer_mut(parent).and_then(Value::as_object_mut) {
+            o.remove(key);
+        }
+    }
 }
 
 /// A resource of `kind` if this caller may see it; another account's answers 404 exactly like
@@ -1536,5 +1564,32 @@ mod tests {
         assert_eq!(d["noise_suppression_details"], json!({"engine": "denoiser"}));
         assert!(d.get("connection_name").is_none() && d.get("noise_suppression").is_none());
         assert_eq!(default_attenuation_limit("krisp_viva_ss"), 80);
+    }
+
+    #[test]
+    fn unset_fields_are_left_out_and_set_ones_kept() {
+        let mut doc = json!({
+            "webhook_event_failover_url": "",
+            "webhook_event_url": null,
+            "inbound": {"channel_limit": null, "codecs": []},
+            "outbound": {"channel_limit": 0, "ip_authentication_token": null, "localization": "GB"}
+        });
+        omit_unset(&mut doc, UNSET_IN_RESPONSES);
+        assert_eq!(
+            doc,
+            json!({
+                "webhook_event_url": null,
+                "inbound": {"codecs": []},
+                "outbound": {"channel_limit": 0, "localization": "GB"}
+            }),
+            "only the listed fields, and only when null or empty"
+        );
+        let mut doc = json!({"webhook_event_failover_url": "https://failover.example.com", "outbound": null});
+        omit_unset(&mut doc, UNSET_IN_RESPONSES);
+        assert_eq!(doc, json!({"webhook_event_failover_url": "https://failover.example.com", "outbound": null}));
+        // An empty string the user set is a value, except where a URI is required.
+        let mut doc = json!({"outbound": {"localization": ""}});
+        omit_unset(&mut doc, UNSET_IN_RESPONSES);
+        assert_eq!(doc, json!({"outbound": {"localization": ""}}));
     }
 }

@@ -342,6 +342,9 @@ async fn account_limit(s: &ApiState, account_id: &str) -> Result<Option<Option<i
 /// `account_id` (an operator extension).
 fn present(mut doc: Value, account_id: &str, caller: &Caller, connections: u64) -> Value {
     doc["connections_count"] = json!(connections);
+    // `calls_per_cld` null means "no limit" in the contract's words, but its type is a plain
+    // integer: unset, it is left out (see `connections_common::UNSET_IN_RESPONSES`).
+    crate::connections_common::omit_unset(&mut doc, &["/calling_window/calls_per_cld"]);
     if *caller == Caller::Operator {
         doc["account_id"] = json!(account_id);
     }

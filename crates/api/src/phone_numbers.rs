@@ -358,11 +358,33 @@ fn present(mut doc: Value, account_id: &str, caller: &Caller, conn_name: Option<
         ] {
             o.insert(key.into(), value.clone());
         }
+        // What the number is, from libphonenumber's metadata (the SDK's `phone_number` model
+        // requires these); no deletion lock exists on the platform.
+        let (country, kind) = number_facts(o.get("phone_number").and_then(Value::as_str).unwrap_or_default());
+        o.insert("country_iso_alpha2".into(), json!(country));
+        o.insert("phone_number_type".into(), json!(kind));
+        o.entry("deletion_lock_enabled").or_insert(json!(false));
         if *caller == Caller::Operator {
             o.insert("account_id".into(), json!(account_id));
         }
     }
     doc
+}
+
+/// The ISO 3166-1 alpha-2 country and the contract's `phone_number_type` of an E.164 number.
+fn number_facts(e164: &str) -> (String, &'static str) {
+    use phonenumber::Type;
+    let Ok(n) = phonenumber::parse(None, e164) else { return (String::new(), "national") };
+    let country = n.country().id().map(|id| format!("{id:?}")).unwrap_or_default();
+    let kind = match n.number_type(&phonenumber::metadata::DATABASE) {
+        Type::FixedLine | Type::FixedLineOrMobile => "local",
+        Type::Mobile => "mobile",
+        Type::TollFree => "toll_free",
+        Type::SharedCost => "shared_cost",
+        Type::ShortCode => "shortcode",
+        _ => "national",
+    };
+    (country, kind)
 }
 
 /// The number as `/phone_numbers/.../voice` shows it: the contract's
@@ -791,5 +813,16 @@ mod tests {
                 "usage_payment_method": "pay-per-minute"
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod number_facts_tests {
+    #[test]
+    fn country_and_type_from_the_number() {
+        assert_eq!(super::number_facts("+13125550100"), ("US".to_owned(), "local"));
+        assert_eq!(super::number_facts("+18005550100"), ("US".to_owned(), "toll_free"));
+        assert_eq!(super::number_facts("+447400123456"), ("GB".to_owned(), "mobile"));
+        assert_eq!(super::number_facts("+35318401234").0, "IE");
     }
 }

@@ -110,7 +110,12 @@ const SHAPE: &[&str] = &[
 fn expected(full: &Value) -> Value {
     let mut out = json!({});
     for f in SHAPE {
-        out[*f] = full.get(*f).cloned().unwrap_or(Value::Null);
+        match full.get(*f) {
+            Some(v) => out[*f] = v.clone(),
+            // Unset, the failover URL is left out everywhere (its contract type is a URI).
+            None if *f == "webhook_event_failover_url" => {}
+            None => out[*f] = Value::Null,
+        }
     }
     if let Some(p) = full["outbound"]["outbound_voice_profile_id"].as_str() {
         out["outbound_voice_profile_id"] = json!(p);
@@ -146,7 +151,8 @@ async fn every_kind_of_the_account_in_the_contract_shape() {
         );
         for c in list["data"].as_array().unwrap() {
             let keys: BTreeSet<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
-            assert_eq!(keys, SHAPE.iter().copied().collect::<BTreeSet<_>>(), "{c}");
+            let shape: BTreeSet<&str> = SHAPE.iter().copied().filter(|f| *f != "webhook_event_failover_url").collect();
+            assert_eq!(keys, shape, "{c}");
             assert_eq!(c["webhook_event_url"], Value::Null, "unset: the contract's default null");
         }
 

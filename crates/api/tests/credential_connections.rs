@@ -129,7 +129,6 @@ fn expected_defaults() -> Value {
         "encrypted_media": null,
         "inbound": {
             "ani_number_format": "E.164-national",
-            "channel_limit": null,
             "codecs": ["G722", "G711U", "G711A", "G729", "OPUS", "H.264"],
             "dnis_number_format": "e164",
             "generate_ringback_tone": false,
@@ -149,7 +148,6 @@ fn expected_defaults() -> Value {
             "ani_override": "",
             "ani_override_type": "always",
             "call_parking_enabled": false,
-            "channel_limit": null,
             "generate_ringback_tone": false,
             "instant_ringback_enabled": true,
             "localization": "US",
@@ -162,9 +160,18 @@ fn expected_defaults() -> Value {
         "tags": [],
         "user_name": "myusername123",
         "webhook_api_version": "1",
-        "webhook_event_failover_url": "",
         "webhook_timeout_secs": null,
     })
+}
+
+/// The contract defaults a response leaves out (their contract type cannot hold them: `channel_limit:
+/// null` is no integer, `webhook_event_failover_url: ""` no URI); stored documents keep them.
+fn unset_defaults() -> [(&'static str, Value); 3] {
+    [
+        ("/inbound/channel_limit", Value::Null),
+        ("/outbound/channel_limit", Value::Null),
+        ("/webhook_event_failover_url", json!("")),
+    ]
 }
 
 #[tokio::test]
@@ -204,6 +211,9 @@ async fn create_with_defaults_echoed_and_the_digest_kept_private() {
         );
         assert!(doc.get("password").is_none());
         assert!(!stored_body(&store, id).await.contains("my123secure456password789"));
+        for (path, default) in unset_defaults() {
+            assert_eq!(doc.pointer(path), Some(&default), "stored with its default: {path}");
+        }
 
         // The contract's own example request, with a real profile id, is echoed field for field.
         let ovp = profile(&app, &key, "office-profile").await;
@@ -805,10 +815,17 @@ async fn patch_merges_what_it_names_and_recomputes_the_digest() {
             "PATCH",
             &uri,
             Some(&key),
-            Some(json!({"noise_suppression_details": {"attenuation_limit": 50}, "jitter_buffer": null})),
+            Some(json!({
+                "noise_suppression_details": {"attenuation_limit": 50},
+                "jitter_buffer": null,
+                "inbound": {"channel_limit": null}
+            })),
         )
         .await;
         assert_eq!(st, StatusCode::OK);
+        assert!(up["data"]["inbound"].get("channel_limit").is_none(), "null unsets it: left out again");
+        assert_eq!(up["data"]["inbound"]["codecs"], json!(["OPUS", "G711U"]));
+        assert_eq!(stored(&store, id).await["inbound"]["channel_limit"], Value::Null, "stored as the default");
         assert_eq!(
             up["data"]["noise_suppression_details"],
             json!({"engine": "krisp_viva_tel", "attenuation_limit": 50})

@@ -105,7 +105,6 @@ fn expected_defaults() -> Value {
         "encrypted_media": null,
         "inbound": {
             "ani_number_format": "E.164-national",
-            "channel_limit": null,
             "codecs": ["G722", "G711U", "G711A", "G729", "OPUS", "H.264"],
             "default_primary_fqdn_id": null,
             "default_routing_method": "sequential",
@@ -145,14 +144,30 @@ fn expected_defaults() -> Value {
         "tags": [],
         "transport_protocol": "UDP",
         "webhook_api_version": "1",
-        "webhook_event_failover_url": "",
         "webhook_timeout_secs": null,
     })
 }
 
+/// Unset fields whose contract default its response type cannot hold (`channel_limit: null` is
+/// no integer, `webhook_event_failover_url: ""` no URI): left out of every response, kept in
+/// the stored document.
+fn assert_unset_left_out(shown: &Value, stored: &str) {
+    let stored: Value = serde_json::from_str(stored).unwrap();
+    for path in [
+        "/inbound/channel_limit",
+        "/outbound/channel_limit",
+        "/outbound/ip_authentication_token",
+        "/webhook_event_failover_url",
+    ] {
+        assert_eq!(shown.pointer(path), None, "left out: {path}");
+        let unset = stored.pointer(path).is_none_or(|v| v.is_null() || v == "");
+        assert!(unset, "stored unset: {path}: {stored}");
+    }
+}
+
 #[tokio::test]
 async fn fqdn_connection_defaults_and_the_contract_example() {
-    for (app, _) in apps().await {
+    for (app, store) in apps().await {
         let (st, body) = call(&app, "POST", FC, None, Some(json!({"connection_name": "office"}))).await;
         assert_eq!((st, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("10009")));
         let (account_id, key) = account(&app, "Acme").await;
@@ -166,6 +181,10 @@ async fn fqdn_connection_defaults_and_the_contract_example() {
             expected[k] = c[k].clone();
         }
         assert_eq!(c, expected, "every contract default, nothing invented");
+        let doc = stored(&store, "fqdn_connection", id).await.unwrap();
+        assert_unset_left_out(&c, &doc);
+        let doc: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!((&doc["inbound"]["channel_limit"], &doc["webhook_event_failover_url"]), (&Value::Null, &json!("")));
         let (st, got) = call(&app, "GET", &format!("{FC}/{id}"), Some(&key), None).await;
         assert_eq!((st, &got["data"]), (StatusCode::OK, &expected));
         let (_, list) = call(&app, "GET", FC, Some(&key), None).await;
@@ -248,6 +267,25 @@ async fn fqdn_connection_defaults_and_the_contract_example() {
         let uri = format!("{FC}/{}", c["id"].as_str().unwrap());
         let (st, up) = call(&app, "PATCH", &uri, Some(&key), Some(json!({"microsoft_teams_sbc": false}))).await;
         assert_eq!((st, &up["data"]["microsoft_teams_sbc"]), (StatusCode::OK, &json!(true)));
+
+        // Set back to null, the limits, the token and the failover URL are left out again.
+        let (st, up) = call(
+            &app,
+            "PATCH",
+            &uri,
+            Some(&key),
+            Some(json!({
+                "inbound": {"channel_limit": null},
+                "outbound": {"channel_limit": null, "ip_authentication_token": null},
+                "webhook_event_failover_url": null
+            })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{up}");
+        let stored_doc = stored(&store, "fqdn_connection", c["id"].as_str().unwrap()).await.unwrap();
+        assert_unset_left_out(&up["data"], &stored_doc);
+        assert_eq!(up["data"]["outbound"]["localization"], "GB", "set values stay");
+        assert_eq!(up["data"]["webhook_event_url"], "https://example.com");
 
         // The operator names the owning account and sees it; accounts do not see it.
         let (st, resp) = call(&app, "POST", FC, Some(OPERATOR), Some(json!({"connection_name": "ops"}))).await;

@@ -374,6 +374,31 @@ async fn patch_requires_name_and_changes_only_what_it_names() {
         let (_, got) = call(&app, "GET", &uri, Some(&key), None).await;
         assert_eq!(&got["data"], up);
 
+        // `calls_per_cld` back to null ("no limit"; its contract type is a plain integer) is left out.
+        let (st, up) = call(
+            &app,
+            "PATCH",
+            &uri,
+            Some(&key),
+            Some(json!({"name": "office-2", "calling_window": {"calls_per_cld": null}})),
+        )
+        .await;
+        assert_eq!((st, &up["data"]["calling_window"]), (StatusCode::OK, &json!({"start_time": "08:00"})));
+        let (st, up) = call(
+            &app,
+            "PATCH",
+            &uri,
+            Some(&key),
+            Some(json!({"name": "office-2", "calling_window": {"calls_per_cld": 3}})),
+        )
+        .await;
+        assert_eq!((st, &up["data"]["calling_window"]["calls_per_cld"]), (StatusCode::OK, &json!(3)));
+        let unlimited = json!({"name": "no-limit", "calling_window": {"start_time": "08:00", "calls_per_cld": null}});
+        let n = create(&app, &key, unlimited).await;
+        assert_eq!(n["calling_window"], json!({"start_time": "08:00"}), "null is left out");
+        let (_, got) = call(&app, "GET", &format!("{OVP}/{}", n["id"].as_str().unwrap()), Some(&key), None).await;
+        assert_eq!(got["data"]["calling_window"], json!({"start_time": "08:00"}));
+
         // Enabling the spend limit needs one; the stored one counts.
         let (st, _) =
             call(&app, "PATCH", &uri, Some(&key), Some(json!({"name": "office-2", "daily_spend_limit_enabled": true})))

@@ -136,6 +136,10 @@ async fn operator_adds_with_defaults_account_reads() {
             "caller_id_name_enabled": false,
             "t38_fax_gateway_enabled": false,
             "emergency_enabled": false,
+            // What the number is (libphonenumber's metadata): a +1 geographic number.
+            "country_iso_alpha2": "US",
+            "phone_number_type": "local",
+            "deletion_lock_enabled": false,
             "account_id": acct,
         });
         for k in ["id", "purchased_at", "created_at", "updated_at"] {
@@ -189,6 +193,10 @@ async fn operator_adds_with_defaults_account_reads() {
         )
         .await;
         assert_eq!((&n["tags"], &n["customer_reference"]), (&json!(["main"]), &json!("REF 1")));
+        assert_eq!(
+            (&n["country_iso_alpha2"], &n["phone_number_type"], &n["deletion_lock_enabled"]),
+            (&json!("GB"), &json!("local"), &json!(false))
+        );
 
         // Delete answers the number; it is gone and its E.164 free again.
         let (st, gone) = call(&app, "DELETE", &uri, Some(OPERATOR), None).await;

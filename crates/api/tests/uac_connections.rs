@@ -100,7 +100,6 @@ fn expected_defaults() -> Value {
         "fqdns": [],
         "inbound": {
             "ani_number_format": "E.164-national",
-            "channel_limit": null,
             "codecs": ["G722", "G711U", "G711A", "G729", "OPUS", "H.264"],
             "dnis_number_format": "e164",
             "generate_ringback_tone": false,
@@ -122,7 +121,6 @@ fn expected_defaults() -> Value {
             "ani_override": "",
             "ani_override_type": "always",
             "call_parking_enabled": false,
-            "channel_limit": null,
             "generate_ringback_tone": false,
             "instant_ringback_enabled": true,
             "localization": "US",
@@ -135,9 +133,19 @@ fn expected_defaults() -> Value {
         "sip_uri_calling_preference": "disabled",
         "tags": [],
         "webhook_api_version": "1",
-        "webhook_event_failover_url": "",
         "webhook_timeout_secs": null,
     })
+}
+
+/// Unset fields whose contract default the contract's response type cannot hold (`channel_limit:
+/// null` is no integer, `webhook_event_failover_url: ""` no URI): left out of responses, still in
+/// the stored document.
+fn assert_unset_left_out(shown: &Value, stored: &Value) {
+    for path in ["/inbound/channel_limit", "/outbound/channel_limit", "/webhook_event_failover_url"] {
+        assert_eq!(shown.pointer(path), None, "left out: {path}");
+        let unset = stored.pointer(path).is_some_and(|v| v.is_null() || v == "");
+        assert!(unset, "stored unset: {path}: {stored}");
+    }
 }
 
 #[tokio::test]
@@ -160,6 +168,9 @@ async fn uac_connection_defaults_and_the_contract_example() {
         let (_, list) = call(&app, "GET", UC, Some(&key), None).await;
         assert_eq!(list["data"], json!([expected]));
         assert!(stored(&store, id).await.get("_external_uac_password").is_none());
+        let doc = stored(&store, id).await;
+        assert_unset_left_out(&c, &doc);
+        assert_eq!(doc["webhook_event_failover_url"], "", "stored with the contract's default");
 
         // The contract's example request, with a real profile id.
         let (_, p) = call(&app, "POST", "/v2/outbound_voice_profiles", Some(&key), Some(json!({"name": "ovp"}))).await;
@@ -235,6 +246,24 @@ async fn uac_connection_defaults_and_the_contract_example() {
             }
         }
         assert_eq!(c["outbound"]["ani_override_type"], "always", "unsent nested fields keep their defaults");
+
+        // Set back to null, the limits and the failover URL are left out again.
+        let example_id = c["id"].as_str().unwrap();
+        let (st, up) = call(
+            &app,
+            "PATCH",
+            &format!("{UC}/{example_id}"),
+            Some(&key),
+            Some(json!({
+                "inbound": {"channel_limit": null},
+                "outbound": {"channel_limit": null},
+                "webhook_event_failover_url": null
+            })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{up}");
+        assert_unset_left_out(&up["data"], &stored(&store, example_id).await);
+        assert_eq!(up["data"]["inbound"]["codecs"], json!(["G722"]), "set values stay");
 
         // texml on create only, and only with call parking.
         let (st, resp) =

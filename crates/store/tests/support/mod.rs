@@ -61,8 +61,25 @@ async fn postgres_url() -> Option<String> {
         }
     }
     let schema = unique("ot_test");
-    // The schema name is ours (letters, digits, underscores), not input.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
+    // The schema name is ours (letters, digits, underscores), not input. Concurrent tests
+    // cleaning up the same stale schemas can make PostgreSQL refuse a catalog change once
+    // ("tuple concurrently updated"): try again.
+    let mut last = None;
+    for _ in 0..5 {
+        match sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if let Some(e) = last {
+        panic!("create schema {schema}: {e}");
+    }
     Some(format!("{PG_BASE}?options=-c%20search_path%3D{schema}"))
 }
 
