@@ -55,10 +55,21 @@ fn build(f: &mut Fields, base: Option<&Value>) -> Option<Value> {
     Some(doc)
 }
 
+/// The rate deck an account names must exist: it prices every call the account makes.
+async fn check_rate_deck(s: &ApiState, f: &mut Fields, doc: Option<&Value>) -> Result<(), ApiError> {
+    if let Some(id) = doc.and_then(|d| d["rate_deck_id"].as_str())
+        && s.store.get_resource("rate_deck", id).await?.is_none()
+    {
+        f.errors.push(crate::ErrorObject::invalid_value("/rate_deck_id", "No rate deck has this id."));
+    }
+    Ok(())
+}
+
 async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.operator_only()?;
     let mut f = Fields::parse(&body)?;
     let doc = build(&mut f, None);
+    check_rate_deck(&s, &mut f, doc.as_ref()).await?;
     f.finish()?;
     let mut doc = doc.ok_or_else(ApiError::internal)?;
     let id = new_id()?;
@@ -121,6 +132,9 @@ async fn update(
     caller.operator_only()?;
     let mut f = Fields::parse(&body)?;
     let doc = build(&mut f, Some(&base));
+    if f.has("rate_deck_id") {
+        check_rate_deck(&s, &mut f, doc.as_ref()).await?;
+    }
     f.finish()?;
     let mut doc = doc.ok_or_else(ApiError::internal)?;
     let now = now_timestamp();

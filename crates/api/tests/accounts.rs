@@ -172,3 +172,32 @@ async fn patch_and_pages() {
         assert_eq!(again["data"]["name"], "Gamma", "a refused PATCH changes nothing");
     }
 }
+
+#[tokio::test]
+async fn the_rate_deck_must_exist() {
+    for app in apps().await {
+        let body = json!({"name": "Acme", "rate_deck_id": "1234567890123456789"});
+        let (st, err) = call(&app, "POST", "/v2/accounts", Some(OPERATOR), Some(body)).await;
+        assert_eq!(
+            (st, err["errors"][0]["source"]["pointer"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("/rate_deck_id"))
+        );
+        let deck = json!({"name": "retail", "rates": [{"prefix": "1", "rate": "0.0100"}]});
+        let (st, d) = call(&app, "POST", "/v2/rate_decks", Some(OPERATOR), Some(deck)).await;
+        assert_eq!(st, StatusCode::CREATED, "{d}");
+        let deck_id = d["data"]["id"].as_str().unwrap();
+        let (st, a) =
+            call(&app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": "Acme", "rate_deck_id": deck_id})))
+                .await;
+        assert_eq!((st, a["data"]["rate_deck_id"].as_str()), (StatusCode::CREATED, Some(deck_id)));
+        let id = a["data"]["id"].as_str().unwrap();
+        let (st, _) =
+            call(&app, "PATCH", &format!("/v2/accounts/{id}"), Some(OPERATOR), Some(json!({"rate_deck_id": "999"})))
+                .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+        let (st, _) =
+            call(&app, "PATCH", &format!("/v2/accounts/{id}"), Some(OPERATOR), Some(json!({"rate_deck_id": null})))
+                .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+}
