@@ -3,46 +3,12 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<axum::Router> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push(api::router(api::ApiState { store }));
-    }
-    out
-}
+use common::{OPERATOR, apps, call};
 
 #[tokio::test]
 async fn keys_and_tenancy() {

@@ -6,72 +6,29 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, apps, call, column, pointers};
+
 const CARRIERS: &str = "/v2/carriers";
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<axum::Router> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push(api::router(api::ApiState { store }));
-    }
-    out
-}
-
 async fn account_key(app: &axum::Router) -> String {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": "Acme"}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    a["data"]["api_key"].as_str().unwrap().to_owned()
+    common::account(app, "Acme").await.1
 }
 
 async fn create(app: &axum::Router, body: Value) -> Value {
-    let (st, v) = call(app, "POST", CARRIERS, Some(OPERATOR), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
+    common::post(app, CARRIERS, OPERATOR, body).await
 }
 
 fn names(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect()
+    column(list, "name")
 }
 
 async fn total(app: &axum::Router) -> Value {
-    let (st, list) = call(app, "GET", CARRIERS, Some(OPERATOR), None).await;
-    assert_eq!(st, StatusCode::OK);
-    list["meta"]["total_results"].clone()
+    common::total(app, CARRIERS, OPERATOR).await
 }
 
 #[tokio::test]

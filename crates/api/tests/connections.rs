@@ -4,67 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps, call, ids, post, tick};
+
 const CONN: &str = "/v2/connections";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<axum::Router> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push(api::router(api::ApiState { store }));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
-async fn post(app: &axum::Router, uri: &str, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", uri, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{uri}: {v}");
-    v["data"].clone()
-}
-
-// Creation times are milliseconds: a pause keeps the order by created_at unambiguous.
-async fn tick() {
-    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-}
 
 /// One connection of each kind, oldest first: (kind, its own endpoint, the created document).
 async fn one_of_each(app: &axum::Router, key: &str, prefix: &str, user: &str) -> Vec<(String, String, Value)> {
@@ -85,10 +32,6 @@ async fn one_of_each(app: &axum::Router, key: &str, prefix: &str, user: &str) ->
         tick().await;
     }
     out
-}
-
-fn ids(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect()
 }
 
 /// The contract's `Connection` fields, plus `outbound_voice_profile_id` when one is set.

@@ -9,68 +9,18 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use store::Store;
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, column, pointers, profile};
+
 const CC: &str = "/v2/credential_connections";
-const OVP: &str = "/v2/outbound_voice_profiles";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-/// The router and its store, on each backend.
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
-async fn profile(app: &axum::Router, key: &str, name: &str) -> String {
-    let (st, p) = call(app, "POST", OVP, Some(key), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::OK, "{p}");
-    p["data"]["id"].as_str().unwrap().to_owned()
-}
 
 async fn create(app: &axum::Router, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", CC, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
+    common::post(app, CC, key, body).await
 }
 
 /// A minimal valid body.
@@ -78,28 +28,22 @@ fn minimal(name: &str, user: &str) -> Value {
     json!({"connection_name": name, "user_name": user, "password": "my123secure456password789"})
 }
 
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
 fn names(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|c| c["connection_name"].as_str().unwrap()).collect()
+    column(list, "connection_name")
 }
 
 async fn total(app: &axum::Router, key: &str) -> i64 {
-    let (st, list) = call(app, "GET", CC, Some(key), None).await;
-    assert_eq!(st, StatusCode::OK, "{list}");
-    list["meta"]["total_results"].as_i64().unwrap()
+    common::total(app, CC, key).await.as_i64().unwrap()
 }
 
 /// The stored document, private fields included.
 async fn stored(store: &Store, id: &str) -> Value {
-    serde_json::from_str(&stored_body(store, id).await).unwrap()
+    common::stored(store, "credential_connection", id).await
 }
 
 /// The stored document as the store holds it, as text.
 async fn stored_body(store: &Store, id: &str) -> String {
-    store.get_resource("credential_connection", id).await.unwrap().expect("stored").body
+    common::stored_body(store, "credential_connection", id).await
 }
 
 /// A connection as every later request shows it: only the response to the request that sets
@@ -176,7 +120,7 @@ fn unset_defaults() -> [(&'static str, Value); 3] {
 
 #[tokio::test]
 async fn create_with_defaults_echoed_and_the_digest_kept_private() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (st, body) = call(&app, "POST", CC, None, Some(minimal("office", "myusername123"))).await;
         assert_eq!((st, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("10009")));
         let (account_id, key) = account(&app, "Acme").await;
@@ -317,7 +261,7 @@ async fn create_with_defaults_echoed_and_the_digest_kept_private() {
 
 #[tokio::test]
 async fn user_names_are_unique_across_accounts_regardless_of_case() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let a = create(&app, &key_a, minimal("alpha", "Alice2024")).await;
@@ -369,7 +313,7 @@ async fn user_names_are_unique_across_accounts_regardless_of_case() {
 
 #[tokio::test]
 async fn validation_reports_every_fault_with_pointers_and_stores_nothing() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let bad = json!({
             "active": "yes",
@@ -555,7 +499,7 @@ async fn validation_reports_every_fault_with_pointers_and_stores_nothing() {
 
 #[tokio::test]
 async fn outbound_voice_profile_must_be_the_accounts_own() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let own = profile(&app, &key_a, "alpha-profile").await;
@@ -611,7 +555,7 @@ async fn outbound_voice_profile_must_be_the_accounts_own() {
 
 #[tokio::test]
 async fn tenancy_each_account_sees_its_own() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (id_b, key_b) = account(&app, "Bravo").await;
         let a = create(&app, &key_a, minimal("alpha-office", "alphauser")).await;
@@ -654,7 +598,7 @@ async fn tenancy_each_account_sees_its_own() {
 
 #[tokio::test]
 async fn list_pages_filter_and_sort() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         for (i, (name, active)) in
             [("Office-East", true), ("lab", false), ("office-west", true), ("Warehouse", false)].into_iter().enumerate()
@@ -724,7 +668,7 @@ async fn list_pages_filter_and_sort() {
 
 #[tokio::test]
 async fn patch_merges_what_it_names_and_recomputes_the_digest() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let mut body = minimal("office", "myusername123");
         body["tags"] = json!(["a"]);
@@ -842,7 +786,7 @@ async fn patch_merges_what_it_names_and_recomputes_the_digest() {
 
 #[tokio::test]
 async fn delete_answers_the_connection_then_404_and_frees_the_user_name() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c = create(&app, &key_a, minimal("office", "myusername123")).await;
@@ -868,7 +812,7 @@ async fn delete_answers_the_connection_then_404_and_frees_the_user_name() {
 
 #[tokio::test]
 async fn registration_status_is_not_registered_until_a_registrar_exists() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let c = create(&app, &key, minimal("office", "myusername123")).await;
         let uri = format!("{CC}/{}/actions/check_registration_status", c["id"].as_str().unwrap());
@@ -896,7 +840,7 @@ async fn registration_status_is_not_registered_until_a_registrar_exists() {
 
 #[tokio::test]
 async fn the_stored_document_holds_no_password_only_its_digest() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (account_id, key) = account(&app, "Acme").await;
         let secret = "Plain-Text-Never-Stored-42";
         let expected = digest(
@@ -949,7 +893,7 @@ async fn the_stored_document_holds_no_password_only_its_digest() {
 
 #[tokio::test]
 async fn a_new_password_is_shown_by_its_patch_only_and_changes_the_digest() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let mut body = minimal("office", "patchuser1");
         body["password"] = json!("first-secret-pw1");
@@ -1016,7 +960,7 @@ async fn a_new_password_is_shown_by_its_patch_only_and_changes_the_digest() {
 
 #[tokio::test]
 async fn a_new_user_name_needs_the_password_again() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c = create(&app, &key_a, minimal("office", "origuser1")).await;
@@ -1088,7 +1032,7 @@ async fn a_new_user_name_needs_the_password_again() {
 
 #[tokio::test]
 async fn a_missing_or_bad_password_is_one_fault() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
 
         // On create, with a valid user name: one fault at /password each, nothing stored.

@@ -5,70 +5,18 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps, call, ids, pointers, post};
+
 const ADDRS: &str = "/v2/dynamic_emergency_addresses";
 const EPS: &str = "/v2/dynamic_emergency_endpoints";
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
 async fn raw(app: &axum::Router, uri: &str, key: &str, body: &'static str) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
-}
-
-async fn apps() -> Vec<axum::Router> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push(api::router(api::ApiState { store }));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
+    common::send(app, "POST", uri, Some(key), Some("application/json"), body).await
 }
 
 /// The product docs' example address.
@@ -109,27 +57,13 @@ fn san_juan() -> Value {
     })
 }
 
-async fn create(app: &axum::Router, uri: &str, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", uri, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
-
 async fn endpoint(app: &axum::Router, key: &str, address: &Value, name: &str) -> Value {
     let body = json!({
         "dynamic_emergency_address_id": address["id"],
         "callback_number": "+13125550000",
         "caller_name": name
     });
-    create(app, EPS, key, body).await
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
-fn ids(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect()
+    post(app, EPS, key, body).await
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -150,7 +84,7 @@ async fn addresses_create_get_list_delete_with_everything_echoed() {
         let (_, key) = account(&app, "Acme").await;
 
         // The docs' example: 201, validated and so activated at once, optional fields absent.
-        let a = create(&app, ADDRS, &key, chicago()).await;
+        let a = post(&app, ADDRS, &key, chicago()).await;
         let id = a["id"].as_str().unwrap();
         assert!(is_uuid(id), "{id}");
         assert!(is_token(a["sip_geolocation_id"].as_str().unwrap()), "{a}");
@@ -173,7 +107,7 @@ async fn addresses_create_get_list_delete_with_everything_echoed() {
         full["street_post_directional"] = json!("NW");
         full["postal_code"] = json!("60612-1234");
         full["extended_address"] = json!("Building C, Floor 3, Suite 300");
-        let b = create(&app, ADDRS, &key, full.clone()).await;
+        let b = post(&app, ADDRS, &key, full.clone()).await;
         for (k, v) in full.as_object().unwrap() {
             if k != "extended_address" {
                 assert_eq!(&b[k], v, "{k}");
@@ -184,7 +118,7 @@ async fn addresses_create_get_list_delete_with_everything_echoed() {
         // 74 characters as written, 53 once abbreviated: accepted.
         let mut long = chicago();
         long["extended_address"] = json!("Apartment 1234, Building Twelve, Floor Seventeen, Room Forty-Two");
-        let l = create(&app, ADDRS, &key, long).await;
+        let l = post(&app, ADDRS, &key, long).await;
         assert_eq!(l["extended_address"], "APT 1234, BLDG Twelve, FL Seventeen, RM Forty-Two");
 
         // Canada and Puerto Rico; read-only and unknown fields are ignored.
@@ -193,15 +127,15 @@ async fn addresses_create_get_list_delete_with_everything_echoed() {
         ca["id"] = json!("0ccc7b54-4df3-4bca-a65a-3da1ecc777f1");
         ca["sip_geolocation_id"] = json!("XYZ123");
         ca["whatever"] = json!(1);
-        let c = create(&app, ADDRS, &key, ca).await;
+        let c = post(&app, ADDRS, &key, ca).await;
         assert_eq!((c["status"].as_str(), c["country_code"].as_str()), (Some("activated"), Some("CA")));
         assert_ne!(c["id"], "0ccc7b54-4df3-4bca-a65a-3da1ecc777f1");
         assert_ne!(c["sip_geolocation_id"], "XYZ123");
         assert!(c.get("whatever").is_none());
         let mut compact = toronto();
         compact["postal_code"] = json!("M5H2N2");
-        create(&app, ADDRS, &key, compact).await;
-        let p = create(&app, ADDRS, &key, san_juan()).await;
+        post(&app, ADDRS, &key, compact).await;
+        let p = post(&app, ADDRS, &key, san_juan()).await;
         assert_eq!(p["administrative_area"], "PR");
 
         // Listed oldest first; deleted answers the address, then 404.
@@ -351,15 +285,15 @@ async fn endpoints_create_get_list_delete_and_validation() {
     for app in apps().await {
         let (_, key) = account(&app, "Acme").await;
         let (_, other_key) = account(&app, "Other").await;
-        let a = create(&app, ADDRS, &key, chicago()).await;
-        let theirs = create(&app, ADDRS, &other_key, chicago()).await;
+        let a = post(&app, ADDRS, &key, chicago()).await;
+        let theirs = post(&app, ADDRS, &other_key, chicago()).await;
 
         let body = json!({
             "dynamic_emergency_address_id": a["id"],
             "callback_number": "+13125550000",
             "caller_name": "Jane Doe Desk Phone"
         });
-        let e = create(&app, EPS, &key, body.clone()).await;
+        let e = post(&app, EPS, &key, body.clone()).await;
         let id = e["id"].as_str().unwrap();
         assert!(is_uuid(id) && is_token(e["sip_from_id"].as_str().unwrap()), "{e}");
         let mut expected = body.clone();
@@ -399,7 +333,7 @@ async fn endpoints_create_get_list_delete_and_validation() {
         }
         let mut b = body.clone();
         b["caller_name"] = json!("x".repeat(50));
-        let fifty = create(&app, EPS, &key, b).await;
+        let fifty = post(&app, EPS, &key, b).await;
 
         // The address must exist and be the account's own: another's reads as missing.
         let (_, missing) = call(
@@ -449,8 +383,8 @@ async fn endpoints_create_get_list_delete_and_validation() {
 async fn an_address_in_use_cannot_be_deleted() {
     for app in apps().await {
         let (_, key) = account(&app, "Acme").await;
-        let a = create(&app, ADDRS, &key, chicago()).await;
-        let unused = create(&app, ADDRS, &key, toronto()).await;
+        let a = post(&app, ADDRS, &key, chicago()).await;
+        let unused = post(&app, ADDRS, &key, toronto()).await;
         let e1 = endpoint(&app, &key, &a, "Desk 1").await;
         let e2 = endpoint(&app, &key, &a, "Desk 2").await;
         let uri = format!("{ADDRS}/{}", a["id"].as_str().unwrap());
@@ -496,7 +430,7 @@ async fn racing_endpoint_creates_and_address_deletes_leave_no_orphan() {
     for app in apps().await {
         let (_, key) = account(&app, "Acme").await;
         for _ in 0..8 {
-            let a = create(&app, ADDRS, &key, chicago()).await;
+            let a = post(&app, ADDRS, &key, chicago()).await;
             let uri = format!("{ADDRS}/{}", a["id"].as_str().unwrap());
             let body = json!({"dynamic_emergency_address_id": a["id"], "callback_number": "+13125550000",
                 "caller_name": "Jane"});
@@ -530,7 +464,7 @@ async fn lists_filter_and_page() {
         let (_, key) = account(&app, "Acme").await;
         let mut addresses = Vec::new();
         for body in [chicago(), toronto(), san_juan(), chicago(), toronto()] {
-            addresses.push(create(&app, ADDRS, &key, body).await);
+            addresses.push(post(&app, ADDRS, &key, body).await);
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         let aid = |i: usize| addresses[i]["id"].as_str().unwrap();
@@ -609,8 +543,8 @@ async fn tenancy_each_account_sees_its_own() {
     for app in apps().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (id_b, key_b) = account(&app, "Bravo").await;
-        let addr_a = create(&app, ADDRS, &key_a, chicago()).await;
-        let addr_b = create(&app, ADDRS, &key_b, toronto()).await;
+        let addr_a = post(&app, ADDRS, &key_a, chicago()).await;
+        let addr_b = post(&app, ADDRS, &key_b, toronto()).await;
         let ep_a = endpoint(&app, &key_a, &addr_a, "alpha desk").await;
         let ep_b = endpoint(&app, &key_b, &addr_b, "bravo desk").await;
 
@@ -647,7 +581,7 @@ async fn tenancy_each_account_sees_its_own() {
         assert_eq!((st, pointers(&v)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/account_id"]));
         let mut body = chicago();
         body["account_id"] = json!(id_b);
-        let own = create(&app, ADDRS, &key_b, body).await;
+        let own = post(&app, ADDRS, &key_b, body).await;
         assert!(own.get("account_id").is_none());
 
         // The operator sees everyone's, with the owner, narrows by account, and names the
@@ -672,7 +606,7 @@ async fn tenancy_each_account_sees_its_own() {
         assert_eq!((st, pointers(&v)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/account_id"]));
         let mut body = san_juan();
         body["account_id"] = json!(id_a);
-        let op_addr = create(&app, ADDRS, OPERATOR, body).await;
+        let op_addr = post(&app, ADDRS, OPERATOR, body).await;
         assert_eq!(op_addr["account_id"], json!(id_a));
         let (_, seen) =
             call(&app, "GET", &format!("{ADDRS}/{}", op_addr["id"].as_str().unwrap()), Some(&key_a), None).await;
@@ -684,7 +618,7 @@ async fn tenancy_each_account_sees_its_own() {
         };
         let (st, v) = call(&app, "POST", EPS, Some(OPERATOR), Some(ep_body(&id_a, &addr_b))).await;
         assert_eq!((st, pointers(&v)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/dynamic_emergency_address_id"]));
-        let op_ep = create(&app, EPS, OPERATOR, ep_body(&id_a, &op_addr)).await;
+        let op_ep = post(&app, EPS, OPERATOR, ep_body(&id_a, &op_addr)).await;
         assert_eq!(op_ep["account_id"], json!(id_a));
         let (_, l) = call(&app, "GET", &format!("{EPS}?filter[country_code]=PR"), Some(&key_a), None).await;
         assert_eq!(ids(&l), [op_ep["id"].as_str().unwrap()]);

@@ -4,64 +4,16 @@
 //! a/srv port rule), tenancy, the default FQDN ids of a connection, `filter[fqdn]`, pages and
 //! filters of the records, and the records deleted with their connection.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::Store;
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, codes, ids, pointers, post, tick};
+
 const FC: &str = "/v2/fqdn_connections";
 const FQ: &str = "/v2/fqdns";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
-async fn post(app: &axum::Router, uri: &str, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", uri, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
 
 async fn connection(app: &axum::Router, key: &str, name: &str) -> String {
     post(app, FC, key, json!({"connection_name": name})).await["id"].as_str().unwrap().to_owned()
@@ -69,23 +21,6 @@ async fn connection(app: &axum::Router, key: &str, name: &str) -> String {
 
 async fn fqdn(app: &axum::Router, key: &str, connection_id: &str, name: &str) -> Value {
     post(app, FQ, key, json!({"connection_id": connection_id, "fqdn": name, "dns_record_type": "a"})).await
-}
-
-// Creation times are milliseconds: a pause keeps "oldest first" unambiguous.
-async fn tick() {
-    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
-fn codes(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect()
-}
-
-fn ids(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect()
 }
 
 async fn stored(store: &Store, kind: &str, id: &str) -> Option<String> {
@@ -167,7 +102,7 @@ fn assert_unset_left_out(shown: &Value, stored: &str) {
 
 #[tokio::test]
 async fn fqdn_connection_defaults_and_the_contract_example() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (st, body) = call(&app, "POST", FC, None, Some(json!({"connection_name": "office"}))).await;
         assert_eq!((st, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("10009")));
         let (account_id, key) = account(&app, "Acme").await;
@@ -299,7 +234,7 @@ async fn fqdn_connection_defaults_and_the_contract_example() {
 
 #[tokio::test]
 async fn fqdn_connection_validation_and_unique_values() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let bad = json!({
@@ -389,7 +324,7 @@ async fn fqdn_connection_validation_and_unique_values() {
 
 #[tokio::test]
 async fn fqdn_connection_credentials_are_optional_and_kept_as_digest() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         // Together or not at all.
         for (body, pointer) in [
@@ -448,7 +383,7 @@ async fn fqdn_connection_credentials_are_optional_and_kept_as_digest() {
 
 #[tokio::test]
 async fn fqdns_defaults_and_the_record_type_port_rule() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (account_id, key) = account(&app, "Acme").await;
         let conn = connection(&app, &key, "office").await;
 
@@ -558,7 +493,7 @@ async fn fqdns_defaults_and_the_record_type_port_rule() {
 
 #[tokio::test]
 async fn fqdns_validation_reports_every_fault() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let conn = connection(&app, &key, "office").await;
 
@@ -690,7 +625,7 @@ async fn fqdns_validation_reports_every_fault() {
 
 #[tokio::test]
 async fn fqdns_tenancy() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let conn_a = connection(&app, &key_a, "alpha").await;
@@ -751,7 +686,7 @@ async fn fqdns_tenancy() {
 
 #[tokio::test]
 async fn fqdns_list_filters_and_pages() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let c1 = connection(&app, &key, "one").await;
         let c2 = connection(&app, &key, "two").await;
@@ -802,7 +737,7 @@ async fn fqdns_list_filters_and_pages() {
 
 #[tokio::test]
 async fn default_fqdn_ids_name_records_of_the_connection() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let conn = connection(&app, &key, "office").await;
         let other = connection(&app, &key, "other").await;
@@ -852,7 +787,7 @@ async fn default_fqdn_ids_name_records_of_the_connection() {
 
 #[tokio::test]
 async fn deleting_a_connection_deletes_its_fqdns() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let conn = connection(&app, &key_a, "office").await;
@@ -900,7 +835,7 @@ async fn deleting_a_connection_deletes_its_fqdns() {
 
 #[tokio::test]
 async fn fqdn_connection_list_filters_by_fqdn_records() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let one = connection(&app, &key, "office one").await;
@@ -945,7 +880,7 @@ async fn fqdn_connection_list_filters_by_fqdn_records() {
 
 #[tokio::test]
 async fn tech_prefixes_are_shared_with_ip_connections() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let ip = post(&app, "/v2/ip_connections", &key_a, json!({"connection_name": "ip"})).await;

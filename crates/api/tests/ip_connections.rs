@@ -8,71 +8,19 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::Store;
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, codes, column, pointers, profile};
+
 const IC: &str = "/v2/ip_connections";
 const IPS: &str = "/v2/ips";
-const OVP: &str = "/v2/outbound_voice_profiles";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-/// The router and its store, on each backend.
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
-async fn profile(app: &axum::Router, key: &str, name: &str) -> String {
-    let (st, p) = call(app, "POST", OVP, Some(key), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::OK, "{p}");
-    p["data"]["id"].as_str().unwrap().to_owned()
-}
 
 async fn create(app: &axum::Router, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", IC, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
+    common::post(app, IC, key, body).await
 }
 
 /// A new IP of a connection; its id.
@@ -91,22 +39,12 @@ fn uri(c: &Value) -> String {
     format!("{IC}/{}", c["id"].as_str().unwrap())
 }
 
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
-fn codes(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect()
-}
-
 fn names(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|c| c["connection_name"].as_str().unwrap()).collect()
+    column(list, "connection_name")
 }
 
 async fn total(app: &axum::Router, key: &str) -> i64 {
-    let (st, list) = call(app, "GET", IC, Some(key), None).await;
-    assert_eq!(st, StatusCode::OK, "{list}");
-    list["meta"]["total_results"].as_i64().unwrap()
+    common::total(app, IC, key).await.as_i64().unwrap()
 }
 
 fn prefix(c: &Value) -> String {
@@ -171,12 +109,12 @@ const UNSET_DEFAULTS: [&str; 5] = [
 ];
 
 async fn stored(store: &Store, id: &str) -> Value {
-    serde_json::from_str(&store.get_resource("ip_connection", id).await.unwrap().expect("stored").body).unwrap()
+    common::stored(store, "ip_connection", id).await
 }
 
 #[tokio::test]
 async fn create_with_the_ip_defaults_echoed() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (st, body) = call(&app, "POST", IC, None, Some(minimal("office"))).await;
         assert_eq!((st, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("10009")));
         let (account_id, key) = account(&app, "Acme").await;
@@ -287,7 +225,7 @@ async fn create_with_the_ip_defaults_echoed() {
 
 #[tokio::test]
 async fn tokens_are_unique_across_accounts() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let with = |name: &str, token: &str| json!({"connection_name": name, "outbound": {"ip_authentication_method": "token", "ip_authentication_token": token}});
@@ -329,7 +267,7 @@ async fn tokens_are_unique_across_accounts() {
 
 #[tokio::test]
 async fn token_format_and_the_token_method() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         for bad in [
             json!("short-token"),
@@ -401,7 +339,7 @@ async fn token_format_and_the_token_method() {
 
 #[tokio::test]
 async fn the_tech_prefix_is_assigned_and_never_chosen() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let mut seen = std::collections::HashSet::new();
@@ -459,7 +397,7 @@ async fn the_tech_prefix_is_assigned_and_never_chosen() {
 
 #[tokio::test]
 async fn tech_prefixes_are_unique_with_fqdn_connections_and_reassigned_when_taken() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         const FC: &str = "/v2/fqdn_connections";
@@ -511,7 +449,7 @@ async fn tech_prefixes_are_unique_with_fqdn_connections_and_reassigned_when_take
 
 #[tokio::test]
 async fn sip_subdomains_are_unique_regardless_of_case() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let with = |name: &str, sub: &str| json!({"connection_name": name, "inbound": {"sip_subdomain": sub}});
@@ -540,7 +478,7 @@ async fn sip_subdomains_are_unique_regardless_of_case() {
 
 #[tokio::test]
 async fn validation_reports_every_fault_with_pointers_and_stores_nothing() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let bad = json!({
             "connection_name": "",
@@ -634,7 +572,7 @@ async fn validation_reports_every_fault_with_pointers_and_stores_nothing() {
 
 #[tokio::test]
 async fn default_ips_must_be_the_connections_own() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c = create(&app, &key_a, minimal("office")).await;
@@ -716,7 +654,7 @@ async fn default_ips_must_be_the_connections_own() {
 
 #[tokio::test]
 async fn tenancy_each_account_sees_its_own() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (id_b, key_b) = account(&app, "Bravo").await;
         let a = create(&app, &key_a, minimal("alpha-office")).await;
@@ -756,7 +694,7 @@ async fn tenancy_each_account_sees_its_own() {
 
 #[tokio::test]
 async fn list_pages_filter_and_sort() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let ovp = profile(&app, &key, "office-profile").await;
         for (name, active) in [("Office-East", true), ("lab", false), ("office-west", true), ("Warehouse", false)] {
@@ -806,7 +744,7 @@ async fn list_pages_filter_and_sort() {
 
 #[tokio::test]
 async fn patch_merges_what_it_names() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let body = json!({"connection_name": "office", "tags": ["a"], "webhook_event_url": "https://example.com/h"});
         let c = create(&app, &key, body).await;
@@ -886,7 +824,7 @@ async fn patch_merges_what_it_names() {
 
 #[tokio::test]
 async fn delete_takes_the_connections_ips_with_it() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let body = json!({

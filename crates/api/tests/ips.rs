@@ -5,62 +5,20 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use store::Store;
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, ids, pointers, post};
+
 const IC: &str = "/v2/ip_connections";
 const IPS: &str = "/v2/ips";
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
 /// A new IP connection; its id.
 async fn connection(app: &axum::Router, key: &str, name: &str) -> String {
-    let (st, c) = call(app, "POST", IC, Some(key), Some(json!({"connection_name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{c}");
-    c["data"]["id"].as_str().unwrap().to_owned()
+    post(app, IC, key, json!({"connection_name": name})).await["id"].as_str().unwrap().to_owned()
 }
 
 async fn post_ip(app: &axum::Router, key: &str, body: Value) -> (StatusCode, Value) {
@@ -71,14 +29,6 @@ async fn add_ip(app: &axum::Router, key: &str, connection_id: &str, address: &st
     let (st, v) = post_ip(app, key, json!({"connection_id": connection_id, "ip_address": address})).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
-fn ids(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect()
 }
 
 async fn list(app: &axum::Router, key: &str, query: &str) -> Value {
@@ -99,7 +49,7 @@ async fn force_tech_prefix(store: &Store, id: &str, prefix: &str) {
 
 #[tokio::test]
 async fn a_connection_with_two_ips_listed_by_the_contracts_filters() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (account_id, key) = account(&app, "Acme").await;
         let c = connection(&app, &key, "office").await;
         let other = connection(&app, &key, "lab").await;
@@ -159,7 +109,7 @@ async fn a_connection_with_two_ips_listed_by_the_contracts_filters() {
 
 #[tokio::test]
 async fn validation_with_pointers_stores_nothing() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let c = connection(&app, &key, "office").await;
         let (st, resp) = post_ip(&app, &key, json!({"ip_address": "192.0.2.300", "port": 0, "connection_id": 7})).await;
@@ -215,7 +165,7 @@ async fn validation_with_pointers_stores_nothing() {
 
 #[tokio::test]
 async fn tenancy_an_account_attaches_ips_to_its_own_connections_only() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (id_a, key_a) = account(&app, "Alpha").await;
         let (id_b, key_b) = account(&app, "Bravo").await;
         let ca = connection(&app, &key_a, "alpha").await;
@@ -278,7 +228,7 @@ async fn tenancy_an_account_attaches_ips_to_its_own_connections_only() {
 
 #[tokio::test]
 async fn tech_prefixes_are_unique_per_source_address() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c1 = connection(&app, &key_a, "one").await;
@@ -329,7 +279,7 @@ async fn tech_prefixes_are_unique_per_source_address() {
 
 #[tokio::test]
 async fn patch_needs_the_address_and_changes_what_it_names() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let c = connection(&app, &key, "office").await;
         let other = connection(&app, &key, "lab").await;

@@ -6,69 +6,26 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, apps, call, column, pointers};
+
 const OVP: &str = "/v2/outbound_voice_profiles";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<axum::Router> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push(api::router(api::ApiState { store }));
-    }
-    out
-}
 
 /// A new account: (id, key).
 async fn account(app: &axum::Router, name: &str, limit: Value) -> (String, String) {
-    let (st, a) =
-        call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name, "concurrent_call_limit": limit})))
-            .await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
+    common::account_with(app, json!({"name": name, "concurrent_call_limit": limit})).await
 }
 
 async fn create(app: &axum::Router, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", OVP, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
+    common::post_as(app, OVP, key, body, StatusCode::OK).await
 }
 
 fn names(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect()
+    column(list, "name")
 }
 
 #[tokio::test]

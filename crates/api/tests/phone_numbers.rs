@@ -6,58 +6,16 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::{Resource, Store};
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, column, pointers};
+
 const NUMBERS: &str = "/v2/phone_numbers";
 const VOICE: &str = "/v2/phone_numbers/voice";
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
 
 /// A connection document of `kind` stored directly (the connection modules are tested on
 /// their own).
@@ -76,17 +34,11 @@ async fn connection(store: &Store, kind: &str, id: &str, account_id: &str, name:
 }
 
 async fn add(app: &axum::Router, body: Value) -> Value {
-    let (st, v) = call(app, "POST", NUMBERS, Some(OPERATOR), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
+    common::post(app, NUMBERS, OPERATOR, body).await
 }
 
 fn numbers(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|p| p["phone_number"].as_str().unwrap()).collect()
+    column(list, "phone_number")
 }
 
 fn default_voice() -> Value {
@@ -114,7 +66,7 @@ fn default_voice() -> Value {
 
 #[tokio::test]
 async fn operator_adds_with_defaults_account_reads() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (st, _) = call(&app, "GET", NUMBERS, None, None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
         let (acct, key) = account(&app, "Acme").await;
@@ -212,7 +164,7 @@ async fn operator_adds_with_defaults_account_reads() {
 
 #[tokio::test]
 async fn validation_with_pointers_and_unique_numbers() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (a, _) = account(&app, "Alpha").await;
         let (b, _) = account(&app, "Bravo").await;
         connection(&store, "credential_connection", "1000000000000000001", &a, "alpha-trunk").await;
@@ -303,7 +255,7 @@ async fn validation_with_pointers_and_unique_numbers() {
 
 #[tokio::test]
 async fn tenancy_and_connections() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (a, key_a) = account(&app, "Alpha").await;
         let (b, key_b) = account(&app, "Bravo").await;
         let kinds = ["credential_connection", "ip_connection", "fqdn_connection", "uac_connection"];
@@ -403,7 +355,7 @@ async fn tenancy_and_connections() {
 
 #[tokio::test]
 async fn voice_settings_patch_merges() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (acct, key) = account(&app, "Acme").await;
         let n = add(&app, json!({"phone_number": "+13035551234", "account_id": acct})).await;
         let uri = format!("{NUMBERS}/{}/voice", n["id"].as_str().unwrap());
@@ -539,7 +491,7 @@ async fn voice_settings_patch_merges() {
 
 #[tokio::test]
 async fn voice_list_filters_and_sort() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (acct, key) = account(&app, "Acme").await;
         connection(&store, "ip_connection", "1000000000000000001", &acct, "Office-PBX").await;
         connection(&store, "credential_connection", "1000000000000000002", &acct, "alpha-phones").await;
@@ -623,13 +575,12 @@ async fn voice_list_filters_and_sort() {
 
 /// The stored document of number `id`.
 async fn stored(store: &Store, id: &Value) -> Value {
-    let r = store.get_resource("phone_number", id.as_str().unwrap()).await.unwrap().unwrap();
-    serde_json::from_str(&r.body).unwrap()
+    common::stored(store, "phone_number", id.as_str().unwrap()).await
 }
 
 #[tokio::test]
 async fn deleting_a_connection_detaches_its_numbers() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (a, key_a) = account(&app, "Alpha").await;
         let (b, key_b) = account(&app, "Bravo").await;
         // One connection of every type, made through the API (whose delete detaches).

@@ -6,37 +6,15 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::Store;
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, apps_and_stores, column, pointers, send};
+
 const DECKS: &str = "/v2/rate_decks";
-
-/// A request with a raw body of `content_type`.
-async fn send(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    content_type: &str,
-    body: impl Into<Body>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri).header("content-type", content_type);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let resp = app.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
 
 async fn call(
     app: &axum::Router,
@@ -46,30 +24,15 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let body = body.map_or_else(String::new, |b| b.to_string());
-    send(app, method, uri, key, "application/json", body).await
+    send(app, method, uri, key, Some("application/json"), body).await
 }
 
 async fn csv(app: &axum::Router, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
-    send(app, method, uri, Some(OPERATOR), "text/csv; charset=utf-8", body).await
-}
-
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
+    send(app, method, uri, Some(OPERATOR), Some("text/csv; charset=utf-8"), body).await
 }
 
 async fn create(app: &axum::Router, body: Value) -> Value {
-    let (st, v) = call(app, "POST", DECKS, Some(OPERATOR), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
+    common::post(app, DECKS, OPERATOR, body).await
 }
 
 fn details(body: &Value) -> Vec<&str> {
@@ -77,18 +40,16 @@ fn details(body: &Value) -> Vec<&str> {
 }
 
 fn prefixes(list: &Value) -> Vec<&str> {
-    list["data"].as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap()).collect()
+    column(list, "prefix")
 }
 
 async fn total(app: &axum::Router) -> Value {
-    let (st, list) = call(app, "GET", DECKS, Some(OPERATOR), None).await;
-    assert_eq!(st, StatusCode::OK);
-    list["meta"]["total_results"].clone()
+    common::total(app, DECKS, OPERATOR).await
 }
 
 #[tokio::test]
 async fn json_upload_and_longest_prefix() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let deck = create(
             &app,
             json!({
@@ -153,7 +114,7 @@ async fn json_upload_and_longest_prefix() {
 
 #[tokio::test]
 async fn csv_upload() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let body = "prefix,rate\r\n1,0.0100\r\n1212,0.0200\r\n\r\n\"12125\",\"0.0300\"\r\n";
         let (st, v) = csv(&app, "POST", &format!("{DECKS}?name=Wholesale%20US&billing_increment=1/1"), body).await;
         assert_eq!(st, StatusCode::CREATED, "{v}");
@@ -185,7 +146,7 @@ async fn csv_upload() {
 
 #[tokio::test]
 async fn faults_name_their_rows_and_store_nothing() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         // Duplicate prefix.
         let (st, v) = call(
             &app,
@@ -265,9 +226,9 @@ async fn faults_name_their_rows_and_store_nothing() {
             call(&app, "POST", DECKS, Some(OPERATOR), Some(json!({"name": "x", "rates": {"1": "0.01"}}))).await;
         assert_eq!(pointers(&v), ["/rates"]);
         let (st, _) =
-            send(&app, "POST", DECKS, Some(OPERATOR), "application/json", "{\"name\": \"x\", \"rates\": [").await;
+            send(&app, "POST", DECKS, Some(OPERATOR), Some("application/json"), "{\"name\": \"x\", \"rates\": [").await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
-        let (st, _) = send(&app, "POST", DECKS, Some(OPERATOR), "application/json", "[]").await;
+        let (st, _) = send(&app, "POST", DECKS, Some(OPERATOR), Some("application/json"), "[]").await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         let (st, v) = call(&app, "POST", DECKS, Some(OPERATOR), None).await;
         assert_eq!((st, pointers(&v)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["/name"]));
@@ -298,7 +259,7 @@ async fn faults_name_their_rows_and_store_nothing() {
 
 #[tokio::test]
 async fn rates_paging_and_filter() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let rates: Vec<Value> = (0..45).map(|i| json!({"prefix": format!("{}", 300 + i), "rate": "0.1"})).collect();
         let deck = create(&app, json!({"name": "paged", "rates": rates})).await;
         let uri = format!("{DECKS}/{}/rates", deck["id"].as_str().unwrap());
@@ -340,7 +301,7 @@ async fn rates_paging_and_filter() {
 
 #[tokio::test]
 async fn replace_rates_atomically() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let deck = create(
             &app,
             json!({"name": "swap", "rates": [{"prefix": "1", "rate": "0.01"}, {"prefix": "44", "rate": "0.02"}]}),
@@ -399,7 +360,7 @@ async fn replace_rates_atomically() {
 
 #[tokio::test]
 async fn patch_name_and_increment() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let deck = create(&app, json!({"name": "first", "rates": [{"prefix": "1", "rate": "0.01"}]})).await;
         create(&app, json!({"name": "second"})).await;
         let uri = format!("{DECKS}/{}", deck["id"].as_str().unwrap());
@@ -443,7 +404,7 @@ async fn patch_name_and_increment() {
 
 #[tokio::test]
 async fn list_sorts_and_filters() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         for name in ["beta", "Alpha", "gamma"] {
             create(&app, json!({"name": name})).await;
             tokio::time::sleep(Duration::from_millis(3)).await;
@@ -469,7 +430,7 @@ async fn list_sorts_and_filters() {
 
 #[tokio::test]
 async fn delete_refused_while_an_account_uses_the_deck() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let deck = create(&app, json!({"name": "in use", "rates": [{"prefix": "1", "rate": "0.01"}]})).await;
         let id = deck["id"].as_str().unwrap();
         let uri = format!("{DECKS}/{id}");
@@ -510,7 +471,7 @@ async fn delete_refused_while_an_account_uses_the_deck() {
 
 #[tokio::test]
 async fn operator_only() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let deck = create(&app, json!({"name": "private", "rates": [{"prefix": "1", "rate": "0.01"}]})).await;
         let uri = format!("{DECKS}/{}", deck["id"].as_str().unwrap());
         let (st, acct) = call(&app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": "Acme"}))).await;
@@ -539,7 +500,7 @@ async fn operator_only() {
             assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
         }
         let (st, v) =
-            send(&app, "POST", &format!("{DECKS}?name=csv"), Some(key), "text/csv", "prefix,rate\n1,0.1\n").await;
+            send(&app, "POST", &format!("{DECKS}?name=csv"), Some(key), Some("text/csv"), "prefix,rate\n1,0.1\n").await;
         assert_eq!((st, v["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("10010")));
         let (_, got) = call(&app, "GET", &uri, Some(OPERATOR), None).await;
         assert_eq!(got["data"], deck, "unchanged");
@@ -579,7 +540,8 @@ async fn upload(app: &axum::Router, store: &Store, rows: usize) -> (Duration, Du
     rates.push(json!({"prefix": "9", "rate": "1.25"}));
     let body = json!({ "rates": rates }).to_string();
     let t = Instant::now();
-    let (st, v) = send(app, "PUT", &format!("{DECKS}/{id}/rates"), Some(OPERATOR), "application/json", body).await;
+    let (st, v) =
+        send(app, "PUT", &format!("{DECKS}/{id}/rates"), Some(OPERATOR), Some("application/json"), body).await;
     let json_time = t.elapsed();
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["rates_count"], rows + 1);
@@ -592,7 +554,7 @@ async fn upload(app: &axum::Router, store: &Store, rows: usize) -> (Duration, Du
 /// Many batches, including a partial last one, through both upload formats.
 #[tokio::test]
 async fn twenty_thousand_rows() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (c, j) = upload(&app, &store, 20_345).await;
         println!("{:?}: 20,345 rows: CSV create {c:?}, JSON replace {j:?}", store.backend());
     }
@@ -603,7 +565,7 @@ async fn twenty_thousand_rows() {
 #[tokio::test]
 #[ignore = "timing: a million rows; run with --release --ignored"]
 async fn million_rows() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (c, j) = upload(&app, &store, 1_000_000).await;
         println!("{:?}: 1,000,000 rows: CSV create {c:?}, JSON replace {j:?}", store.backend());
     }

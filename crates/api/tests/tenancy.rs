@@ -23,10 +23,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::OPERATOR;
 
 /// The connection types; kind `connection` in the tables stands for each of them in turn.
 const CONNECTIONS: [&str; 4] = ["credential_connection", "ip_connection", "fqdn_connection", "uac_connection"];
@@ -516,12 +515,7 @@ fn scalars(v: &Value) -> Vec<String> {
 }
 
 async fn apps() -> Vec<(&'static str, axum::Router)> {
-    let mut out = Vec::new();
-    for (name, store) in ["sqlite", "postgres"].into_iter().zip(support::backends().await) {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((name, api::router(api::ApiState { store })));
-    }
-    out
+    ["sqlite", "postgres"].into_iter().zip(common::apps().await).collect()
 }
 
 #[tokio::test]

@@ -3,78 +3,26 @@
 //! shown only by the request that sets it, the optional SIP credentials (digest only),
 //! validation with pointers, tenancy, and the registration status.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::Store;
-use tower::ServiceExt;
 
-#[path = "../../store/tests/support/mod.rs"]
-mod support;
+mod common;
 
-const OPERATOR: &str = "KEYoperator-test-key";
+use common::{OPERATOR, account, apps_and_stores, call, codes, pointers};
+
 const UC: &str = "/v2/uac_connections";
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, v)
-}
-
-async fn apps() -> Vec<(axum::Router, Store)> {
-    let mut out = Vec::new();
-    for store in support::backends().await {
-        store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
-    }
-    out
-}
-
-/// A new account: (id, key).
-async fn account(app: &axum::Router, name: &str) -> (String, String) {
-    let (st, a) = call(app, "POST", "/v2/accounts", Some(OPERATOR), Some(json!({"name": name}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{a}");
-    (a["data"]["id"].as_str().unwrap().to_owned(), a["data"]["api_key"].as_str().unwrap().to_owned())
-}
-
 async fn create(app: &axum::Router, key: &str, body: Value) -> Value {
-    let (st, v) = call(app, "POST", UC, Some(key), Some(body)).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    v["data"].clone()
-}
-
-fn pointers(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["source"]["pointer"].as_str().unwrap_or("")).collect()
-}
-
-fn codes(body: &Value) -> Vec<&str> {
-    body["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect()
+    common::post(app, UC, key, body).await
 }
 
 async fn stored_body(store: &Store, id: &str) -> String {
-    store.get_resource("uac_connection", id).await.unwrap().expect("stored").body
+    common::stored_body(store, "uac_connection", id).await
 }
 
 async fn stored(store: &Store, id: &str) -> Value {
-    serde_json::from_str(&stored_body(store, id).await).unwrap()
+    common::stored(store, "uac_connection", id).await
 }
 
 fn expected_defaults() -> Value {
@@ -150,7 +98,7 @@ fn assert_unset_left_out(shown: &Value, stored: &Value) {
 
 #[tokio::test]
 async fn uac_connection_defaults_and_the_contract_example() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (st, body) = call(&app, "GET", UC, None, None).await;
         assert_eq!((st, body["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("10009")));
         let (account_id, key) = account(&app, "Acme").await;
@@ -296,7 +244,7 @@ async fn uac_connection_defaults_and_the_contract_example() {
 
 #[tokio::test]
 async fn the_external_password_is_private_and_shown_only_when_set() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let external = json!({"proxy": "pbx.example.com", "username": "ext8492", "password": "pbx-secret-1"});
         let c = create(&app, &key, json!({"connection_name": "pbx", "external_uac_settings": external})).await;
@@ -373,7 +321,7 @@ async fn the_external_password_is_private_and_shown_only_when_set() {
 
 #[tokio::test]
 async fn uac_credentials_are_optional_and_kept_as_digest() {
-    for (app, store) in apps().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         for (body, pointer) in [
             (json!({"connection_name": "x", "user_name": "uacuser1"}), "/password"),
@@ -438,7 +386,7 @@ async fn uac_credentials_are_optional_and_kept_as_digest() {
 
 #[tokio::test]
 async fn uac_validation_reports_every_fault() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key) = account(&app, "Acme").await;
         let bad = json!({
             "connection_name": "x",
@@ -518,7 +466,7 @@ async fn uac_validation_reports_every_fault() {
 
 #[tokio::test]
 async fn registration_status_and_tenancy() {
-    for (app, _) in apps().await {
+    for (app, _) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c = create(
