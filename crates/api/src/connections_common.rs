@@ -812,6 +812,18 @@ pub async fn list_connections(
     kinds: &[&str],
     raw_query: Option<&str>,
 ) -> Result<Value, ApiError> {
+    list_connections_matching(store, caller, kinds, raw_query, false).await
+}
+
+/// The list behind [`list_connections`] and [`list_connections_with_fqdn_records`]: with
+/// `fqdn_records`, `filter[fqdn]` also matches connections through their FQDN records.
+async fn list_connections_matching(
+    store: &Store,
+    caller: &Caller,
+    kinds: &[&str],
+    raw_query: Option<&str>,
+    fqdn_records: bool,
+) -> Result<Value, ApiError> {
     let q = Query::parse(raw_query);
     let page = q.page(250, 250)?;
     let sort = q.get("sort").unwrap_or("-created_at");
@@ -839,6 +851,18 @@ pub async fn list_connections(
         Caller::Account(a) => Some(a.as_str()),
         Caller::Operator => account_filter,
     };
+    // Connections that have an FQDN record (`/v2/fqdns`) equal to `filter[fqdn]`.
+    let mut with_record = std::collections::HashSet::new();
+    if let (true, Some(f)) = (fqdn_records, fqdn) {
+        for r in store.list_resources(FQDN_RECORD_KIND, scope).await? {
+            if let Ok(doc) = serde_json::from_str::<Value>(&r.body)
+                && doc["fqdn"].as_str() == Some(f)
+                && let Some(c) = doc["connection_id"].as_str()
+            {
+                with_record.insert(c.to_owned());
+            }
+        }
+    }
     let mut items: Vec<(Value, String)> = Vec::new();
     for kind in kinds {
         for r in store.list_resources(kind, scope).await? {
@@ -849,7 +873,7 @@ pub async fn list_connections(
             let keep = name
                 .as_ref()
                 .is_none_or(|n| doc["connection_name"].as_str().is_some_and(|c| c.to_lowercase().contains(n.as_str())))
-                && fqdn.is_none_or(|f| doc["fqdn"].as_str() == Some(f))
+                && fqdn.is_none_or(|f| doc["fqdn"].as_str() == Some(f) || with_record.contains(&r.id))
                 && profile.is_none_or(|p| doc["outbound"]["outbound_voice_profile_id"].as_str() == Some(p));
             if keep {
                 items.push((doc, r.account_id));
@@ -1420,67 +1444,7 @@ pub async fn list_connections_with_fqdn_records(
     kinds: &[&str],
     raw_query: Option<&str>,
 ) -> Result<Value, ApiError> {
-    let q = Query::parse(raw_query);
-    let Some(fqdn) = q.get("filter[fqdn]") else {
-        return list_connections(store, caller, kinds, raw_query).await;
-    };
-    let page = q.page(250, 250)?;
-    let sort = q.get("sort").unwrap_or("-created_at");
-    if !SORTS.contains(&sort) {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            errors: vec![ErrorObject {
-                code: "10032",
-                title: "Invalid enumerated value".into(),
-                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
-                pointer: None,
-            }],
-        });
-    }
-    let (field, descending) = sort.strip_prefix('-').map_or((sort, false), |f| (f, true));
-    let name = q.get("filter[connection_name][contains]").map(str::to_lowercase);
-    if name.as_ref().is_some_and(|n| n.chars().count() < 3) {
-        return Err(ApiError::bad_request("filter[connection_name][contains] needs at least three characters."));
-    }
-    let profile =
-        q.get("filter[outbound_voice_profile_id]").or_else(|| q.get("filter[outbound.outbound_voice_profile_id]"));
-    let account_filter = q.get("filter[account_id]");
-    let scope = match caller {
-        Caller::Account(a) => Some(a.as_str()),
-        Caller::Operator => account_filter,
-    };
-    let mut with_record = std::collections::HashSet::new();
-    for r in store.list_resources(FQDN_RECORD_KIND, scope).await? {
-        if let Ok(doc) = serde_json::from_str::<Value>(&r.body)
-            && doc["fqdn"].as_str() == Some(fqdn)
-            && let Some(c) = doc["connection_id"].as_str()
-        {
-            with_record.insert(c.to_owned());
-        }
-    }
-    let mut items: Vec<(Value, String)> = Vec::new();
-    for kind in kinds {
-        for r in store.list_resources(kind, scope).await? {
-            if !caller.sees(&r.account_id) || account_filter.is_some_and(|a| r.account_id != a) {
-                continue;
-            }
-            let Ok(doc) = serde_json::from_str::<Value>(&r.body) else { continue };
-            let keep = name
-                .as_ref()
-                .is_none_or(|n| doc["connection_name"].as_str().is_some_and(|c| c.to_lowercase().contains(n.as_str())))
-                && (doc["fqdn"].as_str() == Some(fqdn) || with_record.contains(&r.id))
-                && profile.is_none_or(|p| doc["outbound"]["outbound_voice_profile_id"].as_str() == Some(p));
-            if keep {
-                items.push((doc, r.account_id));
-            }
-        }
-    }
-    items.sort_by(|(a, _), (b, _)| {
-        let o = compare(a, b, field);
-        if descending { o.reverse() } else { o }
-    });
-    let items = items.into_iter().map(|(doc, account)| present(doc, &account, caller)).collect();
-    Ok(page.envelope(items))
+    list_connections_matching(store, caller, kinds, raw_query, true).await
 }
 
 #[cfg(test)]
