@@ -94,15 +94,17 @@ impl Store {
 
     /// Loads the snapshot and keeps it current in a background task.
     pub async fn keep_snapshot(&self) -> Result<SnapshotHandle, StoreError> {
+        // Subscribe before the first load: a change committed in between is then seen as new
+        // and reloaded, never lost until the safety reload.
+        let local = self.changes.subscribe();
         let first = self.load_snapshot(1).await?;
         let (tx, rx) = watch::channel(Arc::new(first));
         let store = self.clone();
-        tokio::spawn(async move { store.snapshot_keeper(tx).await });
+        tokio::spawn(async move { store.snapshot_keeper(tx, local).await });
         Ok(SnapshotHandle { rx })
     }
 
-    async fn snapshot_keeper(self, tx: watch::Sender<Arc<Snapshot>>) {
-        let mut local = self.changes.subscribe();
+    async fn snapshot_keeper(self, tx: watch::Sender<Arc<Snapshot>>, mut local: watch::Receiver<u64>) {
         let (remote_tx, mut remote) = tokio::sync::mpsc::channel::<()>(16);
         if self.backend == Backend::Postgres {
             tokio::spawn(listen_for_changes(self.url.clone(), remote_tx));
