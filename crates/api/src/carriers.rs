@@ -401,22 +401,7 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
     caller.operator_only()?;
     let q = Query::parse(q.as_deref());
     let page = q.page(20, 250)?;
-    let sort = q.get("sort").unwrap_or(DEFAULT_SORT);
-    if !SORTS.contains(&sort) {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            errors: vec![ErrorObject {
-                code: "10032",
-                title: "Invalid enumerated value".into(),
-                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
-                pointer: None,
-            }],
-        });
-    }
-    let (field, descending) = match sort.strip_prefix('-') {
-        Some(f) => (f, true),
-        None => (sort, false),
-    };
+    let (field, descending) = q.sort(SORTS, DEFAULT_SORT)?;
     let enabled = match q.get("filter[enabled]") {
         None => None,
         Some("true") => Some(true),

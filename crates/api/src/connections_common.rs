@@ -826,19 +826,7 @@ async fn list_connections_matching(
 ) -> Result<Value, ApiError> {
     let q = Query::parse(raw_query);
     let page = q.page(250, 250)?;
-    let sort = q.get("sort").unwrap_or("-created_at");
-    if !SORTS.contains(&sort) {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            errors: vec![ErrorObject {
-                code: "10032",
-                title: "Invalid enumerated value".into(),
-                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
-                pointer: None,
-            }],
-        });
-    }
-    let (field, descending) = sort.strip_prefix('-').map_or((sort, false), |f| (f, true));
+    let (field, descending) = q.sort(SORTS, "-created_at")?;
     let name = q.get("filter[connection_name][contains]").map(str::to_lowercase);
     if name.as_ref().is_some_and(|n| n.chars().count() < 3) {
         return Err(ApiError::bad_request("filter[connection_name][contains] needs at least three characters."));

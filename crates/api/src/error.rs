@@ -78,6 +78,12 @@ impl ApiError {
             None,
         )
     }
+    /// The same errors answered with 422, for lists whose contract gives that status to bad
+    /// query parameters.
+    pub fn unprocessable(mut self) -> Self {
+        self.status = StatusCode::UNPROCESSABLE_ENTITY;
+        self
+    }
     /// Validation failures, all of them, as 422.
     pub fn invalid(errors: Vec<ErrorObject>) -> Self {
         ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, errors }

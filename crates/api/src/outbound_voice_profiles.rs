@@ -28,7 +28,6 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 use store::Resource;
@@ -395,12 +394,6 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, 0) })))
 }
 
-/// A list error with the contract's status for this operation (422).
-fn unprocessable(mut e: ApiError) -> ApiError {
-    e.status = StatusCode::UNPROCESSABLE_ENTITY;
-    e
-}
-
 /// Orders two profiles by one of the sortable fields (ascending).
 fn compare(a: &Value, b: &Value, field: &str) -> Ordering {
     match field {
@@ -418,23 +411,8 @@ fn compare(a: &Value, b: &Value, field: &str) -> Ordering {
 /// profiles and may narrow them with `filter[account_id]` (an operator extension).
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(q.as_deref());
-    let page = q.page(20, 250).map_err(unprocessable)?;
-    let sort = q.get("sort").unwrap_or(DEFAULT_SORT);
-    if !SORTS.contains(&sort) {
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            errors: vec![ErrorObject {
-                code: "10032",
-                title: "Invalid enumerated value".into(),
-                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
-                pointer: None,
-            }],
-        });
-    }
-    let (field, descending) = match sort.strip_prefix('-') {
-        Some(f) => (f, true),
-        None => (sort, false),
-    };
+    let page = q.page(20, 250).map_err(ApiError::unprocessable)?;
+    let (field, descending) = q.sort(SORTS, DEFAULT_SORT).map_err(ApiError::unprocessable)?;
     let name_filter = q.get("filter[name][contains]").map(str::to_lowercase);
     let account_filter = q.get("filter[account_id]");
     let scope = match &caller {

@@ -42,6 +42,27 @@ impl Query {
     }
 }
 
+impl Query {
+    /// `sort`: one of `allowed` (the contract's enumerations list each field and its `-`
+    /// descending form), `default` when absent. Returns the field and whether it descends. An
+    /// unknown value is a 400 with code 10032; lists whose contract answers 422 map the status.
+    pub fn sort<'a>(&'a self, allowed: &[&str], default: &'a str) -> Result<(&'a str, bool), ApiError> {
+        let sort = self.get("sort").unwrap_or(default);
+        if !allowed.contains(&sort) {
+            return Err(ApiError {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                errors: vec![crate::ErrorObject {
+                    code: "10032",
+                    title: "Invalid enumerated value".into(),
+                    detail: format!("sort must be one of: {}.", allowed.join(", ")),
+                    pointer: None,
+                }],
+            });
+        }
+        Ok(sort.strip_prefix('-').map_or((sort, false), |f| (f, true)))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
     pub number: usize,

@@ -573,12 +573,6 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "data": doc }))))
 }
 
-/// A list error, answered 422 as the contract's lists do.
-fn unprocessable(mut e: ApiError) -> ApiError {
-    e.status = StatusCode::UNPROCESSABLE_ENTITY;
-    e
-}
-
 fn query_fault(detail: String) -> ApiError {
     ApiError::invalid(vec![ErrorObject {
         code: "10015",
@@ -599,23 +593,8 @@ fn compare(a: &Value, b: &Value, field: &str) -> Ordering {
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     caller.operator_only()?;
     let q = Query::parse(q.as_deref());
-    let page = q.page(20, 250).map_err(unprocessable)?;
-    let sort = q.get("sort").unwrap_or(DEFAULT_SORT);
-    if !SORTS.contains(&sort) {
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            errors: vec![ErrorObject {
-                code: "10032",
-                title: "Invalid enumerated value".into(),
-                detail: format!("sort must be one of: {}.", SORTS.join(", ")),
-                pointer: None,
-            }],
-        });
-    }
-    let (field, descending) = match sort.strip_prefix('-') {
-        Some(f) => (f, true),
-        None => (sort, false),
-    };
+    let page = q.page(20, 250).map_err(ApiError::unprocessable)?;
+    let (field, descending) = q.sort(SORTS, DEFAULT_SORT).map_err(ApiError::unprocessable)?;
     let name_filter = q.get("filter[name][contains]").map(str::to_lowercase);
     let mut items: Vec<Value> = s
         .store
@@ -720,7 +699,7 @@ async fn list_rates(
     caller.operator_only()?;
     fetch(&s, &id).await?;
     let q = Query::parse(q.as_deref());
-    let page = q.page(20, 250).map_err(unprocessable)?;
+    let page = q.page(20, 250).map_err(ApiError::unprocessable)?;
     let prefix = q.get("filter[prefix]");
     if let Some(p) = prefix.filter(|p| !is_prefix(p)) {
         return Err(query_fault(format!("filter[prefix] must be 1 to 15 digits (found \"{}\").", shown(p))));
