@@ -249,11 +249,7 @@ impl Store {
     /// Deletes a resource and frees its unique values. `Ok(false)` when it did not exist.
     pub async fn delete_resource(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        release_unique(&mut tx, kind, id).await?;
         let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
             .bind(kind)
             .bind(id)
@@ -340,6 +336,16 @@ async fn claim_unique(
     Ok(())
 }
 
+/// Frees every unique value a resource holds (before it is deleted or claims new ones).
+pub(crate) async fn release_unique(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    kind: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2").bind(kind).bind(id).execute(&mut **tx).await?;
+    Ok(())
+}
+
 fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
     match e.as_database_error() {
         Some(d) if d.is_unique_violation() => StoreError::Conflict { scope: scope.to_owned() },
@@ -401,11 +407,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
-            .bind(&r.kind)
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
+        release_unique(&mut tx, &r.kind, &r.id).await?;
         claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
         let done =
             sqlx::query("UPDATE resources SET name = $1, body = $2, updated_at = $3 WHERE kind = $4 AND id = $5")
@@ -455,11 +457,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Err(n));
         }
-        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        release_unique(&mut tx, kind, id).await?;
         announce(&mut tx, self.backend, kind).await?;
         tx.commit().await?;
         self.changed();

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::{Backend, Resource, Store, StoreError, announce, claim_unique, conflict_or};
+use crate::{Backend, Resource, Store, StoreError, announce, claim_unique, conflict_or, release_unique};
 
 /// The resource kind of a rate deck's document.
 pub const RATE_DECK: &str = "rate_deck";
@@ -140,11 +140,7 @@ impl Store {
     /// exist.
     pub async fn delete_rate_deck(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM unique_values WHERE kind = $1 AND id = $2")
-            .bind(RATE_DECK)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        release_unique(&mut tx, RATE_DECK, id).await?;
         let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
             .bind(RATE_DECK)
             .bind(id)
