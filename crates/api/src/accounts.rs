@@ -111,10 +111,7 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
 }
 
 async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
-    let r =
-        s.store.get_resource(KIND, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
-    Ok((r, doc))
+    crate::fetch(&s.store, caller, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -772,14 +772,7 @@ pub fn omit_unset(doc: &mut Value, paths: &[&str]) {
     }
 }
 
-/// A resource of `kind` if this caller may see it; another account's answers 404 exactly like
-/// a missing one.
-pub async fn fetch(store: &Store, caller: &Caller, kind: &str, id: &str) -> Result<(Resource, Value), ApiError> {
-    let r =
-        store.get_resource(kind, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
-    Ok((r, doc))
-}
+pub use crate::fetch;
 
 // ---------------------------------------------------------------------------------------------
 // The list: `connections_FilterConsolidated`, `connections_PageConsolidated`,

@@ -262,10 +262,7 @@ async fn fetch(s: &ApiState, caller: &Caller, kind: &str, id: &str) -> Result<(R
     if !is_uuid(id) {
         return Err(ApiError::not_found());
     }
-    let r =
-        s.store.get_resource(kind, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
-    Ok((r, doc))
+    crate::fetch(&s.store, caller, kind, id).await
 }
 
 /// The validated address document (without id, status, timestamps), or `None` with the faults

@@ -224,10 +224,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
 
 /// The record if this caller may see it; another account's answers 404 like a missing one.
 async fn fetch(store: &Store, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
-    let r =
-        store.get_resource(KIND, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
-    Ok((r, doc))
+    crate::fetch(store, caller, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -105,6 +105,20 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// A resource of `kind` if this caller may see it, with its document; another account's
+/// answers 404 exactly like a missing one.
+pub async fn fetch(
+    store: &store::Store,
+    caller: &Caller,
+    kind: &str,
+    id: &str,
+) -> Result<(store::Resource, serde_json::Value), ApiError> {
+    let r =
+        store.get_resource(kind, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
+    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
+    Ok((r, doc))
+}
+
 /// The current time as the contract writes it: `2018-02-02T22:25:27.521Z`.
 pub fn now_timestamp() -> String {
     let t = time::OffsetDateTime::now_utc();

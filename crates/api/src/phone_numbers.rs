@@ -503,10 +503,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
 
 /// The number if this caller may see it; another account's answers 404 like a missing one.
 async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
-    let r =
-        s.store.get_resource(KIND, id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    let doc = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
-    Ok((r, doc))
+    crate::fetch(&s.store, caller, KIND, id).await
 }
 
 /// Stores `doc` as the new state of `r`, keeping its number claimed, and the connection it
