@@ -4,15 +4,20 @@
 //! `OPENTRUNK_REQUIRE_SERVICES=1` (CI) makes it required.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use store::Store;
 
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// A name no other test of any run uses: the process, a per-process sequence (two tests of one
+/// process can read the same clock value) and the time, last so stale-schema cleanup can read it.
 fn unique(prefix: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{prefix}_{}_{nanos}", std::process::id())
+    format!("{prefix}_{}_{seq}_{nanos}", std::process::id())
 }
 
 /// A fresh SQLite store in a temporary file.
@@ -63,10 +68,11 @@ async fn postgres_url() -> Option<String> {
     let schema = unique("ot_test");
     // The schema name is ours (letters, digits, underscores), not input. Concurrent tests
     // cleaning up the same stale schemas can make PostgreSQL refuse a catalog change once
-    // ("tuple concurrently updated"): try again.
+    // ("tuple concurrently updated"): try again. The name is unique, so IF NOT EXISTS only makes
+    // a retry after an attempt that did land succeed.
     let mut last = None;
     for _ in 0..5 {
-        match sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await {
+        match sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&admin).await {
             Ok(_) => {
                 last = None;
                 break;
