@@ -428,7 +428,7 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
 async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
     caller.operator_only()?;
     // Operator resources: the operator sees every one.
-    crate::fetch(&s.store, caller, KIND, id).await
+    crate::fetch(&*s.store, caller, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

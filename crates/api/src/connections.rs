@@ -75,7 +75,7 @@ pub fn summary(doc: &Value) -> Value {
 }
 
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let mut v = cc::list_connections_with_fqdn_records(&s.store, &caller, KINDS, q.as_deref()).await?;
+    let mut v = cc::list_connections_with_fqdn_records(&*s.store, &caller, KINDS, q.as_deref()).await?;
     if let Some(items) = v["data"].as_array_mut() {
         for item in items {
             *item = summary(item);

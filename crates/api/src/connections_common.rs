@@ -59,7 +59,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
-use store::{Resource, Store, StoreError};
+use store::{Repository, Resource, StoreError};
 
 use crate::fields::Fields;
 use crate::query::Query;
@@ -669,7 +669,11 @@ pub fn connection_rules(f: &mut Fields, doc: &mut Value) {
 /// `account_id` (an operator extension, not in the contract) and it must exist; an account's
 /// key creates in its own account and may send `account_id` only as its own id. Faults go to
 /// `f.errors` (at `/account_id`).
-pub async fn owner_for_create(store: &Store, caller: &Caller, f: &mut Fields) -> Result<Option<String>, ApiError> {
+pub async fn owner_for_create(
+    store: &dyn Repository,
+    caller: &Caller,
+    f: &mut Fields,
+) -> Result<Option<String>, ApiError> {
     match caller {
         Caller::Operator => {
             let Some(id) = f.string("account_id", true, 1, 64) else { return Ok(None) };
@@ -703,7 +707,7 @@ pub fn check_owner_unchanged(f: &mut Fields, account_id: &str) {
 /// document on update), must name an outbound voice profile of `account_id`; another account's
 /// profile is refused like a missing one. Fault at `/outbound/outbound_voice_profile_id`.
 pub async fn check_outbound_voice_profile(
-    store: &Store,
+    store: &dyn Repository,
     f: &mut Fields,
     account_id: &str,
     doc: &Value,
@@ -800,7 +804,7 @@ fn compare(a: &Value, b: &Value, field: &str) -> Ordering {
 /// contract's description says); the operator may narrow with `filter[account_id]`. Errors
 /// answer 400, the contract's code for these lists.
 pub async fn list_connections(
-    store: &Store,
+    store: &dyn Repository,
     caller: &Caller,
     kinds: &[&str],
     raw_query: Option<&str>,
@@ -811,7 +815,7 @@ pub async fn list_connections(
 /// The list behind [`list_connections`] and [`list_connections_with_fqdn_records`]: with
 /// `fqdn_records`, `filter[fqdn]` also matches connections through their FQDN records.
 async fn list_connections_matching(
-    store: &Store,
+    store: &dyn Repository,
     caller: &Caller,
     kinds: &[&str],
     raw_query: Option<&str>,
@@ -896,7 +900,7 @@ pub fn routes(t: &'static ConnectionType, path: &str) -> Router<ApiState> {
         .route(
             path,
             get(move |State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery| async move {
-                list_connections(&s.store, &caller, &[t.kind], q.as_deref()).await.map(Json)
+                list_connections(&*s.store, &caller, &[t.kind], q.as_deref()).await.map(Json)
             })
             .post(move |State(s): State<ApiState>, caller: Caller, body: Bytes| async move {
                 create(t, &s, &caller, &body).await
@@ -920,7 +924,7 @@ pub fn routes(t: &'static ConnectionType, path: &str) -> Router<ApiState> {
 /// voice profile check. `base` is the stored document on update.
 async fn validate(
     t: &ConnectionType,
-    store: &Store,
+    store: &dyn Repository,
     f: &mut Fields,
     account_id: Option<&str>,
     base: Option<&Value>,
@@ -950,7 +954,7 @@ pub async fn create(
 
 /// Show.
 pub async fn show(t: &ConnectionType, s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = fetch(&s.store, caller, t.kind, id).await?;
+    let (r, doc) = fetch(&*s.store, caller, t.kind, id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, caller) })))
 }
 
@@ -985,10 +989,10 @@ async fn create_connection(
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut f = Fields::parse(body)?;
-    let owner = owner_for_create(&s.store, caller, &mut f).await?;
-    let mut doc = validate(t, &s.store, &mut f, owner.as_deref(), None).await?;
+    let owner = owner_for_create(&*s.store, caller, &mut f).await?;
+    let mut doc = validate(t, &*s.store, &mut f, owner.as_deref(), None).await?;
     if let (Some(w), Some(o)) = (with, owner.as_deref()) {
-        (w.store_rules)(&s.store, &mut f, o, None, &mut doc).await?;
+        (w.store_rules)(&*s.store, &mut f, o, None, &mut doc).await?;
     }
     f.finish()?;
     let owner = owner.ok_or_else(ApiError::internal)?;
@@ -1012,12 +1016,12 @@ async fn create_connection(
     let mut attempts = 0;
     loop {
         r.body = doc.to_string();
-        match (write_connection(t, &s.store, &r, &doc, None).await, reassign) {
+        match (write_connection(t, &*s.store, &r, &doc, None).await, reassign) {
             (Ok(true), _) => break,
             (Ok(false), _) => return Err(profile_gone()),
             (Err(StoreError::Conflict { scope }), Some(a)) if a.scope == scope && attempts < REASSIGN_ATTEMPTS => {
                 attempts += 1;
-                (a.pick)(&s.store, &mut doc).await?;
+                (a.pick)(&*s.store, &mut doc).await?;
             }
             (Err(e), _) => return Err(unique_error(e, t.unique_pointers)),
         }
@@ -1038,12 +1042,12 @@ async fn update_connection(
     id: &str,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
-    let (mut r, base) = fetch(&s.store, caller, t.kind, id).await?;
+    let (mut r, base) = fetch(&*s.store, caller, t.kind, id).await?;
     let mut f = Fields::parse(body)?;
     check_owner_unchanged(&mut f, &r.account_id);
-    let mut doc = validate(t, &s.store, &mut f, Some(&r.account_id), Some(&base)).await?;
+    let mut doc = validate(t, &*s.store, &mut f, Some(&r.account_id), Some(&base)).await?;
     if let Some(w) = with {
-        (w.store_rules)(&s.store, &mut f, &r.account_id, Some(&base), &mut doc).await?;
+        (w.store_rules)(&*s.store, &mut f, &r.account_id, Some(&base), &mut doc).await?;
     }
     f.finish()?;
     let now = now_timestamp();
@@ -1052,7 +1056,7 @@ async fn update_connection(
     r.name = doc["connection_name"].as_str().unwrap_or_default().to_owned();
     r.body = doc.to_string();
     r.updated_at = now;
-    if !write_connection(t, &s.store, &r, &doc, Some(&base)).await.map_err(|e| unique_error(e, t.unique_pointers))? {
+    if !write_connection(t, &*s.store, &r, &doc, Some(&base)).await.map_err(|e| unique_error(e, t.unique_pointers))? {
         // Deleted meanwhile, or its new outbound voice profile was.
         return Err(match s.store.get_resource(t.kind, id).await? {
             None => ApiError::not_found(),
@@ -1074,7 +1078,7 @@ async fn update_connection(
 /// deleted.
 async fn write_connection(
     t: &ConnectionType,
-    store: &Store,
+    store: &dyn Repository,
     r: &Resource,
     doc: &Value,
     base: Option<&Value>,
@@ -1100,12 +1104,12 @@ async fn remove_connection(
     caller: &Caller,
     id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = fetch(&s.store, caller, t.kind, id).await?;
+    let (r, doc) = fetch(&*s.store, caller, t.kind, id).await?;
     if !s.store.delete_resource(t.kind, id).await? {
         return Err(ApiError::not_found());
     }
-    delete_children(&s.store, &r.account_id, id, children).await?;
-    crate::phone_numbers::detach_connection(&s.store, &r.account_id, id).await?;
+    delete_children(&*s.store, &r.account_id, id, children).await?;
+    crate::phone_numbers::detach_connection(&*s.store, &r.account_id, id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, caller) })))
 }
 
@@ -1131,14 +1135,18 @@ fn profile_gone() -> ApiError {
 }
 
 /// How many connections of `account_id`, of any type, use outbound voice profile `profile_id`.
-pub async fn connections_using_profile(store: &Store, account_id: &str, profile_id: &str) -> Result<u64, ApiError> {
+pub async fn connections_using_profile(
+    store: &dyn Repository,
+    account_id: &str,
+    profile_id: &str,
+) -> Result<u64, ApiError> {
     Ok(connections_per_profile(store, Some(account_id)).await?.get(profile_id).copied().unwrap_or(0))
 }
 
 /// For every outbound voice profile in use (of `account_id`, or of every account): how many
 /// connections use it.
 pub async fn connections_per_profile(
-    store: &Store,
+    store: &dyn Repository,
     account_id: Option<&str>,
 ) -> Result<std::collections::HashMap<String, u64>, ApiError> {
     Ok(store.reference_counts(crate::connections::KINDS, PROFILE_PATH, account_id).await?)
@@ -1147,7 +1155,7 @@ pub async fn connections_per_profile(
 /// Deletes outbound voice profile `profile_id` unless a connection uses it, in one
 /// transaction with the count. `Ok(false)` when it does not exist; 422 naming how many
 /// connections use it, and nothing deleted, when any does.
-pub async fn delete_profile_unless_used(store: &Store, profile_id: &str) -> Result<bool, ApiError> {
+pub async fn delete_profile_unless_used(store: &dyn Repository, profile_id: &str) -> Result<bool, ApiError> {
     match store.delete_resource_unreferenced(PROFILE_KIND, profile_id, crate::connections::KINDS, PROFILE_PATH).await? {
         Ok(deleted) => Ok(deleted),
         Err(n) => {
@@ -1259,7 +1267,7 @@ pub type StoreCheck<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Res
 /// before anything is written. Faults go to `f.errors`; it may set derived fields in the
 /// document. Not called on create when the owner is unknown (that is a fault already).
 pub type StoreRules =
-    for<'a> fn(&'a Store, &'a mut Fields, &'a str, Option<&'a Value>, &'a mut Value) -> StoreCheck<'a>;
+    for<'a> fn(&'a dyn Repository, &'a mut Fields, &'a str, Option<&'a Value>, &'a mut Value) -> StoreCheck<'a>;
 
 /// A [`ConnectionType`] with [`StoreRules`] and the resources it owns: `children` lists
 /// `(kind, field)`, the resources of the connection's account whose document's `field` holds
@@ -1279,7 +1287,7 @@ pub struct ConnectionTypeWithStore {
 #[derive(Clone, Copy)]
 pub struct Reassign {
     pub scope: &'static str,
-    pub pick: for<'a> fn(&'a Store, &'a mut Value) -> StoreCheck<'a>,
+    pub pick: for<'a> fn(&'a dyn Repository, &'a mut Value) -> StoreCheck<'a>,
 }
 
 impl ConnectionTypeWithStore {
@@ -1292,7 +1300,7 @@ impl ConnectionTypeWithStore {
             .route(
                 path,
                 get(move |State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery| async move {
-                    list_connections(&s.store, &caller, &[kind], q.as_deref()).await.map(Json)
+                    list_connections(&*s.store, &caller, &[kind], q.as_deref()).await.map(Json)
                 })
                 .post(move |State(s): State<ApiState>, caller: Caller, body: Bytes| async move {
                     t.create(&s, &caller, &body).await
@@ -1341,7 +1349,7 @@ impl ConnectionTypeWithStore {
 /// Deletes the resources of `account_id` of each `(kind, field)` whose document's `field` is
 /// `parent_id`.
 pub async fn delete_children(
-    store: &Store,
+    store: &dyn Repository,
     account_id: &str,
     parent_id: &str,
     children: &[(&str, &str)],
@@ -1420,7 +1428,7 @@ pub const FQDN_RECORD_KIND: &str = "fqdn";
 /// does). Matching is case-sensitive and on the full string, as the contract says. Used by
 /// `/v2/fqdn_connections` and `/v2/connections`; the same query parameters and errors.
 pub async fn list_connections_with_fqdn_records(
-    store: &Store,
+    store: &dyn Repository,
     caller: &Caller,
     kinds: &[&str],
     raw_query: Option<&str>,

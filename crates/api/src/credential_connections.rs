@@ -63,6 +63,6 @@ async fn check_registration_status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, doc) = cc::fetch(&s.store, &caller, CREDENTIAL_CONNECTION.kind, &id).await?;
+    let (_, doc) = cc::fetch(&*s.store, &caller, CREDENTIAL_CONNECTION.kind, &id).await?;
     Ok(Json(json!({ "data": cc::not_registered(doc["user_name"].as_str().unwrap_or_default()) })))
 }

@@ -262,7 +262,7 @@ async fn fetch(s: &ApiState, caller: &Caller, kind: &str, id: &str) -> Result<(R
     if !is_uuid(id) {
         return Err(ApiError::not_found());
     }
-    crate::fetch(&s.store, caller, kind, id).await
+    crate::fetch(&*s.store, caller, kind, id).await
 }
 
 /// The validated address document (without id, status, timestamps), or `None` with the faults

@@ -53,7 +53,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use store::Store;
+use store::Repository;
 
 use crate::connections_common::{
     self as cc, ConnectionType, ConnectionTypeWithStore, Init, Kind, Spec, Specs, StoreCheck,
@@ -199,7 +199,7 @@ fn unique(doc: &Value) -> Vec<(&'static str, String)> {
 /// `inbound.default_*_fqdn_id`, when set or changed, must name an FQDN record of this
 /// connection.
 fn store_rules<'a>(
-    store: &'a Store,
+    store: &'a dyn Repository,
     f: &'a mut Fields,
     _account_id: &'a str,
     base: Option<&'a Value>,
@@ -229,7 +229,7 @@ fn store_rules<'a>(
 
 /// Sets the connection's `inbound.default_*_fqdn_id` fields that name `fqdn_id` back to null
 /// (the record was deleted or moved to another connection).
-pub async fn forget_fqdn(store: &Store, connection_id: &str, fqdn_id: &str) -> Result<(), ApiError> {
+pub async fn forget_fqdn(store: &dyn Repository, connection_id: &str, fqdn_id: &str) -> Result<(), ApiError> {
     let Some(mut r) = store.get_resource(FQDN_CONNECTION.kind, connection_id).await? else { return Ok(()) };
     let Ok(mut doc) = serde_json::from_str::<Value>(&r.body) else { return Ok(()) };
     let mut changed = false;
@@ -259,7 +259,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    cc::list_connections_with_fqdn_records(&s.store, &caller, &[FQDN_CONNECTION.kind], q.as_deref()).await.map(Json)
+    cc::list_connections_with_fqdn_records(&*s.store, &caller, &[FQDN_CONNECTION.kind], q.as_deref()).await.map(Json)
 }
 
 async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -35,7 +35,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use store::{Resource, Store, StoreError};
+use store::{Repository, Resource, StoreError};
 
 use crate::connections_common as cc;
 use crate::fields::Fields;
@@ -67,7 +67,7 @@ pub fn is_fqdn(s: &str) -> bool {
 }
 
 /// The connection an FQDN record belongs to, `None` when there is no such record.
-pub async fn connection_of(store: &Store, fqdn_id: &str) -> Result<Option<String>, ApiError> {
+pub async fn connection_of(store: &dyn Repository, fqdn_id: &str) -> Result<Option<String>, ApiError> {
     let Some(r) = store.get_resource(KIND, fqdn_id).await? else { return Ok(None) };
     let doc: Value = serde_json::from_str(&r.body).map_err(|_| ApiError::internal())?;
     Ok(doc["connection_id"].as_str().map(str::to_owned))
@@ -162,7 +162,7 @@ fn build(f: &mut Fields, base: Option<&Value>) -> Option<Value> {
 }
 
 /// The FQDN connection `id`, if this caller may attach records to it: (its account).
-async fn usable_connection(store: &Store, caller: &Caller, id: &str) -> Result<Option<String>, ApiError> {
+async fn usable_connection(store: &dyn Repository, caller: &Caller, id: &str) -> Result<Option<String>, ApiError> {
     Ok(store.get_resource(FQDN_CONNECTION.kind, id).await?.filter(|r| caller.sees(&r.account_id)).map(|r| r.account_id))
 }
 
@@ -184,7 +184,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
     let mut owner = None;
     if let Some(d) = &doc {
         let connection_id = d["connection_id"].as_str().unwrap_or_default();
-        match usable_connection(&s.store, &caller, connection_id).await? {
+        match usable_connection(&*s.store, &caller, connection_id).await? {
             Some(account) => owner = Some(account),
             None => f.errors.push(no_connection()),
         }
@@ -223,12 +223,12 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
 }
 
 /// The record if this caller may see it; another account's answers 404 like a missing one.
-async fn fetch(store: &Store, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
+async fn fetch(store: &dyn Repository, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
     crate::fetch(store, caller, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = fetch(&s.store, &caller, &id).await?;
+    let (r, doc) = fetch(&*s.store, &caller, &id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
 }
 
@@ -239,7 +239,7 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (mut r, base) = fetch(&s.store, &caller, &id).await?;
+    let (mut r, base) = fetch(&*s.store, &caller, &id).await?;
     let mut f = Fields::parse(&body)?;
     cc::check_owner_unchanged(&mut f, &r.account_id);
     let doc = build(&mut f, Some(&base));
@@ -265,7 +265,7 @@ async fn update(
         return Err(ApiError::not_found());
     }
     if let Some(c) = moved {
-        forget_fqdn(&s.store, old_connection, &id).await?;
+        forget_fqdn(&*s.store, old_connection, &id).await?;
         if s.store.get_resource(FQDN_CONNECTION.kind, &c).await?.is_none() {
             s.store.delete_resource(KIND, &id).await?;
             return Err(ApiError::invalid(vec![no_connection()]));
@@ -276,11 +276,11 @@ async fn update(
 
 /// DELETE answers 200 with the deleted record.
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = fetch(&s.store, &caller, &id).await?;
+    let (r, doc) = fetch(&*s.store, &caller, &id).await?;
     if !s.store.delete_resource(KIND, &id).await? {
         return Err(ApiError::not_found());
     }
-    forget_fqdn(&s.store, doc["connection_id"].as_str().unwrap_or_default(), &id).await?;
+    forget_fqdn(&*s.store, doc["connection_id"].as_str().unwrap_or_default(), &id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
 }
 
@@ -322,7 +322,7 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
                 && port.is_none_or(|p| doc["port"].as_i64() == Some(p))
                 && record_type.is_none_or(|t| doc["dns_record_type"].as_str() == Some(t))
         })
-        .map(|(doc, account)| present(doc, &account, &caller))
+        .map(|(doc, account): (Value, String)| present(doc, &account, &caller))
         .collect();
     Ok(Json(page.envelope(items)))
 }

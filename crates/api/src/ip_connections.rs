@@ -28,7 +28,7 @@
 //!   clears. Deleting or moving that IP clears them.
 
 use serde_json::{Value, json};
-use store::Store;
+use store::Repository;
 
 use crate::connections_common::{
     self as cc, ConnectionType, ConnectionTypeWithStore, Reassign, Spec, Specs, StoreCheck,
@@ -150,7 +150,7 @@ fn rules(f: &mut Fields, doc: &mut Value) {
 }
 
 fn store_rules<'a>(
-    store: &'a Store,
+    store: &'a dyn Repository,
     f: &'a mut Fields,
     account_id: &'a str,
     base: Option<&'a Value>,
@@ -203,7 +203,7 @@ fn random_below(n: usize) -> Result<usize, ApiError> {
 /// After the tech prefix of a new connection was found taken: another one, at random among
 /// those nobody claims (read from the claims themselves), into the document; 422 when every
 /// prefix is taken.
-fn pick_free_tech_prefix<'a>(store: &'a Store, doc: &'a mut Value) -> StoreCheck<'a> {
+fn pick_free_tech_prefix<'a>(store: &'a dyn Repository, doc: &'a mut Value) -> StoreCheck<'a> {
     Box::pin(async move {
         let mut taken = vec![false; TECH_PREFIXES];
         for p in store.claimed_values(cc::TECH_PREFIX_SCOPE).await? {
@@ -225,7 +225,7 @@ fn pick_free_tech_prefix<'a>(store: &'a Store, doc: &'a mut Value) -> StoreCheck
 
 /// `inbound.default_*_ip_id`, when set or changed, must name an IP of this connection.
 async fn check_default_ips(
-    store: &Store,
+    store: &dyn Repository,
     f: &mut Fields,
     account_id: &str,
     base: Option<&Value>,
@@ -254,7 +254,7 @@ async fn check_default_ips(
 
 /// Removes the `inbound.default_*_ip_id` fields of connection `connection_id` that name
 /// `ip_id` (an IP deleted or moved to another connection). Nothing when none does.
-pub async fn forget_default_ip(store: &Store, connection_id: &str, ip_id: &str) -> Result<(), ApiError> {
+pub async fn forget_default_ip(store: &dyn Repository, connection_id: &str, ip_id: &str) -> Result<(), ApiError> {
     let Some(mut r) = store.get_resource(KIND, connection_id).await? else { return Ok(()) };
     let Ok(mut doc) = serde_json::from_str::<Value>(&r.body) else { return Ok(()) };
     let Some(inbound) = doc["inbound"].as_object_mut() else { return Ok(()) };

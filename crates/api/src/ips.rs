@@ -33,7 +33,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use store::{Resource, Store, StoreError};
+use store::{Repository, Resource, StoreError};
 
 use crate::connections_common as cc;
 use crate::fields::Fields;
@@ -91,7 +91,7 @@ fn read_port(f: &mut Fields, current: i64) -> Option<i64> {
 /// `connection_id`, required: an IP connection this caller sees, of `owner` when the IP has
 /// one already. Its resource and document.
 async fn read_connection(
-    store: &Store,
+    store: &dyn Repository,
     caller: &Caller,
     f: &mut Fields,
     owner: Option<&str>,
@@ -116,7 +116,13 @@ fn claim(address: &str, connection: &Value) -> String {
 
 /// A taken claim as the API answers it: the address is already on this connection, or another
 /// connection on it has the same tech prefix.
-async fn claim_error(e: StoreError, store: &Store, own_id: &str, address: &str, connection: &Value) -> ApiError {
+async fn claim_error(
+    e: StoreError,
+    store: &dyn Repository,
+    own_id: &str,
+    address: &str,
+    connection: &Value,
+) -> ApiError {
     if !matches!(&e, StoreError::Conflict { scope } if scope == SCOPE) {
         return e.into();
     }
@@ -143,7 +149,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
     let mut f = Fields::parse(&body)?;
     let address = read_ip_address(&mut f);
     let port = read_port(&mut f, DEFAULT_PORT);
-    let connection = read_connection(&s.store, &caller, &mut f, None).await?;
+    let connection = read_connection(&*s.store, &caller, &mut f, None).await?;
     let owner = connection.as_ref().map(|(r, _)| r.account_id.clone());
     if let Some(Some(given)) = f.nullable_string("account_id") {
         let own = match &caller {
@@ -180,7 +186,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
     };
     let value = claim(&address, &conn);
     if let Err(e) = s.store.insert_resource(&r, &[(SCOPE, &value)]).await {
-        return Err(claim_error(e, &s.store, &id, &address, &conn).await);
+        return Err(claim_error(e, &*s.store, &id, &address, &conn).await);
     }
     // The connection may have been deleted meanwhile, after it deleted its IPs.
     if s.store.get_resource(ip_connections::KIND, &conn_r.id).await?.is_none() {
@@ -194,7 +200,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = cc::fetch(&s.store, &caller, KIND, &id).await?;
+    let (r, doc) = cc::fetch(&*s.store, &caller, KIND, &id).await?;
     Ok(Json(json!({ "data": cc::present(doc, &r.account_id, &caller) })))
 }
 
@@ -206,14 +212,14 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (mut r, mut doc) = cc::fetch(&s.store, &caller, KIND, &id).await?;
+    let (mut r, mut doc) = cc::fetch(&*s.store, &caller, KIND, &id).await?;
     let mut f = Fields::parse(&body)?;
     cc::check_owner_unchanged(&mut f, &r.account_id);
     let address = read_ip_address(&mut f);
     let port = read_port(&mut f, doc["port"].as_i64().unwrap_or(DEFAULT_PORT));
     let old_connection = doc["connection_id"].as_str().unwrap_or_default().to_owned();
     let connection = if f.has("connection_id") {
-        read_connection(&s.store, &caller, &mut f, Some(&r.account_id)).await?
+        read_connection(&*s.store, &caller, &mut f, Some(&r.account_id)).await?
     } else {
         match s.store.get_resource(ip_connections::KIND, &old_connection).await? {
             Some(c) => {
@@ -242,21 +248,21 @@ async fn update(
     match s.store.update_resource(&r, &[(SCOPE, &value)]).await {
         Ok(true) => {}
         Ok(false) => return Err(ApiError::not_found()),
-        Err(e) => return Err(claim_error(e, &s.store, &id, &address, &conn).await),
+        Err(e) => return Err(claim_error(e, &*s.store, &id, &address, &conn).await),
     }
     if conn_r.id != old_connection {
-        ip_connections::forget_default_ip(&s.store, &old_connection, &id).await?;
+        ip_connections::forget_default_ip(&*s.store, &old_connection, &id).await?;
     }
     Ok(Json(json!({ "data": cc::present(doc, &r.account_id, &caller) })))
 }
 
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (r, doc) = cc::fetch(&s.store, &caller, KIND, &id).await?;
+    let (r, doc) = cc::fetch(&*s.store, &caller, KIND, &id).await?;
     if !s.store.delete_resource(KIND, &id).await? {
         return Err(ApiError::not_found());
     }
     if let Some(connection_id) = doc["connection_id"].as_str() {
-        ip_connections::forget_default_ip(&s.store, connection_id, &id).await?;
+        ip_connections::forget_default_ip(&*s.store, connection_id, &id).await?;
     }
     Ok(Json(json!({ "data": cc::present(doc, &r.account_id, &caller) })))
 }

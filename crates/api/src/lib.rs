@@ -4,11 +4,13 @@
 //! the same style. Handlers validate, then store whole documents through `store`; every failure
 //! is the contract's error body.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use store::Store;
+use store::Repository;
 
 pub mod accounts;
 pub mod carriers;
@@ -34,7 +36,7 @@ pub use error::{ApiError, ErrorObject};
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Store,
+    pub store: Arc<dyn Repository>,
 }
 
 /// The `/v2` routes: one `routes()` per resource module, merged here.
@@ -108,7 +110,7 @@ impl FromRequestParts<ApiState> for Caller {
 /// A resource of `kind` if this caller may see it, with its document; another account's
 /// answers 404 exactly like a missing one.
 pub async fn fetch(
-    store: &store::Store,
+    store: &dyn store::Repository,
     caller: &Caller,
     kind: &str,
     id: &str,

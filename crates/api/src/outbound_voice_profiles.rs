@@ -433,10 +433,10 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
         let o = compare(a, b, field);
         if descending { o.reverse() } else { o }
     });
-    let counts = cc::connections_per_profile(&s.store, scope).await?;
+    let counts = cc::connections_per_profile(&*s.store, scope).await?;
     let items = items
         .into_iter()
-        .map(|(doc, account)| {
+        .map(|(doc, account): (Value, String)| {
             let n = doc["id"].as_str().and_then(|id| counts.get(id)).copied().unwrap_or(0);
             present(doc, &account, &caller, n)
         })
@@ -446,12 +446,12 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
 
 /// The profile if this caller may see it; another account's answers 404 like a missing one.
 async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
-    crate::fetch(&s.store, caller, KIND, id).await
+    crate::fetch(&*s.store, caller, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    let n = cc::connections_using_profile(&s.store, &r.account_id, &id).await?;
+    let n = cc::connections_using_profile(&*s.store, &r.account_id, &id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, n) })))
 }
 
@@ -481,7 +481,7 @@ async fn update(
     if !s.store.update_resource(&r, &[]).await? {
         return Err(ApiError::not_found());
     }
-    let n = cc::connections_using_profile(&s.store, &r.account_id, &id).await?;
+    let n = cc::connections_using_profile(&*s.store, &r.account_id, &id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, n) })))
 }
 
@@ -489,7 +489,7 @@ async fn update(
 /// use it.
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    if !cc::delete_profile_unless_used(&s.store, &id).await? {
+    if !cc::delete_profile_unless_used(&*s.store, &id).await? {
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, 0) })))

@@ -66,7 +66,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use store::{Resource, Store};
+use store::{Repository, Resource};
 
 use crate::fields::Fields;
 use crate::query::Query;
@@ -288,13 +288,13 @@ fn no_such_connection() -> ErrorObject {
 }
 
 /// The connection a number's document names, when it exists in the number's account.
-async fn connection_of(store: &Store, account_id: &str, doc: &Value) -> Result<Option<Resource>, ApiError> {
+async fn connection_of(store: &dyn Repository, account_id: &str, doc: &Value) -> Result<Option<Resource>, ApiError> {
     let Some(id) = doc["connection_id"].as_str() else { return Ok(None) };
     Ok(connection(store, id).await?.filter(|r| r.account_id == account_id))
 }
 
 /// The connection with this id, of any kind.
-async fn connection(store: &Store, id: &str) -> Result<Option<Resource>, ApiError> {
+async fn connection(store: &dyn Repository, id: &str) -> Result<Option<Resource>, ApiError> {
     for kind in CONNECTION_KINDS {
         if let Some(r) = store.get_resource(kind, id).await? {
             return Ok(Some(r));
@@ -304,7 +304,10 @@ async fn connection(store: &Store, id: &str) -> Result<Option<Resource>, ApiErro
 }
 
 /// Every connection (of one account, or of all): id to (account, name).
-async fn connections(store: &Store, scope: Option<&str>) -> Result<HashMap<String, (String, String)>, ApiError> {
+async fn connections(
+    store: &dyn Repository,
+    scope: Option<&str>,
+) -> Result<HashMap<String, (String, String)>, ApiError> {
     let mut out = HashMap::new();
     for kind in CONNECTION_KINDS {
         for r in store.list_resources(kind, scope).await? {
@@ -322,7 +325,7 @@ fn connection_name(doc: &Value, account_id: &str, conns: &HashMap<String, (Strin
 }
 
 /// The connections relevant to one number (its own, if any).
-async fn connections_of(store: &Store, doc: &Value) -> Result<HashMap<String, (String, String)>, ApiError> {
+async fn connections_of(store: &dyn Repository, doc: &Value) -> Result<HashMap<String, (String, String)>, ApiError> {
     let mut out = HashMap::new();
     if let Some(id) = doc["connection_id"].as_str()
         && let Some(r) = connection(store, id).await?
@@ -409,7 +412,7 @@ fn present_voice(doc: &Value, account_id: &str, caller: &Caller, conn_name: Opti
 /// `connection_id` must name a connection of `account_id` (no check without an owner: its
 /// fault is reported already).
 async fn apply_common(
-    store: &Store,
+    store: &dyn Repository,
     f: &mut Fields,
     account_id: Option<&str>,
     doc: &mut Value,
@@ -470,7 +473,7 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
         "tags": [],
         "voice": default_voice(),
     });
-    apply_common(&s.store, &mut f, owner.as_deref(), &mut doc).await?;
+    apply_common(&*s.store, &mut f, owner.as_deref(), &mut doc).await?;
     f.finish()?;
     let (number, owner) = number.flatten().zip(owner).ok_or_else(ApiError::internal)?;
     let id = new_id()?;
@@ -490,27 +493,32 @@ async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Resul
         updated_at: now,
     };
     // Stored only while its connection exists (deleted since it was checked: refused).
-    let conn = connection_of(&s.store, &r.account_id, &doc).await?;
+    let conn = connection_of(&*s.store, &r.account_id, &doc).await?;
     let gone = doc["connection_id"].is_string() && conn.is_none();
     let refs: Vec<(&str, &str)> = conn.iter().map(|c| (c.kind.as_str(), c.id.as_str())).collect();
     if gone || !s.store.insert_resource_referencing(&r, &[(UNIQUE_SCOPE, &number)], &refs).await? {
         return Err(ApiError::invalid(vec![no_such_connection()]));
     }
-    let conns = connections_of(&s.store, &doc).await?;
+    let conns = connections_of(&*s.store, &doc).await?;
     let name = connection_name(&doc, &r.account_id, &conns);
     Ok((StatusCode::CREATED, Json(json!({ "data": present(doc, &r.account_id, &caller, name) }))))
 }
 
 /// The number if this caller may see it; another account's answers 404 like a missing one.
 async fn fetch(s: &ApiState, caller: &Caller, id: &str) -> Result<(Resource, Value), ApiError> {
-    crate::fetch(&s.store, caller, KIND, id).await
+    crate::fetch(&*s.store, caller, KIND, id).await
 }
 
 /// Stores `doc` as the new state of `r`, keeping its number claimed, and the connection it
 /// names locked while it is written (so a connection deleted meanwhile is never left named).
 /// A connection found gone is refused at `/connection_id` when `connection_named` (this
 /// request names it); otherwise the number is stored detached.
-async fn save(store: &Store, r: &mut Resource, mut doc: Value, connection_named: bool) -> Result<Value, ApiError> {
+async fn save(
+    store: &dyn Repository,
+    r: &mut Resource,
+    mut doc: Value,
+    connection_named: bool,
+) -> Result<Value, ApiError> {
     let now = now_timestamp();
     doc["updated_at"] = json!(now);
     r.updated_at = now;
@@ -539,7 +547,7 @@ async fn save(store: &Store, r: &mut Resource, mut doc: Value, connection_named:
 
 /// Detaches the numbers of `account_id` attached to connection `connection_id`, which was
 /// deleted: their stored `connection_id` becomes null.
-pub async fn detach_connection(store: &Store, account_id: &str, connection_id: &str) -> Result<(), ApiError> {
+pub async fn detach_connection(store: &dyn Repository, account_id: &str, connection_id: &str) -> Result<(), ApiError> {
     let attached = |r: &Resource| {
         serde_json::from_str::<Value>(&r.body).ok().filter(|d| d["connection_id"].as_str() == Some(connection_id))
     };
@@ -563,7 +571,7 @@ pub async fn detach_connection(store: &Store, account_id: &str, connection_id: &
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
+    let name = connection_name(&doc, &r.account_id, &connections_of(&*s.store, &doc).await?);
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, name) })))
 }
 
@@ -588,10 +596,10 @@ async fn update(
     }
     let account = r.account_id.clone();
     let connection_named = f.value("connection_id").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
-    apply_common(&s.store, &mut f, Some(&account), &mut doc).await?;
+    apply_common(&*s.store, &mut f, Some(&account), &mut doc).await?;
     f.finish()?;
-    let doc = save(&s.store, &mut r, doc, connection_named).await?;
-    let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
+    let doc = save(&*s.store, &mut r, doc, connection_named).await?;
+    let name = connection_name(&doc, &r.account_id, &connections_of(&*s.store, &doc).await?);
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller, name) })))
 }
 
@@ -599,7 +607,7 @@ async fn update(
 async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
     caller.operator_only()?;
-    let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
+    let name = connection_name(&doc, &r.account_id, &connections_of(&*s.store, &doc).await?);
     if !s.store.delete_resource(KIND, &id).await? {
         return Err(ApiError::not_found());
     }
@@ -612,7 +620,7 @@ async fn show_voice(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (r, doc) = fetch(&s, &caller, &id).await?;
-    let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
+    let name = connection_name(&doc, &r.account_id, &connections_of(&*s.store, &doc).await?);
     Ok(Json(json!({ "data": present_voice(&doc, &r.account_id, &caller, name) })))
 }
 
@@ -627,8 +635,8 @@ async fn update_voice(
     let voice = build_voice(&mut f, &voice_of(&doc));
     f.finish()?;
     doc["voice"] = voice.ok_or_else(ApiError::internal)?;
-    let doc = save(&s.store, &mut r, doc, false).await?;
-    let name = connection_name(&doc, &r.account_id, &connections_of(&s.store, &doc).await?);
+    let doc = save(&*s.store, &mut r, doc, false).await?;
+    let name = connection_name(&doc, &r.account_id, &connections_of(&*s.store, &doc).await?);
     Ok(Json(json!({ "data": present_voice(&doc, &r.account_id, &caller, name) })))
 }
 
@@ -724,7 +732,7 @@ async fn list_numbers(
     if matches_nothing {
         return Ok(page.envelope(Vec::new()));
     }
-    let conns = connections(&s.store, scope).await?;
+    let conns = connections(&*s.store, scope).await?;
     let mut items: Vec<Item> = s
         .store
         .list_resources(KIND, scope)

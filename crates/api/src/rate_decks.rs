@@ -613,7 +613,7 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
 
 async fn fetch(s: &ApiState, id: &str) -> Result<(Resource, Value), ApiError> {
     // Operator resources: the operator sees every one.
-    crate::fetch(&s.store, &Caller::Operator, KIND, id).await
+    crate::fetch(&*s.store, &Caller::Operator, KIND, id).await
 }
 
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

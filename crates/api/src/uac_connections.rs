@@ -221,7 +221,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    cc::list_connections(&s.store, &caller, &[UAC_CONNECTION.kind], q.as_deref()).await.map(Json)
+    cc::list_connections(&*s.store, &caller, &[UAC_CONNECTION.kind], q.as_deref()).await.map(Json)
 }
 
 async fn create(State(s): State<ApiState>, caller: Caller, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -254,7 +254,7 @@ async fn check_registration_status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, doc) = cc::fetch(&s.store, &caller, UAC_CONNECTION.kind, &id).await?;
+    let (_, doc) = cc::fetch(&*s.store, &caller, UAC_CONNECTION.kind, &id).await?;
     let username = doc["external_uac_settings"]["username"].as_str();
     let mut status = cc::not_registered(username.unwrap_or_default());
     if username.is_none()

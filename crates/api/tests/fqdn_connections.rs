@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use store::Store;
+use store::{Repository, Store};
 
 mod common;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use store::Store;
+use store::{Repository, Store};
 
 mod common;
 

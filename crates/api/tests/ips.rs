@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use store::Store;
+use store::{Repository, Store};
 use tower::ServiceExt;
 
 mod common;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use store::{Resource, Store};
+use store::{Repository, Resource, Store};
 
 mod common;
 

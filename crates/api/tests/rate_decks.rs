@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use store::Store;
+use store::{Repository, Store};
 
 mod common;
 

@@ -12,8 +12,10 @@ use sqlx::any::AnyPoolOptions;
 use tracing::info;
 
 mod rates;
+mod repository;
 mod snapshot;
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
+pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};
 
 /// Which database a store runs on.
@@ -71,14 +73,14 @@ pub struct Resource {
     pub updated_at: String,
 }
 
-type ResourceRow = (String, String, String, String, String, String, String);
+pub(crate) type ResourceRow = (String, String, String, String, String, String, String);
 
-fn resource(r: ResourceRow) -> Resource {
+pub(crate) fn resource(r: ResourceRow) -> Resource {
     let (kind, id, account_id, name, body, created_at, updated_at) = r;
     Resource { kind, id, account_id, name, body, created_at, updated_at }
 }
 
-const RESOURCE_COLUMNS: &str = "kind, id, account_id, name, body, created_at, updated_at";
+pub(crate) const RESOURCE_COLUMNS: &str = "kind, id, account_id, name, body, created_at, updated_at";
 
 /// The database behind the platform.
 #[derive(Clone, Debug)]
@@ -102,7 +104,7 @@ pub enum AdminKey {
     Generated(String),
 }
 
-const ADMIN_KEY_HASH: &str = "admin_api_key_sha256";
+pub(crate) const ADMIN_KEY_HASH: &str = "admin_api_key_sha256";
 
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database at `url`:
@@ -156,27 +158,6 @@ impl Store {
         self.backend
     }
 
-    /// A platform setting.
-    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
-        Ok(row.map(|(v,)| v))
-    }
-
-    /// Sets a platform setting.
-    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(unix_now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Makes sure the operator has an API key. A configured key wins (its hash replaces any
     /// stored one); otherwise a stored one stays; otherwise one is generated, returned to be
     /// shown once, and only its hash is stored.
@@ -193,131 +174,23 @@ impl Store {
         info!("generated the operator API key");
         Ok(AdminKey::Generated(key))
     }
-
-    /// Whether `presented` is the operator's key (compared by hash, in constant time).
-    pub async fn is_admin_key(&self, presented: &str) -> Result<bool, StoreError> {
-        let Some(stored) = self.setting(ADMIN_KEY_HASH).await? else { return Ok(false) };
-        Ok(constant_time_eq(stored.as_bytes(), hash_api_key(presented).as_bytes()))
-    }
 }
 
-impl Store {
-    /// Stores a new resource and claims its unique values (`(scope, value)`), all or nothing.
-    pub async fn insert_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<(), StoreError> {
-        self.insert_resource_referencing(r, unique, &[]).await.map(|_| ())
-    }
-
-    /// Replaces a resource's document and name, and its unique values with `unique`.
-    /// `Ok(false)` when it does not exist.
-    pub async fn update_resource(&self, r: &Resource, unique: &[(&str, &str)]) -> Result<bool, StoreError> {
-        self.update_resource_referencing(r, unique, &[]).await
-    }
-
-    pub async fn get_resource(&self, kind: &str, id: &str) -> Result<Option<Resource>, StoreError> {
-        let row: Option<ResourceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 AND id = $2"
-        )))
-        .bind(kind)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(resource))
-    }
-
-    /// Every resource of a kind, of one account or of all, oldest first.
-    pub async fn list_resources(&self, kind: &str, account_id: Option<&str>) -> Result<Vec<Resource>, StoreError> {
-        let rows: Vec<ResourceRow> = match account_id {
-            Some(a) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 AND account_id = $2 ORDER BY created_at, id"
-            )))
-            .bind(kind)
-            .bind(a)
-            .fetch_all(&self.pool)
-            .await?,
-            None => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {RESOURCE_COLUMNS} FROM resources WHERE kind = $1 ORDER BY created_at, id"
-                )))
-                .bind(kind)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        Ok(rows.into_iter().map(resource).collect())
-    }
-
-    /// Deletes a resource and frees its unique values. `Ok(false)` when it did not exist.
-    pub async fn delete_resource(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        release_unique(&mut tx, kind, id).await?;
-        let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        announce(&mut tx, self.backend, kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Deletes everything an account owns (its resources, their unique values, its keys) and
-    /// the account itself, in one transaction: deleting a tenant leaves nothing behind.
-    pub async fn delete_account(&self, account_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM unique_values WHERE EXISTS (SELECT 1 FROM resources r WHERE r.kind = unique_values.kind \
-             AND r.id = unique_values.id AND r.account_id = $1)",
-        )
-        .bind(account_id)
-        .execute(&mut *tx)
-        .await?;
-        let done =
-            sqlx::query("DELETE FROM resources WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&mut *tx).await?;
-        announce(&mut tx, self.backend, "account").await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Records an account's API key by its hash.
-    pub async fn add_api_key(&self, account_id: &str, key_hash: &str, created_at: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ($1, $2, $3)")
-            .bind(key_hash)
-            .bind(account_id)
-            .bind(created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict_or(e, "api key"))?;
-        Ok(())
-    }
-
-    /// The account an API key (by hash) belongs to.
-    pub async fn account_for_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT account_id FROM api_keys WHERE key_hash = $1")
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(a,)| a))
-    }
-
-    /// Removes every API key of an account (when the account is deleted).
-    pub async fn delete_api_keys(&self, account_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM api_keys WHERE account_id = $1").bind(account_id).execute(&self.pool).await?;
-        Ok(())
-    }
-}
+impl Store {}
 
 /// On PostgreSQL, tells every node of a configuration change (delivered at commit).
-async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Any>, backend: Backend, kind: &str) -> Result<(), StoreError> {
+pub(crate) async fn announce(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    kind: &str,
+) -> Result<(), StoreError> {
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_notify('opentrunk_config', $1)").bind(kind).execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-async fn claim_unique(
+pub(crate) async fn claim_unique(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     kind: &str,
     id: &str,
@@ -346,7 +219,7 @@ pub(crate) async fn release_unique(
     Ok(())
 }
 
-fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
+pub(crate) fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
     match e.as_database_error() {
         Some(d) if d.is_unique_violation() => StoreError::Conflict { scope: scope.to_owned() },
         _ => e.into(),
@@ -359,137 +232,10 @@ fn conflict_or(e: sqlx::Error, scope: &str) -> StoreError {
 /// transaction that locks the named row (PostgreSQL) or the database (SQLite, whose writers take
 /// turns) before it looks, so a write and a delete running together cannot both succeed.
 impl Store {
-    /// [`Store::insert_resource`], only while every resource of `refs` (`(kind, id)`) exists in
-    /// the new resource's account: `Ok(false)`, nothing stored, when one does not.
-    pub async fn insert_resource_referencing(
-        &self,
-        r: &Resource,
-        unique: &[(&str, &str)],
-        refs: &[(&str, &str)],
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if !Self::lock_references(&mut tx, self.backend, &r.account_id, refs).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
-        sqlx::query(
-            "INSERT INTO resources (kind, id, account_id, name, body, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&r.kind)
-        .bind(&r.id)
-        .bind(&r.account_id)
-        .bind(&r.name)
-        .bind(&r.body)
-        .bind(&r.created_at)
-        .bind(&r.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_or(e, "id"))?;
-        announce(&mut tx, self.backend, &r.kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(true)
-    }
-
-    /// [`Store::update_resource`], only while every resource of `refs` (`(kind, id)`) exists in
-    /// the resource's account: `Ok(false)`, nothing changed, when one does not or the resource
-    /// itself does not.
-    pub async fn update_resource_referencing(
-        &self,
-        r: &Resource,
-        unique: &[(&str, &str)],
-        refs: &[(&str, &str)],
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if !Self::lock_references(&mut tx, self.backend, &r.account_id, refs).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        release_unique(&mut tx, &r.kind, &r.id).await?;
-        claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
-        let done =
-            sqlx::query("UPDATE resources SET name = $1, body = $2, updated_at = $3 WHERE kind = $4 AND id = $5")
-                .bind(&r.name)
-                .bind(&r.body)
-                .bind(&r.updated_at)
-                .bind(&r.kind)
-                .bind(&r.id)
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        announce(&mut tx, self.backend, &r.kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(true)
-    }
-
-    /// Deletes a resource and frees its unique values, unless resources of the kinds
-    /// `referrers` name it: the string at `path` in their document (such as `["outbound",
-    /// "outbound_voice_profile_id"]`) is its id. `Ok(Ok(true))`: deleted; `Ok(Ok(false))`: it
-    /// did not exist; `Ok(Err(n))`: `n` resources name it, and nothing was deleted.
-    pub async fn delete_resource_unreferenced(
-        &self,
-        kind: &str,
-        id: &str,
-        referrers: &[&str],
-        path: &[&str],
-    ) -> Result<Result<bool, u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // The row goes first, which locks it until the end: a reference written meanwhile
-        // either committed before (and is counted below) or waits and then finds it gone.
-        let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(Ok(false));
-        }
-        let counts = Self::count_references(&mut tx, self.backend, referrers, path, Some(id), None).await?;
-        let n = counts.get(id).copied().unwrap_or(0);
-        if n > 0 {
-            tx.rollback().await?;
-            return Ok(Err(n));
-        }
-        release_unique(&mut tx, kind, id).await?;
-        announce(&mut tx, self.backend, kind).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(Ok(true))
-    }
-
-    /// How many resources of the kinds `referrers` (of `account_id`, or of every account) name
-    /// each value by the string at `path` in their document: value to count, values no
-    /// resource names left out.
-    pub async fn reference_counts(
-        &self,
-        referrers: &[&str],
-        path: &[&str],
-        account_id: Option<&str>,
-    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::count_references(&mut conn, self.backend, referrers, path, None, account_id).await
-    }
-
-    /// Every value claimed in a unique scope.
-    pub async fn claimed_values(&self, scope: &str) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT value FROM unique_values WHERE scope = $1")
-            .bind(scope)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|(v,)| v).collect())
-    }
-
     /// Whether every resource of `refs` exists in `account_id`, locking each one found until
     /// the transaction ends: shared on PostgreSQL; on SQLite a write (which changes nothing)
     /// takes the database's write lock, so the transaction never has to upgrade a read later.
-    async fn lock_references(
+    pub(crate) async fn lock_references(
         conn: &mut sqlx::AnyConnection,
         backend: Backend,
         account_id: &str,
@@ -526,7 +272,7 @@ impl Store {
 
     /// Counts, by value, the resources of `referrers` with a string at `path` in their
     /// document, only those naming `only` when given, of `account_id` when given.
-    async fn count_references(
+    pub(crate) async fn count_references(
         conn: &mut sqlx::AnyConnection,
         backend: Backend,
         referrers: &[&str],
@@ -602,10 +348,10 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

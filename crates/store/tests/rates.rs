@@ -3,7 +3,7 @@
 
 mod support;
 
-use store::{RATE_DECK, Resource, StoreError};
+use store::{RATE_DECK, Repository, Resource, StoreError};
 
 fn deck(id: &str, name: &str, body: &str) -> Resource {
     Resource {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use store::{Resource, Store, StoreError};
+use store::{Repository, Resource, Store, StoreError};
 
 const PATH: &[&str] = &["outbound", "outbound_voice_profile_id"];
 const REFERRERS: &[&str] = &["conn_a", "conn_b"];

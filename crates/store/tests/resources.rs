@@ -2,7 +2,7 @@
 
 mod support;
 
-use store::{Resource, StoreError};
+use store::{Repository, Resource, StoreError};
 
 fn doc(kind: &str, id: &str, account: &str, name: &str, created: &str) -> Resource {
     Resource {

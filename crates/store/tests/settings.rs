@@ -2,7 +2,7 @@
 
 mod support;
 
-use store::{AdminKey, Backend};
+use store::{AdminKey, Backend, Repository};
 
 #[tokio::test]
 async fn settings_round_trip_and_update() {

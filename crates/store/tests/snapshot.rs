@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use store::{Resource, Store};
+use store::{Repository, Resource, Store};
 
 mod support;
 

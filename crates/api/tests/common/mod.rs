@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use store::Store;
+use store::{Repository, Store};
 use tower::ServiceExt;
 
 #[path = "../../../store/tests/support/mod.rs"]
@@ -64,7 +64,7 @@ pub async fn apps_and_stores() -> Vec<(axum::Router, Store)> {
     let mut out = Vec::new();
     for store in support::backends().await {
         store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: store.clone() }), store));
+        out.push((api::router(api::ApiState { store: std::sync::Arc::new(store.clone()) }), store));
     }
     out
 }
