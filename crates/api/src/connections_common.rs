@@ -749,14 +749,19 @@ pub fn present(mut doc: Value, account_id: &str, caller: &Caller) -> Value {
     doc
 }
 
-/// Fields whose contract default cannot be written in the contract's own response type
+/// Fields whose unset value cannot be written in the contract's own response type
 /// (`channel_limit: {type: integer, default: null}`, `webhook_event_failover_url: {format:
-/// uri, default: ""}`, ...). Unset, they are left out of responses, which the schema allows
-/// (none is required), rather than sent as a value the schema refuses; stored documents keep
-/// them, so a later read or PATCH sees the same defaults.
+/// uri, default: ""}`, an IP connection's `inbound.default_*_ip_id: {type: string}` once its
+/// IP is gone, ...). Unset, they are left out of responses, which the schema allows (none is
+/// required), rather than sent as a value the schema refuses; stored documents keep them, so a
+/// later read or PATCH sees the same defaults. Fields the contract types as nullable (an FQDN
+/// connection's `inbound.default_*_fqdn_id`) are not listed: their null is shown.
 pub const UNSET_IN_RESPONSES: &[&str] = &[
     "/webhook_event_failover_url",
     "/inbound/channel_limit",
+    "/inbound/default_primary_ip_id",
+    "/inbound/default_secondary_ip_id",
+    "/inbound/default_tertiary_ip_id",
     "/outbound/channel_limit",
     "/outbound/ip_authentication_token",
     "/outbound/localization",
@@ -1346,6 +1351,43 @@ impl ConnectionTypeWithStore {
     }
 }
 
+/// Sets the `inbound` fields among `fields` of connection `connection_id` (of type `t`) that
+/// name `id` back to null: the resource they named (an IP connection's IP, an FQDN
+/// connection's FQDN record) was deleted or moved to another connection. The connection's
+/// `updated_at` changes with them; nothing happens when no field names `id` or the connection
+/// is gone. Both types store null, as a PATCH with null does; a response shows it where the
+/// contract types the field as nullable and leaves it out where it does not
+/// ([`UNSET_IN_RESPONSES`]).
+pub async fn forget_default_reference(
+    store: &dyn Repository,
+    t: &ConnectionType,
+    connection_id: &str,
+    fields: &[&str],
+    id: &str,
+) -> Result<(), ApiError> {
+    let Some(mut r) = store.get_resource(t.kind, connection_id).await? else { return Ok(()) };
+    let Ok(mut doc) = serde_json::from_str::<Value>(&r.body) else { return Ok(()) };
+    let Some(inbound) = doc["inbound"].as_object_mut() else { return Ok(()) };
+    let mut changed = false;
+    for field in fields {
+        if let Some(v) = inbound.get_mut(*field).filter(|v| v.as_str() == Some(id)) {
+            *v = Value::Null;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let now = now_timestamp();
+    doc["updated_at"] = json!(now);
+    r.body = doc.to_string();
+    r.updated_at = now;
+    let unique = (t.unique)(&doc);
+    let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
+    store.update_resource(&r, &unique).await?;
+    Ok(())
+}
+
 /// Deletes the resources of `account_id` of each `(kind, field)` whose document's `field` is
 /// `parent_id`.
 pub async fn delete_children(
@@ -1540,6 +1582,15 @@ mod tests {
         let mut doc = json!({"webhook_event_failover_url": "https://failover.example.com", "outbound": null});
         omit_unset(&mut doc, UNSET_IN_RESPONSES);
         assert_eq!(doc, json!({"webhook_event_failover_url": "https://failover.example.com", "outbound": null}));
+        // An IP connection's default IPs are plain strings in the contract: null is left out.
+        // An FQDN connection's default FQDNs are nullable there: null is shown.
+        let mut doc = json!({"inbound": {
+            "default_primary_ip_id": null,
+            "default_secondary_ip_id": "1",
+            "default_primary_fqdn_id": null
+        }});
+        omit_unset(&mut doc, UNSET_IN_RESPONSES);
+        assert_eq!(doc, json!({"inbound": {"default_secondary_ip_id": "1", "default_primary_fqdn_id": null}}));
         // An empty string the user set is a value, except where a URI is required.
         let mut doc = json!({"outbound": {"localization": ""}});
         omit_unset(&mut doc, UNSET_IN_RESPONSES);

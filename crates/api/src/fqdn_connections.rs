@@ -20,7 +20,7 @@
 //! - `inbound.default_*_fqdn_id` must name an FQDN record of this connection (so on create,
 //!   when it has none yet, only null is accepted); checked when set or changed, fault at its
 //!   pointer. Deleting the record, or moving it to another connection, sets the field back to
-//!   null.
+//!   null ([`cc::forget_default_reference`]); the contract types it as nullable, so null is shown.
 //! - `inbound.sip_subdomain`: a DNS label, unique on the platform across accounts and with IP
 //!   connections' ([`cc::SIP_SUBDOMAIN_SCOPE`], case ignored; 422 at its pointer when taken).
 //! - `outbound.ani_override`: a number in E.164 (the contract's `x-format`), `+` optional, or
@@ -52,14 +52,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::Value;
 use store::Repository;
 
 use crate::connections_common::{
     self as cc, ConnectionType, ConnectionTypeWithStore, Init, Kind, Spec, Specs, StoreCheck,
 };
 use crate::fields::Fields;
-use crate::{ApiError, ApiState, Caller, ErrorObject, now_timestamp};
+use crate::{ApiError, ApiState, Caller, ErrorObject};
 
 /// The unique scope of `outbound.tech_prefix`: one per platform, shared with IP connections.
 pub const TECH_PREFIX_SCOPE: &str = cc::TECH_PREFIX_SCOPE;
@@ -225,31 +225,6 @@ fn store_rules<'a>(
         }
         Ok(())
     })
-}
-
-/// Sets the connection's `inbound.default_*_fqdn_id` fields that name `fqdn_id` back to null
-/// (the record was deleted or moved to another connection).
-pub async fn forget_fqdn(store: &dyn Repository, connection_id: &str, fqdn_id: &str) -> Result<(), ApiError> {
-    let Some(mut r) = store.get_resource(FQDN_CONNECTION.kind, connection_id).await? else { return Ok(()) };
-    let Ok(mut doc) = serde_json::from_str::<Value>(&r.body) else { return Ok(()) };
-    let mut changed = false;
-    for field in DEFAULT_FQDN_FIELDS {
-        if doc["inbound"][field].as_str() == Some(fqdn_id) {
-            doc["inbound"][field] = Value::Null;
-            changed = true;
-        }
-    }
-    if !changed {
-        return Ok(());
-    }
-    let now = now_timestamp();
-    doc["updated_at"] = json!(now);
-    r.body = doc.to_string();
-    r.updated_at = now;
-    let claims = unique(&doc);
-    let claims: Vec<(&str, &str)> = claims.iter().map(|(s, v)| (*s, v.as_str())).collect();
-    store.update_resource(&r, &claims).await?;
-    Ok(())
 }
 
 pub fn routes() -> Router<ApiState> {

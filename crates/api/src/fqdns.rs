@@ -39,7 +39,7 @@ use store::{Repository, Resource, StoreError};
 
 use crate::connections_common as cc;
 use crate::fields::Fields;
-use crate::fqdn_connections::{FQDN_CONNECTION, forget_fqdn};
+use crate::fqdn_connections::{DEFAULT_FQDN_FIELDS, FQDN_CONNECTION};
 use crate::query::Query;
 use crate::{ApiError, ApiState, Caller, ErrorObject, new_id, now_timestamp};
 
@@ -265,7 +265,7 @@ async fn update(
         return Err(ApiError::not_found());
     }
     if let Some(c) = moved {
-        forget_fqdn(&*s.store, old_connection, &id).await?;
+        cc::forget_default_reference(&*s.store, &FQDN_CONNECTION, old_connection, DEFAULT_FQDN_FIELDS, &id).await?;
         if s.store.get_resource(FQDN_CONNECTION.kind, &c).await?.is_none() {
             s.store.delete_resource(KIND, &id).await?;
             return Err(ApiError::invalid(vec![no_connection()]));
@@ -280,7 +280,8 @@ async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String
     if !s.store.delete_resource(KIND, &id).await? {
         return Err(ApiError::not_found());
     }
-    forget_fqdn(&*s.store, doc["connection_id"].as_str().unwrap_or_default(), &id).await?;
+    let connection_id = doc["connection_id"].as_str().unwrap_or_default();
+    cc::forget_default_reference(&*s.store, &FQDN_CONNECTION, connection_id, DEFAULT_FQDN_FIELDS, &id).await?;
     Ok(Json(json!({ "data": present(doc, &r.account_id, &caller) })))
 }
 

@@ -25,7 +25,10 @@
 //!   claims it per source IP address.
 //! - `inbound.default_primary_ip_id`, `default_secondary_ip_id`, `default_tertiary_ip_id`
 //!   (update only, as in the contract): the id of an IP of this connection (422 otherwise); null
-//!   clears. Deleting or moving that IP clears them.
+//!   clears. Deleting that IP, or moving it to another connection, sets them back to null
+//!   ([`cc::forget_default_reference`], as for FQDN connections' default FQDNs). The contract
+//!   types them as plain strings, so responses leave a null one out
+//!   ([`cc::UNSET_IN_RESPONSES`]).
 
 use serde_json::{Value, json};
 use store::Repository;
@@ -44,7 +47,7 @@ pub const IP_AUTHENTICATION_METHODS: &[&str] = &["tech-prefixp-charge-info", "to
 /// The unique scope of IP authentication tokens: one per platform, across accounts.
 pub const TOKEN_SCOPE: &str = "ip_authentication_token";
 /// The inbound fields naming default IPs (update only).
-pub const DEFAULT_IP_FIELDS: [&str; 3] = ["default_primary_ip_id", "default_secondary_ip_id", "default_tertiary_ip_id"];
+pub const DEFAULT_IP_FIELDS: &[&str] = &["default_primary_ip_id", "default_secondary_ip_id", "default_tertiary_ip_id"];
 
 /// An IP authentication token: 12 to 48 ASCII letters, digits and hyphens.
 pub fn is_ip_authentication_token(s: &str) -> bool {
@@ -59,9 +62,9 @@ pub fn is_tech_prefix(s: &str) -> bool {
 const DEFAULT_IP_ID_DETAIL: &str = "";
 const INBOUND_OWN: &[Spec] = &[cc::SIP_REGION, cc::SIP_SUBDOMAIN, cc::SIP_SUBDOMAIN_RECEIVE_SETTINGS];
 const INBOUND_DEFAULT_IPS: &[Spec] = &[
-    Spec::text("default_primary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
-    Spec::text("default_secondary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
-    Spec::text("default_tertiary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
+    Spec::nullable_text("default_primary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
+    Spec::nullable_text("default_secondary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
+    Spec::nullable_text("default_tertiary_ip_id", 1, 64, cc::any_text, DEFAULT_IP_ID_DETAIL, None),
 ];
 /// `CreateInboundIpRequest`.
 const INBOUND_CREATE: Specs = &[cc::INBOUND, INBOUND_OWN];
@@ -249,27 +252,6 @@ async fn check_default_ips(
             ));
         }
     }
-    Ok(())
-}
-
-/// Removes the `inbound.default_*_ip_id` fields of connection `connection_id` that name
-/// `ip_id` (an IP deleted or moved to another connection). Nothing when none does.
-pub async fn forget_default_ip(store: &dyn Repository, connection_id: &str, ip_id: &str) -> Result<(), ApiError> {
-    let Some(mut r) = store.get_resource(KIND, connection_id).await? else { return Ok(()) };
-    let Ok(mut doc) = serde_json::from_str::<Value>(&r.body) else { return Ok(()) };
-    let Some(inbound) = doc["inbound"].as_object_mut() else { return Ok(()) };
-    let before = inbound.len();
-    inbound.retain(|k, v| !(DEFAULT_IP_FIELDS.contains(&k.as_str()) && v.as_str() == Some(ip_id)));
-    if inbound.len() == before {
-        return Ok(());
-    }
-    let now = crate::now_timestamp();
-    doc["updated_at"] = json!(now);
-    r.body = doc.to_string();
-    r.updated_at = now;
-    let unique = claims(&doc);
-    let unique: Vec<(&str, &str)> = unique.iter().map(|(s, v)| (*s, v.as_str())).collect();
-    store.update_resource(&r, &unique).await?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@ use store::{Repository, Resource, StoreError};
 
 use crate::connections_common as cc;
 use crate::fields::Fields;
-use crate::ip_connections;
+use crate::ip_connections::{self, DEFAULT_IP_FIELDS, IP_CONNECTION_TYPE};
 use crate::query::Query;
 use crate::{ApiError, ApiState, Caller, ErrorObject, new_id, now_timestamp};
 
@@ -251,7 +251,7 @@ async fn update(
         Err(e) => return Err(claim_error(e, &*s.store, &id, &address, &conn).await),
     }
     if conn_r.id != old_connection {
-        ip_connections::forget_default_ip(&*s.store, &old_connection, &id).await?;
+        cc::forget_default_reference(&*s.store, &IP_CONNECTION_TYPE, &old_connection, DEFAULT_IP_FIELDS, &id).await?;
     }
     Ok(Json(json!({ "data": cc::present(doc, &r.account_id, &caller) })))
 }
@@ -262,7 +262,7 @@ async fn remove(State(s): State<ApiState>, caller: Caller, Path(id): Path<String
         return Err(ApiError::not_found());
     }
     if let Some(connection_id) = doc["connection_id"].as_str() {
-        ip_connections::forget_default_ip(&*s.store, connection_id, &id).await?;
+        cc::forget_default_reference(&*s.store, &IP_CONNECTION_TYPE, connection_id, DEFAULT_IP_FIELDS, &id).await?;
     }
     Ok(Json(json!({ "data": cc::present(doc, &r.account_id, &caller) })))
 }

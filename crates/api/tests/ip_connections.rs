@@ -572,7 +572,7 @@ async fn validation_reports_every_fault_with_pointers_and_stores_nothing() {
 
 #[tokio::test]
 async fn default_ips_must_be_the_connections_own() {
-    for (app, _) in apps_and_stores().await {
+    for (app, store) in apps_and_stores().await {
         let (_, key_a) = account(&app, "Alpha").await;
         let (_, key_b) = account(&app, "Bravo").await;
         let c = create(&app, &key_a, minimal("office")).await;
@@ -631,24 +631,37 @@ async fn default_ips_must_be_the_connections_own() {
         );
         assert_eq!(inbound["sip_region"], "US", "objects merge key by key");
 
-        // Deleting an IP clears the field naming it; so does moving one to another connection.
+        // Deleting an IP sets the field naming it back to null; so does moving one to another
+        // connection. The contract types these fields as strings, not nullable: responses
+        // leave a null one out.
+        let c_id = c["id"].as_str().unwrap();
         let (st, _) = call(&app, "DELETE", &format!("{IPS}/{ip2}"), Some(&key_a), None).await;
         assert_eq!(st, StatusCode::OK);
+        let doc = stored(&store, c_id).await;
+        assert_eq!(doc["inbound"]["default_secondary_ip_id"], Value::Null, "{doc}");
+        assert!(doc["inbound"].get("default_secondary_ip_id").is_some(), "null, not removed: {doc}");
+        assert_eq!(doc["inbound"]["default_tertiary_ip_id"], json!(ip3), "the others stay");
         let body = json!({"ip_address": "2001:db8::3", "connection_id": other["id"]});
         let (st, moved) = call(&app, "PATCH", &format!("{IPS}/{ip3}"), Some(&key_a), Some(body)).await;
         assert_eq!(st, StatusCode::OK, "{moved}");
+        let doc = stored(&store, c_id).await;
+        assert_eq!(
+            (&doc["inbound"]["default_primary_ip_id"], doc["inbound"].get("default_tertiary_ip_id")),
+            (&json!(ip1), Some(&Value::Null))
+        );
         let (_, got) = call(&app, "GET", &uri(&c), Some(&key_a), None).await;
         let inbound = &got["data"]["inbound"];
         assert_eq!(inbound["default_primary_ip_id"], json!(ip1));
         assert!(inbound.get("default_secondary_ip_id").is_none() && inbound.get("default_tertiary_ip_id").is_none());
         assert!(got["data"]["updated_at"].as_str() >= up["data"]["updated_at"].as_str());
 
-        // Null clears.
+        // Null clears the same way.
         let (st, up) =
             call(&app, "PATCH", &uri(&c), Some(&key_a), Some(json!({"inbound": {"default_primary_ip_id": null}})))
                 .await;
         assert_eq!(st, StatusCode::OK);
         assert!(up["data"]["inbound"].get("default_primary_ip_id").is_none());
+        assert_eq!(stored(&store, c_id).await["inbound"].get("default_primary_ip_id"), Some(&Value::Null));
     }
 }
 
