@@ -12,8 +12,8 @@
 //! Client side ([`authorization`]): an upstream carrier challenges us, and we answer with the
 //! `Authorization`/`Proxy-Authorization` value for the trunk's user name and password.
 //!
-//! Everything here is pure: time, keys and client nonces come in as values; nothing allocates on
-//! the verification path except when a parameter holds backslash escapes.
+//! Everything here is pure: time, keys and client nonces come in as values. Verification does not
+//! allocate, except for a parameter holding backslash escapes and the replay guard's growth.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +26,7 @@ use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sip::headers::{Auth, unquote};
-use sip::scan::{split_list, trim_lws};
+use sip::scan::trim_lws;
 
 use crate::time::Timestamp;
 use crate::trace::{Trace, Value};
@@ -261,7 +261,8 @@ const NONCE_DOMAIN: &[u8] = b"opentrunk/sip-digest-nonce/v1\0";
 /// node's nonces) and a sequence that makes nonces issued in the same millisecond distinct.
 pub struct DigestRealm {
     realm: String,
-    /// HMAC keyed once; cloned per nonce (saves hashing the key pads each time).
+    /// HMAC keyed once and fed the nonce context (domain, realm) up to a block boundary, so a
+    /// nonce costs two SHA-256 blocks: its payload, then the outer hash.
     mac: HmacSha256,
     lifetime_ms: u64,
     opaque: Option<String>,
@@ -286,13 +287,17 @@ impl DigestRealm {
         // with the 32 bytes, without a fallible constructor.
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&key);
-        DigestRealm {
-            realm: realm.into(),
-            mac: HmacSha256::new(&block.into()),
-            lifetime_ms: nonce_lifetime_ms,
-            opaque: None,
-            sequence: AtomicU32::new(0),
-        }
+        let realm = realm.into();
+        let mut mac = HmacSha256::new(&block.into());
+        // MAC input: domain, realm length, realm, zeros to a block boundary, then the payload
+        // (fixed length, last): unambiguous, and everything before the payload hashed once here.
+        let mut context = Vec::with_capacity(128);
+        context.extend_from_slice(NONCE_DOMAIN);
+        context.extend_from_slice(&(realm.len() as u64).to_be_bytes());
+        context.extend_from_slice(realm.as_bytes());
+        context.resize(context.len().div_ceil(64) * 64, 0);
+        mac.update(&context);
+        DigestRealm { realm, mac, lifetime_ms: nonce_lifetime_ms, opaque: None, sequence: AtomicU32::new(0) }
     }
 
     /// Sends `opaque` in challenges. Clients echo it; it is not checked, since the nonce already
@@ -325,7 +330,7 @@ impl DigestRealm {
 
     /// The `Proxy-Authenticate` (or `WWW-Authenticate`) values for a `407` (`401`): one per
     /// algorithm, SHA-256 first then MD5 (RFC 8760 section 2.4: most preferred first), sharing
-    /// one nonce so a client that reads either (or glues both together, as SIPp does) answers it.
+    /// one nonce so a client that reads either header (or both glued together) answers it.
     /// `stale` tells the client its password was right and only the nonce was old.
     pub fn challenges(&self, now: Timestamp, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
@@ -438,9 +443,7 @@ impl DigestRealm {
 
     fn nonce_mac(&self, payload: &[u8]) -> HmacSha256 {
         let mut mac = self.mac.clone();
-        mac.update(NONCE_DOMAIN);
         mac.update(payload);
-        mac.update(self.realm.as_bytes());
         mac
     }
 
@@ -490,14 +493,77 @@ struct Directives<'a> {
 }
 
 impl<'a> Directives<'a> {
-    /// Reads the parameter list; unknown directives are ignored, a repeated one is refused
-    /// (RFC 7616 section 3.4: each appears at most once), so no reader can be fooled into
-    /// taking a different copy than another.
+    /// Reads `name=value, ...` in one pass (values are tokens or quoted-strings); unknown
+    /// directives are skipped. A repeated directive is refused (RFC 7616 section 3.4: each
+    /// appears at most once), so no reader can be fooled into taking another copy than we did;
+    /// so is text that is not a parameter list.
     fn parse(params: &'a str) -> Result<Directives<'a>, DigestFault> {
+        const MALFORMED: DigestFault = DigestFault::MalformedParameter("parameters");
+        let is_lws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        let b = params.as_bytes();
         let mut d = Directives::default();
-        for item in split_list(params) {
-            let Some((name, value)) = item.split_once('=') else { continue };
-            let name = trim_lws(name);
+        let mut i = 0;
+        loop {
+            while i < b.len() && (is_lws(b[i]) || b[i] == b',') {
+                i += 1;
+            }
+            if i == b.len() {
+                return Ok(d);
+            }
+            let name_start = i;
+            while i < b.len() && !is_lws(b[i]) && !matches!(b[i], b'=' | b',' | b'"') {
+                i += 1;
+            }
+            let name = &params[name_start..i];
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            if name.is_empty() || b.get(i) != Some(&b'=') {
+                return Err(MALFORMED);
+            }
+            i += 1;
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            let value = if b.get(i) == Some(&b'"') {
+                // Every split point is an ASCII byte, so slicing there is on a char boundary.
+                // Fast path (memchr): the first `"` closes the string when no `\` precedes it.
+                let start = i + 1;
+                let rest = &params[start..];
+                let mut escaped = false;
+                i = match rest.find('"') {
+                    Some(close) if !rest[..close].contains('\\') => start + close,
+                    _ => {
+                        escaped = true;
+                        let mut j = start;
+                        while j < b.len() && b[j] != b'"' {
+                            j += if b[j] == b'\\' { 2 } else { 1 };
+                        }
+                        j
+                    }
+                };
+                if i >= b.len() {
+                    return Err(MALFORMED);
+                }
+                let inner = &params[start..i];
+                i += 1;
+                while i < b.len() && is_lws(b[i]) {
+                    i += 1;
+                }
+                if i < b.len() && b[i] != b',' {
+                    return Err(MALFORMED);
+                }
+                if escaped { unquote(inner) } else { Cow::Borrowed(inner) }
+            } else {
+                let start = i;
+                while i < b.len() && b[i] != b',' {
+                    if b[i] == b'"' {
+                        return Err(MALFORMED);
+                    }
+                    i += 1;
+                }
+                Cow::Borrowed(trim_lws(&params[start..i]))
+            };
             let (slot, label) = match name.len() {
                 2 if name.eq_ignore_ascii_case("nc") => (&mut d.nc, "nc"),
                 3 if name.eq_ignore_ascii_case("uri") => (&mut d.uri, "uri"),
@@ -514,16 +580,8 @@ impl<'a> Directives<'a> {
             if slot.is_some() {
                 return Err(DigestFault::MalformedParameter(label));
             }
-            *slot = Some(unquoted(trim_lws(value)));
+            *slot = Some(value);
         }
-        Ok(d)
-    }
-}
-
-fn unquoted(v: &str) -> Cow<'_, str> {
-    match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        Some(inner) => unquote(inner),
-        None => Cow::Borrowed(v),
     }
 }
 
@@ -883,6 +941,11 @@ pub fn authorization(
 /// Appends `s` as a quoted-string, escaping `"` and `\`.
 fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for ch in s.chars() {
         if ch == '"' || ch == '\\' {
             out.push('\\');
@@ -1011,6 +1074,25 @@ mod tests {
         let mut raw = [0u8; 2];
         assert!(hex_decode(b"0aFf", &mut raw) && raw == [0x0a, 0xff]);
         assert!(!hex_decode(b"0g00", &mut raw));
+    }
+
+    #[test]
+    fn directives() {
+        let d = Directives::parse(
+            " username = \"a\\\"b\" ,, realm=\"r, with comma\",nc=00000001 ,X-ext=\"q\", algorithm=\"MD5\",uri=sip:a b ",
+        )
+        .unwrap();
+        assert_eq!(d.username.as_deref(), Some("a\"b"));
+        assert_eq!(d.realm.as_deref(), Some("r, with comma"));
+        assert_eq!(d.nc.as_deref(), Some("00000001"));
+        assert_eq!(d.algorithm.as_deref(), Some("MD5"));
+        assert_eq!(d.uri.as_deref(), Some("sip:a b"));
+        assert!(d.nonce.is_none());
+        assert!(Directives::parse("").is_ok());
+        for bad in ["realm", "realm=\"x", "realm=\"x\"y", "realm=x\"y\"", "=x", "\"a\"=b", "realm=\"x\\\""] {
+            assert_eq!(Directives::parse(bad).err(), Some(DigestFault::MalformedParameter("parameters")), "{bad}");
+        }
+        assert_eq!(Directives::parse("nc=1, NC=2").err(), Some(DigestFault::MalformedParameter("nc")));
     }
 
     #[test]

@@ -414,10 +414,16 @@ fn sipp_credentials(challenge: &str, uri: &str, algorithm: Option<&str>) -> Stri
 #[test]
 fn sipp_md5_credentials_verify() {
     let r = realm();
-    // SIPp glues multiple challenges together and reads the first nonce: either works, since
-    // all challenges of one 407 share the nonce. Here it answers the MD5 one.
-    let challenge = challenge_for(&r, DigestAlgorithm::Md5, T0);
-    for algorithm in [Some("MD5"), Some("\"MD5\""), Some("md5"), None] {
+    // Whichever challenge of the 407 a client reads, the nonce is the same. Here SIPp answers the
+    // MD5 one, and also when it reads the SHA-256 one but computes MD5 without `algorithm`.
+    for (challenge, algorithm) in [
+        (DigestAlgorithm::Md5, Some("MD5")),
+        (DigestAlgorithm::Md5, Some("\"MD5\"")),
+        (DigestAlgorithm::Md5, Some("md5")),
+        (DigestAlgorithm::Md5, None),
+        (DigestAlgorithm::Sha256, None),
+    ] {
+        let challenge = challenge_for(&r, challenge, T0);
         // The auth uri need not be the Request-URI: the hash covers the uri the client sent.
         for uri in [URI, "sip:sip.opentrunk.local"] {
             let credentials = sipp_credentials(&challenge, uri, algorithm);
