@@ -37,8 +37,9 @@
 //!   `cnam_listing_details`) are absent until set and cleared by null or `""`.
 //!   `caller_id_name_enabled` (in the update schema only) is stored and shown too.
 //!   `emergency` is shown with its defaults: the update schema has no emergency field, and no
-//!   emergency addresses exist here. `connection_id` and `customer_reference` are shown as
-//!   null when unset. Rules from the contract's descriptions: `forwards_to` is E.164;
+//!   emergency addresses exist here. `connection_id` and `customer_reference` are left out
+//!   when unset (the contract types them as strings, not nullable; `/phone_numbers` shows
+//!   them as null). Rules from the contract's descriptions: `forwards_to` is E.164;
 //!   `cnam_listing_details` is 1 to 15 letters, digits or spaces, needed when
 //!   `cnam_listing_enabled` is true, and sending it needs `cnam_listing_enabled` true;
 //!   `translated_number` is letters and digits (a leading `+` allowed), at most 32.
@@ -391,14 +392,16 @@ fn number_facts(e164: &str) -> (String, &'static str) {
 }
 
 /// The number as `/phone_numbers/.../voice` shows it: the contract's
-/// `PhoneNumberWithVoiceSettings`.
+/// `PhoneNumberWithVoiceSettings`. Its `connection_id` and `customer_reference` are plain
+/// strings there (not nullable): a number without a connection or a reference leaves them out.
 fn present_voice(doc: &Value, account_id: &str, caller: &Caller, conn_name: Option<String>) -> Value {
     let mut v = voice_of(doc);
     v["id"] = doc["id"].clone();
     v["record_type"] = json!("voice_settings");
     v["phone_number"] = doc["phone_number"].clone();
-    v["connection_id"] = if conn_name.is_some() { doc["connection_id"].clone() } else { Value::Null };
-    v["customer_reference"] = doc.get("customer_reference").cloned().unwrap_or(Value::Null);
+    let connection_id = doc["connection_id"].as_str().filter(|_| conn_name.is_some());
+    set_or_remove(&mut v, "connection_id", connection_id.map(Value::from));
+    set_or_remove(&mut v, "customer_reference", doc["customer_reference"].as_str().map(Value::from));
     if *caller == Caller::Operator {
         v["account_id"] = json!(account_id);
     }

@@ -109,15 +109,12 @@ async fn operator_adds_with_defaults_account_reads() {
         let (_, list) = call(&app, "GET", NUMBERS, Some(&key), None).await;
         assert_eq!(list["data"], json!([own]));
 
-        // The voice settings with the contract's defaults.
+        // The voice settings with the contract's defaults. No connection and no customer
+        // reference: left out, as the contract types both as strings, not nullable.
         let mut voice = default_voice();
-        for (k, v) in [
-            ("id", json!(id)),
-            ("record_type", json!("voice_settings")),
-            ("phone_number", json!("+13035551234")),
-            ("connection_id", Value::Null),
-            ("customer_reference", Value::Null),
-        ] {
+        for (k, v) in
+            [("id", json!(id)), ("record_type", json!("voice_settings")), ("phone_number", json!("+13035551234"))]
+        {
             voice[k] = v;
         }
         let (st, got) = call(&app, "GET", &format!("{uri}/voice"), Some(&key), None).await;
@@ -652,5 +649,43 @@ async fn deleting_a_connection_detaches_its_numbers() {
             (StatusCode::OK, &Value::Null, &json!(["x"]))
         );
         assert_eq!(stored(&store, &nb).await["connection_id"], Value::Null);
+    }
+}
+
+/// Regression (found by schemathesis once a number existed): the contract's
+/// `PhoneNumberWithVoiceSettings` types `connection_id` and `customer_reference` as strings,
+/// not nullable, so the voice settings of a number without them leave them out rather than
+/// show null. `/phone_numbers` (an operator extension) still shows null.
+#[tokio::test]
+async fn voice_settings_leave_out_an_unset_connection_and_reference() {
+    for (app, store) in apps_and_stores().await {
+        let (acct, key) = account(&app, "Acme").await;
+        let cid = "1000000000000000001";
+        connection(&store, "credential_connection", cid, &acct, "office").await;
+        let body = json!({"phone_number": "+13035551234", "account_id": acct, "connection_id": cid, "customer_reference": "R1"});
+        let n = add(&app, body).await;
+        let uri = format!("{NUMBERS}/{}", n["id"].as_str().unwrap());
+        let shown = |v: &Value| (v.get("connection_id").cloned(), v.get("customer_reference").cloned());
+
+        let (_, v) = call(&app, "GET", &format!("{uri}/voice"), Some(&key), None).await;
+        assert_eq!(shown(&v["data"]), (Some(json!(cid)), Some(json!("R1"))));
+
+        // Its connection gone: left out, the reference still shown.
+        store.delete_resource("credential_connection", cid).await.unwrap();
+        let (_, v) = call(&app, "GET", &format!("{uri}/voice"), Some(&key), None).await;
+        assert_eq!(shown(&v["data"]), (None, Some(json!("R1"))));
+
+        // Both cleared: null on the number, left out of its voice settings everywhere.
+        let body = json!({"connection_id": null, "customer_reference": null});
+        let (st, up) = call(&app, "PATCH", &uri, Some(&key), Some(body)).await;
+        assert_eq!(st, StatusCode::OK, "{up}");
+        assert_eq!(shown(&up["data"]), (Some(Value::Null), Some(Value::Null)));
+        let (_, v) = call(&app, "GET", &format!("{uri}/voice"), Some(&key), None).await;
+        assert_eq!(shown(&v["data"]), (None, None), "{v}");
+        let (_, list) = call(&app, "GET", VOICE, Some(&key), None).await;
+        assert_eq!(shown(&list["data"][0]), (None, None), "{list}");
+        let (st, v) =
+            call(&app, "PATCH", &format!("{uri}/voice"), Some(&key), Some(json!({"tech_prefix_enabled": true}))).await;
+        assert_eq!((st, shown(&v["data"])), (StatusCode::OK, (None, None)), "{v}");
     }
 }
