@@ -106,9 +106,12 @@ fn user_part(value: &str) -> Cow<'_, str> {
 
 /// Whether the request asks for `Privacy: id` (RFC 3323), in any of its Privacy headers.
 pub fn privacy_id(msg: &Message) -> bool {
-    msg.header_values(HeaderName::Privacy)
-        .flat_map(|v| v.split([';', ',']))
-        .any(|t| t.trim().eq_ignore_ascii_case("id"))
+    msg.header_values(HeaderName::Privacy).any(asks_privacy_id)
+}
+
+/// Whether one `Privacy` header value asks for `id`.
+pub fn asks_privacy_id(value: &str) -> bool {
+    value.split([';', ',']).any(|t| t.trim().eq_ignore_ascii_case("id"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -275,7 +275,6 @@ pub struct RouteAttempt<'a> {
     pub gateway_index: usize,
     /// The carrier prefix that matched the destination; `""` for a carrier without prefixes.
     pub matched_prefix: &'a str,
-    pub dial: DialString<'a>,
 }
 
 impl<'a> RouteAttempt<'a> {
@@ -298,14 +297,23 @@ impl<'a> RouteAttempt<'a> {
     pub fn credentials(&self) -> Option<CarrierCredentials<'a>> {
         self.carrier.credentials()
     }
+
+    /// What to dial at this route: the carrier's tech prefix, then `number` (the plan's).
+    pub fn dial<'n>(&self, number: &'n str) -> DialString<'n>
+    where
+        'a: 'n,
+    {
+        DialString { tech_prefix: self.carrier.tech_prefix.as_deref().unwrap_or(""), number }
+    }
 }
 
 /// The routes of an outbound call, in the order to try them, and what they were chosen from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutePlan<'a> {
     pub attempts: Vec<RouteAttempt<'a>>,
-    /// The destination as dialed (E.164 digits, without `+`).
-    pub number: &'a str,
+    /// The destination as dialed (E.164 digits, without `+`). Owned, so a plan outlives the
+    /// number it was made for (a decision normalises the number itself).
+    pub number: String,
     pub rotation: u64,
     pub eligibility: Eligibility,
 }
@@ -362,7 +370,7 @@ impl RoutePlan<'_> {
         let e = self.eligibility;
         let order = describe_order(&self.attempts);
         let facts = vec![
-            ("number", Value::from(self.number)),
+            ("number", Value::from(self.number.as_str())),
             ("carriers", Value::from(e.carriers)),
             ("disabled", Value::from(e.disabled)),
             ("no_prefix_match", Value::from(e.no_prefix_match)),
@@ -388,7 +396,7 @@ impl RoutePlan<'_> {
 /// The routes of an outbound call to `e164_digits` (E.164 digits; a leading `+` is ignored),
 /// over `carriers`, with `rotation` (a per-call counter) starting round-robin carriers'
 /// gateway lists. Ordering rules: see the module documentation.
-pub fn plan_outbound<'a>(carriers: &'a [Carrier], e164_digits: &'a str, rotation: u64) -> RoutePlan<'a> {
+pub fn plan_outbound<'a>(carriers: &'a [Carrier], e164_digits: &str, rotation: u64) -> RoutePlan<'a> {
     let number = e164_digits.strip_prefix('+').unwrap_or(e164_digits);
     let mut eligibility =
         Eligibility { carriers: u32::try_from(carriers.len()).unwrap_or(u32::MAX), ..Eligibility::default() };
@@ -406,21 +414,19 @@ pub fn plan_outbound<'a>(carriers: &'a [Carrier], e164_digits: &'a str, rotation
         if carrier.gateways.is_empty() {
             eligibility.no_gateways = eligibility.no_gateways.saturating_add(1);
         }
-        let dial = DialString { tech_prefix: carrier.tech_prefix.as_deref().unwrap_or(""), number };
         attempts.extend(carrier.gateways.iter().enumerate().map(|(gateway_index, gateway)| RouteAttempt {
             carrier,
             gateway,
             carrier_index,
             gateway_index,
             matched_prefix,
-            dial,
         }));
     }
     // Every key ends in positions, which are unique: the order is total, so an unstable sort
     // (no allocation) gives the same result as a stable one.
     attempts.sort_unstable_by(|a, b| attempt_order(a, b, rotation));
 
-    RoutePlan { attempts, number, rotation, eligibility }
+    RoutePlan { attempts, number: number.to_owned(), rotation, eligibility }
 }
 
 fn attempt_order(a: &RouteAttempt<'_>, b: &RouteAttempt<'_>, rotation: u64) -> Ordering {

@@ -21,34 +21,110 @@ pub enum Verdict {
     Note,
 }
 
-/// A value a rule looked at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A value a rule looked at. Text compares by content whichever way it is held.
+#[derive(Clone, Debug)]
 pub enum Value {
     Str(Box<str>),
     Static(&'static str),
+    /// Shared with the configuration (an id): no copy.
+    Shared(std::sync::Arc<str>),
+    /// Short text held inline (numbers, prefixes): no allocation.
+    Inline(InlineStr),
     Int(i64),
     Bool(bool),
     /// An exact decimal (a rate, a cost, a spend), as text.
     Decimal(rust_decimal::Decimal),
+    Ip(std::net::IpAddr),
     Absent,
 }
 
-impl Serialize for Value {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+/// Text of up to [`InlineStr::CAPACITY`] bytes, without a heap allocation.
+#[derive(Clone, Copy)]
+pub struct InlineStr {
+    buf: [u8; InlineStr::CAPACITY],
+    len: u8,
+}
+
+impl InlineStr {
+    pub const CAPACITY: usize = 22;
+
+    pub fn new(s: &str) -> Option<InlineStr> {
+        let mut buf = [0; InlineStr::CAPACITY];
+        buf.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(InlineStr { buf, len: s.len() as u8 })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Whole UTF-8 strings are copied in, never cut.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for InlineStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Value {
+    /// The text, for the text variants.
+    pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Str(v) => s.serialize_str(v),
-            Value::Static(v) => s.serialize_str(v),
-            Value::Int(v) => s.serialize_i64(*v),
-            Value::Bool(v) => s.serialize_bool(*v),
-            Value::Decimal(v) => s.serialize_str(&v.to_string()),
-            Value::Absent => s.serialize_none(),
+            Value::Str(s) => Some(s),
+            Value::Static(s) => Some(s),
+            Value::Shared(s) => Some(s),
+            Value::Inline(s) => Some(s.as_str()),
+            _ => None,
         }
     }
 }
 
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Decimal(a), Value::Decimal(b)) => a == b,
+            (Value::Ip(a), Value::Ip(b)) => a == b,
+            (Value::Absent, Value::Absent) => true,
+            (a, b) => a.as_str().is_some() && a.as_str() == b.as_str(),
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Int(v) => s.serialize_i64(*v),
+            Value::Bool(v) => s.serialize_bool(*v),
+            Value::Decimal(v) => s.serialize_str(&v.to_string()),
+            Value::Ip(v) => s.collect_str(v),
+            Value::Absent => s.serialize_none(),
+            text => s.serialize_str(text.as_str().unwrap_or_default()),
+        }
+    }
+}
+
+impl From<std::sync::Arc<str>> for Value {
+    fn from(v: std::sync::Arc<str>) -> Self {
+        Value::Shared(v)
+    }
+}
+impl From<&std::sync::Arc<str>> for Value {
+    fn from(v: &std::sync::Arc<str>) -> Self {
+        Value::Shared(v.clone())
+    }
+}
+impl From<std::net::IpAddr> for Value {
+    fn from(v: std::net::IpAddr) -> Self {
+        Value::Ip(v)
+    }
+}
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Str(v.into())
+        InlineStr::new(v).map_or_else(|| Value::Str(v.into()), Value::Inline)
     }
 }
 impl From<String> for Value {
@@ -87,77 +163,116 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
-/// One evaluated rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Step {
+/// One evaluated rule, as read back from a [`Trace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Step<'t> {
     /// Dotted rule name, stable for tooling: `identify.ip_token`, `outbound.caller_id`, ...
     pub rule: &'static str,
     pub verdict: Verdict,
     /// The values the rule looked at, by name (serialized as an object, in order).
     #[serde(serialize_with = "facts_as_map")]
-    pub facts: Vec<(&'static str, Value)>,
+    pub facts: &'t [(&'static str, Value)],
 }
 
-fn facts_as_map<S: serde::Serializer>(facts: &[(&'static str, Value)], s: S) -> Result<S::Ok, S::Error> {
+fn facts_as_map<S: serde::Serializer>(facts: &&[(&'static str, Value)], s: S) -> Result<S::Ok, S::Error> {
     let mut m = s.serialize_map(Some(facts.len()))?;
-    for (k, v) in facts {
+    for (k, v) in facts.iter() {
         m.serialize_entry(k, v)?;
     }
     m.end()
 }
 
-/// The rules a decision evaluated, in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// A recorded step: its rule, verdict and where its facts end in the trace's fact list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    rule: &'static str,
+    verdict: Verdict,
+    facts_end: u32,
+}
+
+/// The rules a decision evaluated, in order. Steps and facts live in two flat lists, so
+/// recording a step moves a few words and allocates only when a list grows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
-    pub steps: Vec<Step>,
+    entries: Vec<Entry>,
+    facts: Vec<(&'static str, Value)>,
+}
+
+impl Serialize for Trace {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.steps())
+    }
 }
 
 impl Trace {
     pub fn new() -> Trace {
-        Trace { steps: Vec::with_capacity(16) }
+        Trace { entries: Vec::with_capacity(24), facts: Vec::with_capacity(64) }
     }
 
     /// Records a rule with its facts.
-    pub fn step(&mut self, rule: &'static str, verdict: Verdict, facts: Vec<(&'static str, Value)>) {
-        self.steps.push(Step { rule, verdict, facts });
+    pub fn step(
+        &mut self,
+        rule: &'static str,
+        verdict: Verdict,
+        facts: impl IntoIterator<Item = (&'static str, Value)>,
+    ) {
+        self.facts.extend(facts);
+        let facts_end = u32::try_from(self.facts.len()).unwrap_or(u32::MAX);
+        self.entries.push(Entry { rule, verdict, facts_end });
     }
 
-    pub fn pass(&mut self, rule: &'static str, facts: Vec<(&'static str, Value)>) {
+    pub fn pass(&mut self, rule: &'static str, facts: impl IntoIterator<Item = (&'static str, Value)>) {
         self.step(rule, Verdict::Pass, facts);
     }
 
-    pub fn fail(&mut self, rule: &'static str, facts: Vec<(&'static str, Value)>) {
+    pub fn fail(&mut self, rule: &'static str, facts: impl IntoIterator<Item = (&'static str, Value)>) {
         self.step(rule, Verdict::Fail, facts);
     }
 
-    pub fn skip(&mut self, rule: &'static str, facts: Vec<(&'static str, Value)>) {
+    pub fn skip(&mut self, rule: &'static str, facts: impl IntoIterator<Item = (&'static str, Value)>) {
         self.step(rule, Verdict::Skip, facts);
     }
 
-    pub fn note(&mut self, rule: &'static str, facts: Vec<(&'static str, Value)>) {
+    pub fn note(&mut self, rule: &'static str, facts: impl IntoIterator<Item = (&'static str, Value)>) {
         self.step(rule, Verdict::Note, facts);
     }
 
+    /// The steps in the order they were recorded.
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = Step<'_>> + Clone + '_ {
+        self.entries.iter().enumerate().map(|(i, e)| {
+            let start = if i == 0 { 0 } else { self.entries[i - 1].facts_end as usize };
+            let end = (e.facts_end as usize).min(self.facts.len());
+            Step { rule: e.rule, verdict: e.verdict, facts: &self.facts[start.min(end)..end] }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The step that failed, if any (the reason a decision ended).
-    pub fn failed(&self) -> Option<&Step> {
-        self.steps.iter().find(|s| s.verdict == Verdict::Fail)
+    pub fn failed(&self) -> Option<Step<'_>> {
+        self.steps().find(|s| s.verdict == Verdict::Fail)
     }
 
     /// Whether a rule was evaluated.
     pub fn has(&self, rule: &str) -> bool {
-        self.steps.iter().any(|s| s.rule == rule)
+        self.entries.iter().any(|s| s.rule == rule)
     }
 
     /// The first step of a rule.
-    pub fn get(&self, rule: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.rule == rule)
+    pub fn get(&self, rule: &str) -> Option<Step<'_>> {
+        self.steps().find(|s| s.rule == rule)
     }
 }
 
-impl Step {
+impl<'t> Step<'t> {
     /// A fact's value by name.
-    pub fn fact(&self, name: &str) -> Option<&Value> {
+    pub fn fact(&self, name: &str) -> Option<&'t Value> {
         self.facts.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }
@@ -178,5 +293,7 @@ mod tests {
         );
         assert_eq!(t.failed().unwrap().rule, "outbound.caller_id");
         assert_eq!(t.get("identify.source").unwrap().fact("matches"), Some(&Value::Int(2)));
+        assert_eq!(t.steps().map(|s| s.facts.len()).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(t.len(), 2);
     }
 }

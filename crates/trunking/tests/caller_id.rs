@@ -417,7 +417,7 @@ fn caller_id_policy_rows() {
     for row in ROWS {
         let d = dest(row.dialed, row.localization);
         let (got, trace) = run(row.caller, row.privacy, &d, &settings(row.localization));
-        assert_eq!(got, (row.want)(), "{}: {:#?}", row.what, trace.steps);
+        assert_eq!(got, (row.want)(), "{}: {:#?}", row.what, trace);
         // The trace names the rule that decided.
         let failed = trace.failed().map(|s| s.rule);
         let want_rule = match got {
@@ -434,7 +434,7 @@ fn caller_id_policy_rows() {
 #[test]
 fn trace_records_the_rules() {
     let (_, trace) = run("13129457420", true, &dest("2125550123", Some("US")), &settings(Some("US")));
-    let rules: Vec<_> = trace.steps.iter().map(|s| s.rule).collect();
+    let rules: Vec<_> = trace.steps().map(|s| s.rule).collect();
     assert_eq!(rules, ["caller_id.header", "caller_id.format", "caller_id.owner", "caller_id.privacy"]);
     let format = trace.get("caller_id.format").unwrap();
     assert_eq!(format.verdict, Verdict::Pass);

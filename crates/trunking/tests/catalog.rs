@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use trunking::catalog::{CATALOG, Reason};
 
 fn product_docs() -> Option<String> {
-    let path = std::env::var_os("OPENTRUNK_PRODUCT_DOCS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/product-docs.md")
-    });
+    let path = std::env::var_os("OPENTRUNK_PRODUCT_DOCS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/product-docs.md"));
     match std::fs::read_to_string(&path) {
         Ok(s) => Some(s),
         Err(e) => {

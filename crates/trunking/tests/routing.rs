@@ -282,12 +282,12 @@ fn tech_prefix_goes_before_the_number() {
     with.tech_prefix = Some("7788#".into());
     let carriers = [with, carrier("without", 2, &[], vec![gw("n1")])];
     let plan = plan_outbound(&carriers, "+14155550100", 0);
-    let dials: Vec<String> = plan.attempts.iter().map(|a| a.dial.to_string()).collect();
+    let dials: Vec<String> = plan.attempts.iter().map(|a| a.dial(&plan.number).to_string()).collect();
     assert_eq!(dials, ["7788#14155550100", "14155550100"]);
     let mut buf = String::new();
-    plan.attempts[0].dial.write_to(&mut buf);
+    plan.attempts[0].dial(&plan.number).write_to(&mut buf);
     assert_eq!(buf, "7788#14155550100");
-    assert_eq!(plan.attempts[0].dial.len(), buf.len());
+    assert_eq!(plan.attempts[0].dial(&plan.number).len(), buf.len());
 }
 
 #[test]
@@ -660,7 +660,7 @@ proptest! {
             }
         }
         for a in &plan.attempts {
-            prop_assert_eq!(a.dial.to_string(), format!("{}{}", a.carrier.tech_prefix.as_deref().unwrap_or(""), digits));
+            prop_assert_eq!(a.dial(&plan.number).to_string(), format!("{}{}", a.carrier.tech_prefix.as_deref().unwrap_or(""), digits));
             prop_assert!(std::ptr::eq(a.carrier, &carriers[a.carrier_index]));
             prop_assert!(std::ptr::eq(a.gateway, &a.carrier.gateways[a.gateway_index]));
         }
