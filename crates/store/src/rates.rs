@@ -73,7 +73,8 @@ pub(crate) async fn insert_rates(
     Ok(())
 }
 
-/// The resource row of a rate deck, stored or replaced with its rates.
+/// A resource's row (a rate deck's with its rates, any other through the repository); a
+/// taken id is a conflict in scope `id`.
 pub(crate) async fn insert_resource_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &Resource,

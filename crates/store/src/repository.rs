@@ -274,20 +274,7 @@ impl Repository for Store {
             return Ok(false);
         }
         claim_unique(&mut tx, &r.kind, &r.id, unique).await?;
-        sqlx::query(
-            "INSERT INTO resources (kind, id, account_id, name, body, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&r.kind)
-        .bind(&r.id)
-        .bind(&r.account_id)
-        .bind(&r.name)
-        .bind(&r.body)
-        .bind(&r.created_at)
-        .bind(&r.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict_or(e, "id"))?;
+        insert_resource_row(&mut tx, r).await?;
         announce(&mut tx, self.backend, &r.kind).await?;
         tx.commit().await?;
         self.changed();

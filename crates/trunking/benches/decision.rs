@@ -17,9 +17,19 @@ use trunking::identify::{CallFacts, Identification, identify};
 use trunking::numbering::{Country, NumberingPlan};
 use trunking::outbound::{OutboundDecision, OutboundRequest, Scope, Usage, decide};
 use trunking::rating::{BillingIncrement, RateDeck};
-use trunking::routing::{Carrier, Gateway, GatewayOrder, Transport};
+use trunking::routing::{Carrier, GatewayOrder};
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
+
+#[path = "../tests/support/fixture.rs"]
+mod fixture;
+
+use fixture::carrier;
+
+fn round_robin(mut c: Carrier) -> Carrier {
+    c.routing = GatewayOrder::RoundRobin;
+    c
+}
 
 const CONNECTIONS: usize = 10_000;
 const NUMBERS: usize = 100_000;
@@ -77,9 +87,9 @@ fn platform() -> Config {
 
     let mut b = Config::builder(plan)
         .rate_deck("deck".into(), deck, BillingIncrement::PER_MINUTE)
-        .carrier(carrier("c1", 1, &[]))
-        .carrier(carrier("c2", 2, &["1"]))
-        .carrier(carrier("c3", 3, &["44"]));
+        .carrier(round_robin(carrier("c1", 1, &[])))
+        .carrier(round_robin(carrier("c2", 2, &["1"])))
+        .carrier(round_robin(carrier("c3", 3, &["44"])));
     let accounts = CONNECTIONS / 4;
     for a in 0..accounts {
         b = b.account(Account {
@@ -132,25 +142,6 @@ fn platform() -> Config {
         });
     }
     b.build()
-}
-
-fn carrier(id: &str, priority: u16, prefixes: &[&str]) -> Carrier {
-    Carrier {
-        id: id.into(),
-        name: id.into(),
-        gateways: vec![
-            Gateway { host: "198.51.100.1".into(), port: 5060, transport: Transport::Udp, priority: 1, weight: 1 },
-            Gateway { host: "198.51.100.2".into(), port: 5060, transport: Transport::Udp, priority: 2, weight: 1 },
-        ],
-        routing: GatewayOrder::RoundRobin,
-        priority,
-        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-        inbound_ips: Vec::new(),
-        username: None,
-        password: None,
-        tech_prefix: None,
-        enabled: true,
-    }
 }
 
 fn bench(c: &mut Criterion) {

@@ -402,10 +402,7 @@ impl DigestRealm {
         let nonce = required(&p.nonce, "nonce")?;
         let uri = required(&p.uri, "uri")?;
         let response = required(&p.response, "response")?;
-        let algorithm = match &p.algorithm {
-            None => DigestAlgorithm::Md5,
-            Some(a) => DigestAlgorithm::parse(a).ok_or(DigestFault::UnsupportedAlgorithm)?,
-        };
+        let algorithm = p.algorithm()?;
         let qop = match &p.qop {
             None => None,
             Some(q) if q.eq_ignore_ascii_case("auth") => {
@@ -493,6 +490,14 @@ struct Directives<'a> {
 }
 
 impl<'a> Directives<'a> {
+    /// The algorithm named, MD5 when none is (RFC 2617).
+    fn algorithm(&self) -> Result<DigestAlgorithm, DigestFault> {
+        match &self.algorithm {
+            None => Ok(DigestAlgorithm::Md5),
+            Some(a) => DigestAlgorithm::parse(a).ok_or(DigestFault::UnsupportedAlgorithm),
+        }
+    }
+
     /// Reads `name=value, ...` in one pass (values are tokens or quoted-strings); unknown
     /// directives are skipped. A repeated directive is refused (RFC 7616 section 3.4: each
     /// appears at most once), so no reader can be fooled into taking another copy than we did;
@@ -876,10 +881,7 @@ pub fn authorization(
     let c = Directives::parse(challenge.params)?;
     let realm = c.realm.as_deref().ok_or(DigestFault::MissingParameter("realm"))?;
     let nonce = required(&c.nonce, "nonce")?;
-    let algorithm = match &c.algorithm {
-        None => DigestAlgorithm::Md5,
-        Some(a) => DigestAlgorithm::parse(a).ok_or(DigestFault::UnsupportedAlgorithm)?,
-    };
+    let algorithm = c.algorithm()?;
     let offers_auth = match &c.qop {
         None => false,
         Some(q) if q.split(',').any(|o| trim_lws(o).eq_ignore_ascii_case("auth")) => true,
