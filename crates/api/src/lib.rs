@@ -27,6 +27,7 @@ pub mod ips;
 pub mod openapi;
 pub mod outbound_voice_profiles;
 pub mod phone_numbers;
+pub mod policy;
 pub mod query;
 pub mod rate_decks;
 pub mod uac_connections;
