@@ -100,7 +100,7 @@ impl Warnings {
 pub fn config_from_snapshot(
     snapshot: &Snapshot,
     plan: Arc<NumberingPlan>,
-    decks: &HashMap<String, RateDeck>,
+    decks: &HashMap<String, Arc<RateDeck>>,
     resolved: &HashMap<String, Vec<IpAddr>>,
 ) -> (Config, Vec<ConfigWarning>) {
     let mut w = Warnings(Vec::new());
@@ -190,7 +190,7 @@ pub fn config_from_snapshot(
 pub async fn load_rate_decks(
     repo: &dyn Repository,
     snapshot: &Snapshot,
-) -> Result<HashMap<String, RateDeck>, StoreError> {
+) -> Result<HashMap<String, Arc<RateDeck>>, StoreError> {
     load_rate_decks_in_pages(repo, snapshot, RATE_PAGE).await
 }
 
@@ -199,11 +199,11 @@ pub async fn load_rate_decks_in_pages(
     repo: &dyn Repository,
     snapshot: &Snapshot,
     page: u64,
-) -> Result<HashMap<String, RateDeck>, StoreError> {
+) -> Result<HashMap<String, Arc<RateDeck>>, StoreError> {
     let mut out = HashMap::new();
     for r in snapshot.of_kind(RATE_DECK_KIND) {
         if let Some(deck) = load_rate_deck(repo, r, page.max(1)).await? {
-            out.insert(r.id.clone(), deck);
+            out.insert(r.id.clone(), Arc::new(deck));
         }
     }
     Ok(out)

@@ -86,7 +86,7 @@ fn platform() -> Config {
     let deck = RateDeck::build(rows.iter().map(|(p, r)| (p.as_str(), r.as_str()))).expect("a deck");
 
     let mut b = Config::builder(plan)
-        .rate_deck("deck".into(), deck, BillingIncrement::PER_MINUTE)
+        .rate_deck("deck".into(), Arc::new(deck), BillingIncrement::PER_MINUTE)
         .carrier(round_robin(carrier("c1", 1, &[])))
         .carrier(round_robin(carrier("c2", 2, &["1"])))
         .carrier(round_robin(carrier("c3", 3, &["44"])));

@@ -157,7 +157,9 @@ pub struct Config {
     profiles: HashMap<Id, OutboundVoiceProfile>,
     numbers: HashMap<Arc<str>, PhoneNumber>,
     carriers: Vec<Carrier>,
-    rate_decks: HashMap<Id, (RateDeck, BillingIncrement)>,
+    /// Shared: a deck of a million prefixes is 23 MiB, and a configuration change elsewhere must
+    /// not copy it.
+    rate_decks: HashMap<Id, (Arc<RateDeck>, BillingIncrement)>,
     platform: Platform,
     /// Built once at start (it compiles the numbering metadata) and shared by every configuration.
     plan: Arc<NumberingPlan>,
@@ -224,7 +226,7 @@ impl Config {
     }
 
     /// A rate deck and its billing increment.
-    pub fn rate_deck(&self, id: &str) -> Option<&(RateDeck, BillingIncrement)> {
+    pub fn rate_deck(&self, id: &str) -> Option<&(Arc<RateDeck>, BillingIncrement)> {
         self.rate_decks.get(id)
     }
 
@@ -291,7 +293,7 @@ impl ConfigBuilder {
         self
     }
 
-    pub fn rate_deck(mut self, id: Id, deck: RateDeck, increment: BillingIncrement) -> Self {
+    pub fn rate_deck(mut self, id: Id, deck: Arc<RateDeck>, increment: BillingIncrement) -> Self {
         self.config.rate_decks.insert(id, (deck, increment));
         self
     }

@@ -9,9 +9,11 @@
 //!    source address also matches an IP connection, so a shared cloud address is never billed
 //!    to the wrong customer. No credentials yet: `407` with a challenge.
 //! 2. `X-Telnyx-Token`: [`IP_TOKEN_BEHAVIOUR`].
-//! 3. The connections at the source address, told apart by tech prefix, then `P-Charge-Info`,
-//!    then by being the only one; several left: [`TECH_PREFIX_BEHAVIOUR`] when one of them has a
-//!    tech prefix, otherwise rejected as ambiguous (`D29`), never guessed.
+//! 3. The connections at the source address (those that want a token aside), told apart by tech
+//!    prefix, then `P-Charge-Info`, then by being the only one; several left: `D28` when a
+//!    `P-Charge-Info` number was of none of them, [`TECH_PREFIX_BEHAVIOUR`] when one of them has
+//!    a tech prefix, otherwise rejected as ambiguous (`D29`), never guessed. A connection alone
+//!    on its address is identified by it even when its `P-Charge-Info` names another number.
 //! 4. No connection at the address: `407` (the caller may be a credential connection).
 
 use std::borrow::Cow;
@@ -275,41 +277,42 @@ fn by_address(config: &Config, facts: &CallFacts<'_>, trace: &mut Trace) -> Iden
     }
     trace.note("identify.source", [source(), ("connections", (at.len() as u64).into())]);
     let id = |c: ConnectionRef| Value::from(&config.connection(c).id);
-    let prefixed =
-        |c: &ConnectionRef| config.connection(*c).ip_authentication == IpAuthentication::TechPrefixOrChargeInfo;
+    // Connections that want their token are singled out by nothing else.
+    let open: Vec<ConnectionRef> =
+        at.iter().copied().filter(|c| config.connection(*c).ip_authentication != IpAuthentication::Token).collect();
 
-    // Tech prefix: the dial string starts with one of them.
+    // Tech prefix: the dial string starts with one of theirs.
     if let Some(head) = facts.dial_string.as_bytes().get(..4)
-        && let Some(c) = at
-            .iter()
-            .copied()
-            .filter(prefixed)
-            .find(|c| config.connection(*c).tech_prefix.as_ref().map(|p| &p[..]) == Some(head))
+        && let Some(c) =
+            open.iter().copied().find(|c| config.connection(*c).tech_prefix.as_ref().map(|p| &p[..]) == Some(head))
         && prefix_rule(PrefixMatch::Correct).is_none()
     {
         trace.pass("identify.tech_prefix", [("prefix", facts.dial_string[..4].into()), ("connection", id(c))]);
         return Identification::Identified(Identified { connection: c, method: AuthMethod::TechPrefix, prefix_len: 4 });
     }
 
-    // P-Charge-Info: a number assigned to one of them.
+    // P-Charge-Info: a number assigned to one of them. A number of none of them is only a
+    // refusal where it was needed to tell connections apart (below).
+    let mut charge_info_unmatched = false;
     if let Some(pci) = facts.charge_info {
         let owner = e164_of(pci).and_then(|n| config.number(&n)).and_then(|n| n.connection_id.clone());
-        let found = owner.and_then(|o| at.iter().copied().filter(prefixed).find(|c| config.connection(*c).id == o));
-        return match found {
+        match owner.and_then(|o| open.iter().copied().find(|c| config.connection(*c).id == o)) {
             Some(c) => {
                 trace.pass("identify.p_charge_info", [("number", pci.into()), ("connection", id(c))]);
-                Identification::Identified(Identified { connection: c, method: AuthMethod::ChargeInfo, prefix_len: 0 })
+                return Identification::Identified(Identified {
+                    connection: c,
+                    method: AuthMethod::ChargeInfo,
+                    prefix_len: 0,
+                });
             }
             None => {
-                trace.fail("identify.p_charge_info", [("number", pci.into())]);
-                Identification::Rejected(Reason::D28)
+                trace.note("identify.p_charge_info", [("number", pci.into()), ("connection", Value::Absent)]);
+                charge_info_unmatched = true;
             }
-        };
+        }
     }
 
     // The address alone: only connections that need nothing more can be meant.
-    let open: Vec<ConnectionRef> =
-        at.iter().copied().filter(|c| config.connection(*c).ip_authentication != IpAuthentication::Token).collect();
     match open.as_slice() {
         [c] => {
             trace.pass("identify.address", [source(), ("connection", id(*c))]);
@@ -319,6 +322,14 @@ fn by_address(config: &Config, facts: &CallFacts<'_>, trace: &mut Trace) -> Iden
             // Every connection here wants its token, and none was sent.
             trace.fail("identify.ip_token", [source(), ("token", Value::Absent)]);
             Identification::Rejected(token_rule(true, TokenMatch::MissingOrWrong).unwrap_or(Reason::D26))
+        }
+        several if charge_info_unmatched => {
+            let pci = facts.charge_info.unwrap_or_default();
+            trace.fail(
+                "identify.p_charge_info",
+                [("number", pci.into()), ("connections", (several.len() as u64).into())],
+            );
+            Identification::Rejected(Reason::D28)
         }
         several if several.iter().any(|c| config.connection(*c).tech_prefix.is_some()) => {
             trace.fail(

@@ -370,7 +370,14 @@ fn check_window(
 ) -> Result<(), Reason> {
     let now = req.now.second_of_day();
     let (start, end) = (w.start.unwrap_or(0), w.end.unwrap_or(86_400));
-    let inside = if start <= end { (start..end).contains(&now) } else { now >= start || now < end };
+    // A window that starts where it ends is the whole day; one that wraps midnight ends the next day.
+    let inside = if start == end {
+        true
+    } else if start < end {
+        (start..end).contains(&now)
+    } else {
+        now >= start || now < end
+    };
     let facts = || [("now", now.into()), ("start", start.into()), ("end", end.into())];
     if !inside {
         trace.fail("outbound.calling_window", facts());

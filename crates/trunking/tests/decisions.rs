@@ -151,6 +151,13 @@ fn identification_table() {
             "192.0.2.20",
             Expect::Rejected(Reason::D28),
         ),
+        (
+            "p-charge-info: another number from a connection alone on its address",
+            "+13125550199",
+            "P-Charge-Info: <sip:+13125550111@pbx.example.com>\r\n".into(),
+            "192.0.2.30",
+            Expect::Identified("alone", AuthMethod::Address),
+        ),
         // The address alone.
         (
             "address: alone on its address",
@@ -526,6 +533,7 @@ fn calling_window_and_calls_per_cld() {
         (h(13), h(20), None, 0, Some(Reason::D17)),
         (h(8), h(12), None, 0, Some(Reason::D17)),
         (h(22), h(13), None, 0, None), // wraps midnight
+        (h(9), h(9), None, 0, None),   // starts where it ends: the whole day
         (h(8), h(20), Some(5), 4, None),
         (h(8), h(20), Some(5), 5, Some(Reason::D22)),
     ];

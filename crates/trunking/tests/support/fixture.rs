@@ -147,7 +147,7 @@ pub fn platform_with(
             concurrent_call_limit: Some(10),
             rate_deck_id: Some("deck-1".into()),
         })
-        .rate_deck("deck-1".into(), deck, BillingIncrement::PER_MINUTE)
+        .rate_deck("deck-1".into(), Arc::new(deck), BillingIncrement::PER_MINUTE)
         .number(PhoneNumber {
             e164: "+13125550100".into(),
             account_id: "acc-a".into(),
