@@ -1,6 +1,7 @@
 //! `engine`: the running switch. It owns sockets, clocks and tasks, and drives the pure state
 //! machines of `sip` (and later `trunking`) with them.
 
+pub mod call;
 pub mod dns;
 pub mod switch;
 pub mod transport;

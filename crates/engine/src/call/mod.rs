@@ -1,0 +1,1039 @@
+//! One outbound call through the back-to-back user agent, as a sans-I/O state machine: the
+//! customer's leg (A, where we are the UAS) and the carrier legs (B, one per route attempt, where
+//! we are the UAC). The driver owns the transactions and the sockets; the call decides what to
+//! send on each leg, and when. It reads the same way as the transactions (quinn-proto's
+//! vocabulary): `handle_*` for what happened, `poll_action` / `poll_timeout` / `poll_event` for
+//! what to do next; `now` is always passed in.
+//!
+//! This part covers call setup: the route plan walked attempt by attempt, failover exactly where
+//! `trunking::routing::after_attempt` says, the per-attempt timeouts (`timeout_1xx_secs`: no
+//! provisional answer; `timeout_2xx_secs`: no final answer), provisional responses relayed (with
+//! their SDP), the answer relayed and its ACK carried end to end, a CANCEL from the caller, and
+//! the caller's final answer when every route failed (the last meaningful response, or `503` with
+//! the `PE` code). Topology hiding: the B-leg has its own Call-ID, tags, CSeq and Contact; nothing
+//! of the carrier's Contact, Record-Route or Via reaches the caller, nor the caller's the carrier.
+//! SDP passes unchanged: media anchoring will rewrite bodies at [`Call::offer_for_b`] and
+//! [`Call::answer_for_a`], the seam kept for it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip::Message;
+use sip::headers::HeaderName;
+use trunking::catalog::Reason;
+use trunking::routing::{AttemptOutcome, Next, Transport, after_attempt, final_for_caller};
+
+mod dialog;
+
+/// One route of the plan, owned (the decision's plan borrows the configuration; a call outlives
+/// a configuration change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteTarget {
+    pub carrier_id: String,
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    /// The Request-URI user toward the carrier: its tech prefix and the number.
+    pub user: String,
+}
+
+impl RouteTarget {
+    /// The owned targets of a decision's route plan, in order.
+    pub fn from_plan(plan: &trunking::routing::RoutePlan<'_>) -> Vec<RouteTarget> {
+        plan.attempts
+            .iter()
+            .map(|a| RouteTarget {
+                carrier_id: a.carrier_id().to_owned(),
+                host: a.host().to_owned(),
+                port: a.port(),
+                transport: a.transport(),
+                user: a.dial(&plan.number).to_string(),
+            })
+            .collect()
+    }
+
+    fn uri(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        match self.transport {
+            Transport::Udp => format!("sip:{}@{host}:{}", self.user, self.port),
+            Transport::Tcp => format!("sip:{}@{host}:{};transport=tcp", self.user, self.port),
+            Transport::Tls => format!("sip:{}@{host}:{};transport=tls", self.user, self.port),
+        }
+    }
+}
+
+/// What a new call is made of. Identifiers are drawn by the driver (the call draws no
+/// randomness).
+#[derive(Clone, Debug)]
+pub struct CallSetup {
+    /// The customer's INVITE as received.
+    pub invite: Message,
+    pub routes: Vec<RouteTarget>,
+    /// The caller number to present toward carriers (the decision's), and whether anonymously.
+    pub caller: String,
+    pub anonymous: bool,
+    /// Our host (and port) as carriers and customers must reach us: Contact and From host.
+    pub local: String,
+    /// The To tag of our answers on the A-leg.
+    pub a_tag: String,
+    /// The B-leg's Call-ID and From tag (one dialog per call toward carriers, new CSeq per attempt).
+    pub b_call_id: String,
+    pub b_tag: String,
+    /// No provisional answer (above 100) within this: the attempt failed, try the next route.
+    pub timeout_1xx: Duration,
+    /// No final answer within this after the attempt began: the call ends `408`.
+    pub timeout_2xx: Duration,
+    /// An answered call with no signalling for this long is torn down (a lower `Session-Expires`
+    /// agreed by the peers wins, RFC 4028).
+    pub idle_limit: Duration,
+    /// `Server`/`User-Agent` product token.
+    pub product: String,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Answer on the A-leg's INVITE server transaction (a provisional or the final response).
+    RespondA(Message),
+    /// Start an INVITE client transaction toward `routes[attempt]`; the driver adds its Via
+    /// (with a new branch) and resolves the target (RFC 3263).
+    InviteB { attempt: usize, request: Message },
+    /// Cancel the INVITE of `attempt` (the driver builds the CANCEL from that transaction's
+    /// request, RFC 3261 section 9.1, once a provisional response has come).
+    CancelB { attempt: usize },
+    /// Send this ACK for a 2xx on the B-leg (end to end: outside any transaction).
+    AckB { attempt: usize, request: Message },
+    /// Hang up an answer that came too late (after a CANCEL): BYE in the B dialog.
+    ByeB { attempt: usize, request: Message },
+    /// Start a client transaction for this in-dialog request on `side`'s leg; its responses
+    /// come back through [`Call::handle_dialog_response`] with `out`.
+    Request { side: Side, out: OutRef, request: Message },
+    /// Answer a request received in a dialog (on the server transaction the driver named `txn`).
+    Respond { side: Side, txn: TxnRef, response: Message },
+    /// Send this ACK on `side`'s leg, outside any transaction (a re-INVITE's 2xx, end to end).
+    Ack { side: Side, request: Message },
+}
+
+/// A leg of the call: the caller's (A) or the callee's (B, the carrier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Caller,
+    Callee,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+}
+
+/// Who ended an answered call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HangupBy {
+    Caller,
+    Callee,
+    /// The platform: no signalling within the idle limit or the session timer.
+    System,
+}
+
+/// A server transaction of the driver's, named by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TxnRef(pub u64);
+
+/// A request the call sent in a dialog, named by the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OutRef(pub u32);
+
+/// How the call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// An attempt is in progress without a provisional answer yet: failover is still possible.
+    Trying {
+        attempt: usize,
+    },
+    /// A provisional answer came: this route carries the call until its final answer.
+    Early {
+        attempt: usize,
+    },
+    Answered {
+        attempt: usize,
+    },
+    /// An answered call that has been hung up.
+    Ended,
+    /// Setup failed or was cancelled: the final response to the caller is sent.
+    Failed,
+}
+
+/// What the rest of the platform must learn (CDRs, webhooks, counters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// An attempt ended: the carrier, and how.
+    AttemptEnded {
+        attempt: usize,
+        outcome: AttemptOutcome,
+    },
+    Answered {
+        attempt: usize,
+    },
+    /// An answered call ended, and who ended it.
+    Ended {
+        by: HangupBy,
+    },
+    /// Setup ended without an answer: the status (and product reason) the caller got.
+    Failed {
+        status: u16,
+        reason: Option<Reason>,
+        cancelled: bool,
+    },
+}
+
+/// The B-leg dialog state of an answered attempt (what the BYE and in-dialog requests need).
+#[derive(Clone, Debug)]
+struct BDialog {
+    attempt: usize,
+    remote_tag: String,
+    remote_target: String,
+    route_set: Vec<String>,
+}
+
+/// One outbound call's setup.
+#[derive(Debug)]
+pub struct Call {
+    setup: CallSetup,
+    state: CallState,
+    /// CSeq of the last B-leg request.
+    b_cseq: u32,
+    /// When the current attempt began.
+    attempt_started: Option<Instant>,
+    /// Outcomes of the attempts so far, in order.
+    outcomes: Vec<AttemptOutcome>,
+    /// The current attempt got a provisional answer (a CANCEL may be sent).
+    provisional: bool,
+    /// Attempts to cancel once they send a provisional response (RFC 3261 section 9.1: no
+    /// CANCEL before one); kept across attempts, a route given up on still gets its CANCEL.
+    cancel_pending: Vec<usize>,
+    answered: Option<BDialog>,
+    dialog: dialog::DialogState,
+    actions: VecDeque<Action>,
+    events: VecDeque<CallEvent>,
+}
+
+impl Call {
+    /// Starts a call: the first route's INVITE, or the caller's final answer when there is
+    /// no route.
+    pub fn new(setup: CallSetup, now: Instant) -> Call {
+        let mut call = Call {
+            setup,
+            state: CallState::Failed,
+            b_cseq: 0,
+            attempt_started: None,
+            outcomes: Vec::new(),
+            provisional: false,
+            cancel_pending: Vec::new(),
+            answered: None,
+            dialog: dialog::DialogState::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        call.start_attempt(0, now);
+        call
+    }
+
+    pub fn state(&self) -> CallState {
+        self.state
+    }
+
+    pub fn attempts(&self) -> &[AttemptOutcome] {
+        &self.outcomes
+    }
+
+    /// The body offered to the carrier: the caller's, unchanged until media anchoring.
+    fn offer_for_b(&self) -> (Option<String>, Bytes) {
+        let ct = self.setup.invite.header(HeaderName::ContentType).map(str::to_owned);
+        (ct, self.setup.invite.body().clone())
+    }
+
+    /// The body answered to the caller: the carrier's, unchanged until media anchoring.
+    fn answer_for_a(&self, resp: &Message) -> (Option<String>, Bytes) {
+        (resp.header(HeaderName::ContentType).map(str::to_owned), resp.body().clone())
+    }
+
+    fn start_attempt(&mut self, attempt: usize, now: Instant) {
+        let Some(route) = self.setup.routes.get(attempt) else {
+            self.fail_to_caller(now);
+            return;
+        };
+        self.b_cseq += 1;
+        let mut req = Message::new_request("INVITE", &route.uri());
+        let max_forwards = self.setup.invite.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
+        req.push_header(HeaderName::MaxForwards, &max_forwards.to_string());
+        let from_user = if self.setup.anonymous { "anonymous" } else { &self.setup.caller };
+        let from_host = if self.setup.anonymous { "anonymous.invalid" } else { &self.setup.local };
+        req.push_header(HeaderName::From, &format!("<sip:{from_user}@{from_host}>;tag={}", self.setup.b_tag));
+        req.push_header(HeaderName::To, &format!("<{}>", route.uri()));
+        req.push_header(HeaderName::CallId, &self.setup.b_call_id);
+        req.push_header(HeaderName::CSeq, &format!("{} INVITE", self.b_cseq));
+        req.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+        if self.setup.anonymous {
+            req.push_header(
+                HeaderName::PAssertedIdentity,
+                &format!("<sip:{}@{}>", self.setup.caller, self.setup.local),
+            );
+            req.push_header(HeaderName::Privacy, "id");
+        }
+        req.push_header(HeaderName::UserAgent, &self.setup.product);
+        let (content_type, body) = self.offer_for_b();
+        if !body.is_empty() {
+            req.set_body(body, content_type.as_deref());
+        }
+        self.state = CallState::Trying { attempt };
+        self.attempt_started = Some(now);
+        self.provisional = false;
+        self.actions.push_back(Action::InviteB { attempt, request: req });
+    }
+
+    fn current_attempt(&self) -> Option<usize> {
+        match self.state {
+            CallState::Trying { attempt } | CallState::Early { attempt } | CallState::Answered { attempt } => {
+                Some(attempt)
+            }
+            CallState::Failed | CallState::Ended => None,
+        }
+    }
+
+    /// A response on the B-leg INVITE of `attempt` (provisional, final, or a 2xx retransmission).
+    pub fn handle_b_response(&mut self, attempt: usize, resp: &Message, now: Instant) {
+        let Some(status) = resp.status() else { return };
+        if let Some(i) = self.cancel_pending.iter().position(|a| *a == attempt) {
+            match status {
+                101..=199 => {
+                    self.cancel_pending.swap_remove(i);
+                    self.actions.push_back(Action::CancelB { attempt });
+                    return;
+                }
+                200.. => {
+                    self.cancel_pending.swap_remove(i); // ended on its own: nothing to cancel
+                }
+                _ => return,
+            }
+        }
+        if (200..300).contains(&status) {
+            self.b_answered(attempt, resp, now);
+            return;
+        }
+        if self.current_attempt() != Some(attempt) || matches!(self.state, CallState::Answered { .. }) {
+            return; // a late answer of an abandoned attempt
+        }
+        if status < 200 {
+            if status == 100 {
+                return; // the next hop's, not the call's
+            }
+            self.provisional = true;
+            if matches!(after_attempt(AttemptOutcome::Response(status)), Next::Finish) {
+                self.state = CallState::Early { attempt };
+            }
+            let mut a = self.response_for_a(status, resp.reason().unwrap_or(""));
+            let (ct, body) = self.answer_for_a(resp);
+            if !body.is_empty() {
+                a.set_body(body, ct.as_deref());
+            }
+            self.actions.push_back(Action::RespondA(a));
+            return;
+        }
+        // A final failure: fail over or finish.
+        self.attempt_ended(attempt, AttemptOutcome::Response(status));
+        let early = matches!(self.state, CallState::Early { .. });
+        if !early && matches!(after_attempt(AttemptOutcome::Response(status)), Next::TryNextRoute) {
+            self.start_attempt(attempt + 1, now);
+        } else {
+            let resp_a = self.response_for_a(status, resp.reason().unwrap_or(""));
+            self.finish_failed(resp_a, status, None, false);
+        }
+    }
+
+    /// The B-leg INVITE of `attempt` got no final answer in time (Timer B) or its transport
+    /// failed: fail over.
+    pub fn handle_b_failure(&mut self, attempt: usize, outcome: AttemptOutcome, now: Instant) {
+        if self.current_attempt() != Some(attempt) || matches!(self.state, CallState::Answered { .. }) {
+            return;
+        }
+        self.attempt_ended(attempt, outcome);
+        match (self.state, after_attempt(outcome)) {
+            (CallState::Trying { .. }, Next::TryNextRoute) => self.start_attempt(attempt + 1, now),
+            _ => self.fail_to_caller(now),
+        }
+    }
+
+    /// The caller cancelled: cancel the B-leg; the A-leg ends `487` (the driver's server
+    /// transaction answers the CANCEL itself with `200`).
+    pub fn handle_a_cancel(&mut self, _now: Instant) {
+        let Some(attempt) = self.current_attempt() else { return };
+        if matches!(self.state, CallState::Answered { .. }) {
+            return; // too late: the answer crossed the CANCEL
+        }
+        self.cancel(attempt);
+        self.attempt_ended(attempt, AttemptOutcome::Response(487));
+        let resp = self.response_for_a(487, "Request Terminated");
+        self.finish_failed(resp, 487, None, true);
+    }
+
+    /// The caller's ACK for our 2xx: carried to the carrier end to end, with its body (a late
+    /// offer's answer).
+    fn handle_a_ack(&mut self, ack: &Message, _now: Instant) {
+        let Some(d) = self.answered.clone() else { return };
+        let mut req = self.in_b_dialog("ACK", &d, self.b_cseq);
+        if !ack.body().is_empty() {
+            req.set_body(ack.body().clone(), ack.header(HeaderName::ContentType));
+        }
+        self.actions.push_back(Action::AckB { attempt: d.attempt, request: req });
+    }
+
+    /// Timers: the attempt's 1xx and 2xx deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let CallState::Answered { .. } = self.state {
+            if self.dialog.idle_deadline().is_some_and(|d| now >= d) {
+                self.hang_up(HangupBy::System, now);
+            }
+            return;
+        }
+        let Some(started) = self.attempt_started else { return };
+        match self.state {
+            CallState::Trying { attempt } if now >= started + self.setup.timeout_1xx => {
+                // No sign of life from this route: give it up and try the next.
+                self.cancel(attempt);
+                self.handle_b_failure(attempt, AttemptOutcome::Timeout, now);
+            }
+            CallState::Early { attempt } if now >= started + self.setup.timeout_2xx => {
+                self.actions.push_back(Action::CancelB { attempt });
+                self.attempt_ended(attempt, AttemptOutcome::Timeout);
+                let resp = self.response_for_a(408, "Request Timeout");
+                self.finish_failed(resp, 408, None, false);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if let CallState::Answered { .. } = self.state {
+            return self.dialog.idle_deadline();
+        }
+        let started = self.attempt_started?;
+        match self.state {
+            CallState::Trying { .. } => Some(started + self.setup.timeout_1xx.min(self.setup.timeout_2xx)),
+            CallState::Early { .. } => Some(started + self.setup.timeout_2xx),
+            _ => None,
+        }
+    }
+
+    fn b_answered(&mut self, attempt: usize, resp: &Message, now: Instant) {
+        let dialog = BDialog {
+            attempt,
+            remote_tag: resp.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default(),
+            remote_target: match resp.contacts() {
+                Ok(Some(sip::Contacts::List(list))) => {
+                    list.first().map(|c| c.uri_str.to_owned()).unwrap_or_else(|| self.setup.routes[attempt].uri())
+                }
+                _ => self.setup.routes.get(attempt).map(RouteTarget::uri).unwrap_or_default(),
+            },
+            // The route set of a UAC: Record-Route in reverse order (RFC 3261 section 12.1.2).
+            route_set: resp
+                .name_addrs(HeaderName::RecordRoute)
+                .map(|v| v.iter().rev().map(|r| format!("<{}>", r.uri_str)).collect())
+                .unwrap_or_default(),
+        };
+        if let Some(done) = &self.answered {
+            // A retransmitted 2xx (our ACK was lost) or another fork's 2xx.
+            if done.attempt == attempt && done.remote_tag == dialog.remote_tag {
+                return; // the driver re-sends the ACK it sent for the first one
+            }
+            // Another dialog answered too: accept and hang it up at once.
+            let ack = self.in_b_dialog("ACK", &dialog, self.b_cseq);
+            self.actions.push_back(Action::AckB { attempt, request: ack });
+            let bye = self.in_b_dialog("BYE", &dialog, self.b_cseq + 1);
+            self.actions.push_back(Action::ByeB { attempt, request: bye });
+            return;
+        }
+        let stale = self.current_attempt() != Some(attempt) || self.state == CallState::Failed;
+        if stale {
+            // Answered after we gave the route up (a CANCEL crossed the 200): ACK and BYE.
+            let ack = self.in_b_dialog("ACK", &dialog, self.b_cseq);
+            self.actions.push_back(Action::AckB { attempt, request: ack });
+            self.b_cseq += 1;
+            let bye = self.in_b_dialog("BYE", &dialog, self.b_cseq);
+            self.actions.push_back(Action::ByeB { attempt, request: bye });
+            return;
+        }
+        self.state = CallState::Answered { attempt };
+        self.dialog.answered(resp, now, self.setup.idle_limit);
+        self.answered = Some(dialog);
+        let mut a = self.response_for_a(resp.status().unwrap_or(200), resp.reason().unwrap_or("OK"));
+        a.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+        let (ct, body) = self.answer_for_a(resp);
+        if !body.is_empty() {
+            a.set_body(body, ct.as_deref());
+        }
+        self.actions.push_back(Action::RespondA(a));
+        self.outcomes.push(AttemptOutcome::Response(resp.status().unwrap_or(200)));
+        self.events.push_back(CallEvent::AttemptEnded { attempt, outcome: AttemptOutcome::Response(200) });
+        self.events.push_back(CallEvent::Answered { attempt });
+    }
+
+    /// A request in the answered B dialog (RFC 3261 section 12.2.1.1).
+    fn in_b_dialog(&self, method: &str, d: &BDialog, cseq: u32) -> Message {
+        let mut req = Message::new_request(method, &d.remote_target);
+        for r in &d.route_set {
+            req.push_header(HeaderName::Route, r);
+        }
+        req.push_header(HeaderName::MaxForwards, "70");
+        let from_user = if self.setup.anonymous { "anonymous" } else { &self.setup.caller };
+        let from_host = if self.setup.anonymous { "anonymous.invalid" } else { &self.setup.local };
+        req.push_header(HeaderName::From, &format!("<sip:{from_user}@{from_host}>;tag={}", self.setup.b_tag));
+        let to_uri = self.setup.routes.get(d.attempt).map(RouteTarget::uri).unwrap_or_default();
+        req.push_header(HeaderName::To, &format!("<{to_uri}>;tag={}", d.remote_tag));
+        req.push_header(HeaderName::CallId, &self.setup.b_call_id);
+        req.push_header(HeaderName::CSeq, &format!("{cseq} {method}"));
+        req
+    }
+
+    /// Cancels the current attempt now, or once it has sent a provisional response.
+    fn cancel(&mut self, attempt: usize) {
+        if self.provisional {
+            self.actions.push_back(Action::CancelB { attempt });
+        } else {
+            self.cancel_pending.push(attempt);
+        }
+    }
+
+    fn attempt_ended(&mut self, attempt: usize, outcome: AttemptOutcome) {
+        self.outcomes.push(outcome);
+        self.events.push_back(CallEvent::AttemptEnded { attempt, outcome });
+    }
+
+    /// Every route failed (or there was none): the last meaningful response, or `503 PE`.
+    fn fail_to_caller(&mut self, _now: Instant) {
+        match final_for_caller(&self.outcomes) {
+            Some(status) => {
+                let resp = self.response_for_a(status, reason_phrase(status));
+                self.finish_failed(resp, status, None, false);
+            }
+            None => {
+                let reason = if self.setup.routes.is_empty() { Reason::PE1 } else { Reason::PE2 };
+                let r = reason.response();
+                let resp = self.response_for_a(r.status, r.phrase);
+                self.finish_failed(resp, r.status, Some(reason), false);
+            }
+        }
+    }
+
+    fn finish_failed(&mut self, resp: Message, status: u16, reason: Option<Reason>, cancelled: bool) {
+        self.state = CallState::Failed;
+        self.attempt_started = None;
+        self.actions.push_back(Action::RespondA(resp));
+        self.events.push_back(CallEvent::Failed { status, reason, cancelled });
+    }
+
+    /// A response on the A-leg with our tag and no trace of the carrier's topology.
+    fn response_for_a(&self, status: u16, reason: &str) -> Message {
+        let mut r = self.setup.invite.response_to(status, reason, Some(&self.setup.a_tag));
+        r.push_header(HeaderName::Server, &self.setup.product);
+        r
+    }
+}
+
+/// The standard phrase of a status we answer with ourselves (a relayed response keeps the
+/// carrier's phrase).
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        _ => "Call Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip::Framing;
+
+    const SDP: &str =
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+    fn parse(text: &str) -> Message {
+        Message::parse(Bytes::from(text.to_owned()), Framing::Datagram).expect("a message")
+    }
+
+    fn a_invite() -> Message {
+        parse(&format!(
+            "INVITE sip:+13125550199@sip.opentrunk.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcustomer1\r\n\
+             Record-Route: <sip:edge.customer.example;lr>\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+13125550100@pbx.customer.example>;tag=a1\r\n\
+             To: <sip:+13125550199@sip.opentrunk.test>\r\n\
+             Call-ID: customer-call-1@pbx.customer.example\r\n\
+             CSeq: 10 INVITE\r\n\
+             Contact: <sip:pbx@192.0.2.10:5060>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        ))
+    }
+
+    fn route(host: &str) -> RouteTarget {
+        RouteTarget {
+            carrier_id: "carrier-1".into(),
+            host: host.into(),
+            port: 5060,
+            transport: Transport::Udp,
+            user: "13125550199".into(),
+        }
+    }
+
+    fn setup(routes: Vec<RouteTarget>) -> CallSetup {
+        CallSetup {
+            invite: a_invite(),
+            routes,
+            caller: "+13125550100".into(),
+            anonymous: false,
+            local: "203.0.113.1:5060".into(),
+            a_tag: "ours-a".into(),
+            b_call_id: "b-leg-1@203.0.113.1".into(),
+            b_tag: "ours-b".into(),
+            timeout_1xx: Duration::from_secs(3),
+            timeout_2xx: Duration::from_secs(90),
+            idle_limit: Duration::from_secs(7200),
+            product: "opentrunk/test".into(),
+        }
+    }
+
+    /// A response from the carrier to the B-leg INVITE `req`.
+    fn b_response(req: &Message, status: u16, reason: &str, extra: &str, body: &str) -> Message {
+        let mut text = format!("SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bKb\r\n");
+        for name in [HeaderName::From, HeaderName::CallId, HeaderName::CSeq] {
+            text.push_str(&format!("{}: {}\r\n", name.as_str(), req.header(name).unwrap()));
+        }
+        let to = req.header(HeaderName::To).unwrap();
+        text.push_str(&format!("To: {to}{}\r\n", if status > 100 { ";tag=carrier-tag" } else { "" }));
+        text.push_str(extra);
+        if body.is_empty() {
+            text.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            text.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        }
+        parse(&text)
+    }
+
+    fn drain(call: &mut Call) -> Vec<Action> {
+        std::iter::from_fn(|| call.poll_action()).collect()
+    }
+
+    fn invite_of(actions: &[Action], n: usize) -> Message {
+        match &actions[n] {
+            Action::InviteB { request, .. } => request.clone(),
+            other => panic!("expected an INVITE, got {other:?}"),
+        }
+    }
+
+    fn status_of(a: &Action) -> u16 {
+        match a {
+            Action::RespondA(m) => m.status().unwrap(),
+            other => panic!("expected a response to A, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_b_leg_is_a_new_dialog_that_hides_the_customer() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let actions = drain(&mut call);
+        let b = invite_of(&actions, 0);
+        assert_eq!(b.request_uri_str(), Some("sip:13125550199@198.51.100.1:5060"));
+        assert_eq!(b.call_id().unwrap(), "b-leg-1@203.0.113.1");
+        assert_eq!(b.from().unwrap().tag(), Some("ours-b"));
+        assert_eq!(b.from().unwrap().user(), Some("+13125550100"));
+        assert_eq!(b.max_forwards().unwrap(), Some(69));
+        assert_eq!(b.body().as_ref(), SDP.as_bytes(), "SDP passes unchanged");
+        let text = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+        for leak in ["customer.example", "192.0.2.10:5060;branch", "customer-call-1"] {
+            assert!(!text.contains(leak), "{leak} leaked into the B-leg:\n{text}");
+        }
+        assert_eq!(call.state(), CallState::Trying { attempt: 0 });
+    }
+
+    #[test]
+    fn fails_over_on_503_and_connects_on_the_next_gateway() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1"), route("198.51.100.2")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 503, "Service Unavailable", "", ""), now);
+        let actions = drain(&mut call);
+        let second = invite_of(&actions, 0);
+        assert_eq!(second.request_uri_str(), Some("sip:13125550199@198.51.100.2:5060"));
+        assert_eq!(second.cseq().unwrap().seq, 2, "a new transaction in the same B dialog");
+        let answer = b_response(
+            &second,
+            200,
+            "OK",
+            "Contact: <sip:carrier@198.51.100.2:5060>\r\nRecord-Route: <sip:sbc.carrier.example;lr>\r\n",
+            SDP,
+        );
+        call.handle_b_response(1, &answer, now);
+        let actions = drain(&mut call);
+        let Action::RespondA(ok) = &actions[0] else { panic!("{actions:?}") };
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(ok.to().unwrap().tag(), Some("ours-a"));
+        assert_eq!(ok.body().as_ref(), SDP.as_bytes());
+        let text = String::from_utf8(ok.to_bytes().to_vec()).unwrap();
+        assert!(!text.contains("carrier.example") && !text.contains("198.51.100.2"), "{text}");
+        assert!(text.contains("Contact: <sip:203.0.113.1:5060>"));
+        assert_eq!(call.state(), CallState::Answered { attempt: 1 });
+        let events: Vec<_> = std::iter::from_fn(|| call.poll_event()).collect();
+        assert_eq!(
+            events,
+            [
+                CallEvent::AttemptEnded { attempt: 0, outcome: AttemptOutcome::Response(503) },
+                CallEvent::AttemptEnded { attempt: 1, outcome: AttemptOutcome::Response(200) },
+                CallEvent::Answered { attempt: 1 },
+            ]
+        );
+
+        // The caller's ACK goes to the carrier end to end, in its dialog.
+        call.handle_ack(Side::Caller, &parse("ACK sip:x@203.0.113.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n"), now);
+        let Action::AckB { attempt: 1, request: ack } = call.poll_action().unwrap() else { panic!() };
+        assert_eq!(ack.request_uri_str(), Some("sip:carrier@198.51.100.2:5060"));
+        assert_eq!(ack.header(HeaderName::Route), Some("<sip:sbc.carrier.example;lr>"));
+        assert_eq!(ack.to().unwrap().tag(), Some("carrier-tag"));
+        assert_eq!(ack.cseq().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn failover_follows_the_product_table() {
+        // (first gateway's answer, whether the second is tried)
+        let rows = [
+            (408, true),
+            (480, true),
+            (503, true),
+            (504, true),
+            (404, false),
+            (486, false),
+            (603, false),
+            (500, false),
+        ];
+        for (status, next) in rows {
+            let now = Instant::now();
+            let mut call = Call::new(setup(vec![route("198.51.100.1"), route("198.51.100.2")]), now);
+            let first = invite_of(&drain(&mut call), 0);
+            call.handle_b_response(0, &b_response(&first, status, "X", "", ""), now);
+            let actions = drain(&mut call);
+            if next {
+                assert!(matches!(actions[0], Action::InviteB { attempt: 1, .. }), "{status}: {actions:?}");
+            } else {
+                assert_eq!(status_of(&actions[0]), status, "{status} goes back to the caller");
+                assert_eq!(call.state(), CallState::Failed);
+            }
+        }
+    }
+
+    #[test]
+    fn every_route_failing_returns_the_last_meaningful_response_or_pe() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1"), route("198.51.100.2")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 480, "Temporarily Unavailable", "", ""), now);
+        drain(&mut call);
+        call.handle_b_failure(1, AttemptOutcome::TransportError, now);
+        let actions = drain(&mut call);
+        assert_eq!(status_of(&actions[0]), 480);
+
+        // Nothing meaningful at all: 503 with the PE code.
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        drain(&mut call);
+        call.handle_b_failure(0, AttemptOutcome::Timeout, now);
+        let Action::RespondA(r) = call.poll_action().unwrap() else { panic!() };
+        assert_eq!((r.status(), r.reason()), (Some(503), Some("No routes found PE2")));
+
+        let mut call = Call::new(setup(vec![]), now);
+        let Action::RespondA(r) = call.poll_action().unwrap() else { panic!() };
+        assert_eq!((r.status(), r.reason()), (Some(503), Some("No routes found PE1")));
+    }
+
+    #[test]
+    fn no_provisional_answer_in_time_moves_to_the_next_route() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1"), route("198.51.100.2")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        assert_eq!(call.poll_timeout(), Some(now + Duration::from_secs(3)));
+        call.handle_timeout(now + Duration::from_secs(3));
+        let actions = drain(&mut call);
+        assert!(matches!(actions[0], Action::InviteB { attempt: 1, .. }), "{actions:?}");
+        assert_eq!(call.attempts(), [AttemptOutcome::Timeout]);
+        // The abandoned route wakes up: it is cancelled, and the call stays on the new one.
+        call.handle_b_response(0, &b_response(&first, 180, "Ringing", "", ""), now);
+        assert!(matches!(drain(&mut call)[..], [Action::CancelB { attempt: 0 }]));
+        assert_eq!(call.state(), CallState::Trying { attempt: 1 });
+    }
+
+    #[test]
+    fn provisional_answers_are_relayed_and_end_failover() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1"), route("198.51.100.2")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 100, "Trying", "", ""), now);
+        assert!(drain(&mut call).is_empty(), "100 Trying is hop by hop");
+        call.handle_b_response(0, &b_response(&first, 183, "Session Progress", "", SDP), now);
+        let actions = drain(&mut call);
+        let Action::RespondA(early) = &actions[0] else { panic!() };
+        assert_eq!((early.status(), early.body().as_ref()), (Some(183), SDP.as_bytes()));
+        assert_eq!(call.state(), CallState::Early { attempt: 0 });
+        // A 503 after ringing is the call's answer, not a reason to try elsewhere.
+        call.handle_b_response(0, &b_response(&first, 503, "Service Unavailable", "", ""), now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 503);
+    }
+
+    #[test]
+    fn no_answer_after_ringing_ends_with_408_and_cancels_the_carrier() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 180, "Ringing", "", ""), now);
+        drain(&mut call);
+        assert_eq!(call.poll_timeout(), Some(now + Duration::from_secs(90)));
+        call.handle_timeout(now + Duration::from_secs(90));
+        let actions = drain(&mut call);
+        assert!(matches!(actions[0], Action::CancelB { attempt: 0 }));
+        assert_eq!(status_of(&actions[1]), 408);
+    }
+
+    #[test]
+    fn a_cancel_from_the_caller_cancels_the_carrier_once_it_may() {
+        let now = Instant::now();
+        // Before any provisional answer: the CANCEL waits for one (RFC 3261 section 9.1).
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_a_cancel(now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 487);
+        call.handle_b_response(0, &b_response(&first, 180, "Ringing", "", ""), now);
+        assert!(matches!(drain(&mut call)[..], [Action::CancelB { attempt: 0 }]));
+
+        // After ringing: at once.
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 180, "Ringing", "", ""), now);
+        drain(&mut call);
+        call.handle_a_cancel(now);
+        let actions = drain(&mut call);
+        assert!(matches!(actions[0], Action::CancelB { attempt: 0 }));
+        assert_eq!(status_of(&actions[1]), 487);
+        let events: Vec<_> = std::iter::from_fn(|| call.poll_event()).collect();
+        assert!(events.contains(&CallEvent::Failed { status: 487, reason: None, cancelled: true }));
+
+        // The carrier answered anyway (the 200 crossed the CANCEL): ACK it and hang up.
+        call.handle_b_response(0, &b_response(&first, 200, "OK", "Contact: <sip:c@198.51.100.1>\r\n", SDP), now);
+        let actions = drain(&mut call);
+        assert!(matches!(&actions[..], [Action::AckB { .. }, Action::ByeB { .. }]), "{actions:?}");
+    }
+
+    #[test]
+    fn anonymous_callers_are_presented_anonymously_with_their_identity_asserted() {
+        let now = Instant::now();
+        let mut s = setup(vec![route("198.51.100.1")]);
+        s.anonymous = true;
+        let mut call = Call::new(s, now);
+        let b = invite_of(&drain(&mut call), 0);
+        assert_eq!(b.from().unwrap().user(), Some("anonymous"));
+        assert_eq!(b.header(HeaderName::Privacy), Some("id"));
+        assert_eq!(b.header(HeaderName::PAssertedIdentity), Some("<sip:+13125550100@203.0.113.1:5060>"));
+    }
+
+    /// A call answered on the first route, its initial ACK carried.
+    fn answered_call(now: Instant, answer_extra: &str) -> Call {
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        let extra = format!("Contact: <sip:carrier@198.51.100.1:5060>\r\n{answer_extra}");
+        call.handle_b_response(0, &b_response(&first, 200, "OK", &extra, SDP), now);
+        call.handle_ack(Side::Caller, &parse("ACK sip:x@203.0.113.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n"), now);
+        drain(&mut call);
+        while call.poll_event().is_some() {}
+        call
+    }
+
+    fn in_dialog_request(method: &str, from_caller: bool, cseq: u32, body: &str) -> Message {
+        let (from, to, call_id) = if from_caller {
+            (
+                "<sip:+13125550100@pbx.customer.example>;tag=a1",
+                "<sip:+13125550199@sip.opentrunk.test>;tag=ours-a",
+                "customer-call-1@pbx.customer.example",
+            )
+        } else {
+            (
+                "<sip:13125550199@198.51.100.1:5060>;tag=carrier-tag",
+                "<sip:+13125550100@203.0.113.1:5060>;tag=ours-b",
+                "b-leg-1@203.0.113.1",
+            )
+        };
+        let mut text = format!(
+            "{method} sip:203.0.113.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKindialog{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
+        );
+        if body.is_empty() {
+            text.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            text.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        }
+        parse(&text)
+    }
+
+    fn request_of(a: &Action) -> (Side, OutRef, Message) {
+        match a {
+            Action::Request { side, out, request } => (*side, *out, request.clone()),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bye_from_the_caller_is_answered_and_carried_to_the_carrier() {
+        let now = Instant::now();
+        let mut call = answered_call(now, "Record-Route: <sip:sbc.carrier.example;lr>\r\n");
+        call.handle_dialog_request(Side::Caller, TxnRef(7), &in_dialog_request("BYE", true, 11, ""), now);
+        let actions = drain(&mut call);
+        let Action::Respond { side: Side::Caller, txn: TxnRef(7), response } = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(response.status(), Some(200));
+        let (side, _, bye) = request_of(&actions[1]);
+        assert_eq!(side, Side::Callee);
+        assert_eq!(bye.request_uri_str(), Some("sip:carrier@198.51.100.1:5060"));
+        assert_eq!(bye.header(HeaderName::Route), Some("<sip:sbc.carrier.example;lr>"));
+        assert_eq!(bye.call_id().unwrap(), "b-leg-1@203.0.113.1");
+        assert_eq!(bye.to().unwrap().tag(), Some("carrier-tag"));
+        assert_eq!(bye.cseq().unwrap().seq, 2);
+        assert_eq!(call.state(), CallState::Ended);
+        assert_eq!(call.poll_event(), Some(CallEvent::Ended { by: HangupBy::Caller }));
+        assert_eq!(call.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_bye_from_the_carrier_reaches_the_caller_in_its_dialog() {
+        let now = Instant::now();
+        let mut call = answered_call(now, "");
+        call.handle_dialog_request(Side::Callee, TxnRef(3), &in_dialog_request("BYE", false, 5, ""), now);
+        let actions = drain(&mut call);
+        assert!(matches!(&actions[0], Action::Respond { side: Side::Callee, .. }));
+        let (side, _, bye) = request_of(&actions[1]);
+        assert_eq!(side, Side::Caller);
+        assert_eq!(bye.request_uri_str(), Some("sip:pbx@192.0.2.10:5060"));
+        assert_eq!(bye.header(HeaderName::Route), Some("<sip:edge.customer.example;lr>"));
+        assert_eq!(bye.call_id().unwrap(), "customer-call-1@pbx.customer.example");
+        assert_eq!(bye.from().unwrap().tag(), Some("ours-a"));
+        assert_eq!(bye.to().unwrap().tag(), Some("a1"));
+        assert_eq!(call.poll_event(), Some(CallEvent::Ended { by: HangupBy::Callee }));
+    }
+
+    #[test]
+    fn hold_by_re_invite_is_relayed_with_its_answer_and_ack() {
+        let now = Instant::now();
+        let mut call = answered_call(now, "");
+        let hold = SDP.replace("m=audio 4000 RTP/AVP 0\r\n", "m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n");
+        call.handle_dialog_request(Side::Caller, TxnRef(9), &in_dialog_request("INVITE", true, 12, &hold), now);
+        let (side, out, relayed) = request_of(&drain(&mut call)[0]);
+        assert_eq!(side, Side::Callee);
+        assert_eq!(relayed.method().unwrap().as_str(), "INVITE");
+        assert_eq!(relayed.cseq().unwrap().seq, 2);
+        assert_eq!(relayed.body().as_ref(), hold.as_bytes());
+        assert_eq!(relayed.header(HeaderName::Contact), Some("<sip:203.0.113.1:5060>"));
+        let held = SDP.replace("m=audio 4000 RTP/AVP 0\r\n", "m=audio 4000 RTP/AVP 0\r\na=recvonly\r\n");
+        call.handle_dialog_response(out, &b_response(&relayed, 200, "OK", "", &held), now);
+        let actions = drain(&mut call);
+        let Action::Respond { side: Side::Caller, txn: TxnRef(9), response } = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!((response.status(), response.body().as_ref()), (Some(200), held.as_bytes()));
+        assert_eq!(response.cseq().unwrap().seq, 12, "the caller's own transaction");
+        call.handle_ack(Side::Caller, &in_dialog_request("ACK", true, 12, ""), now);
+        let Some(Action::Ack { side: Side::Callee, request }) = call.poll_action() else { panic!() };
+        assert_eq!(request.cseq().unwrap().seq, 2);
+        assert_eq!(request.cseq().unwrap().method.as_str(), "ACK");
+    }
+
+    #[test]
+    fn options_from_the_carrier_is_answered_by_the_caller() {
+        let now = Instant::now();
+        let mut call = answered_call(now, "");
+        call.handle_dialog_request(Side::Callee, TxnRef(4), &in_dialog_request("OPTIONS", false, 6, ""), now);
+        let (side, out, relayed) = request_of(&drain(&mut call)[0]);
+        assert_eq!(side, Side::Caller);
+        assert_eq!(relayed.cseq().unwrap().seq, 1);
+        call.handle_dialog_response(out, &parse(&format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.1\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            relayed.header(HeaderName::From).unwrap(), relayed.header(HeaderName::To).unwrap(), relayed.call_id().unwrap())), now);
+        let actions = drain(&mut call);
+        assert!(matches!(&actions[..], [Action::Respond { side: Side::Callee, txn: TxnRef(4), .. }]), "{actions:?}");
+        // Unanswered in-dialog requests get 408 back.
+        call.handle_dialog_request(Side::Caller, TxnRef(5), &in_dialog_request("INFO", true, 13, ""), now);
+        let (_, out, _) = request_of(&drain(&mut call)[0]);
+        call.handle_dialog_failure(out, now);
+        let Some(Action::Respond { response, .. }) = call.poll_action() else { panic!() };
+        assert_eq!(response.status(), Some(408));
+    }
+
+    #[test]
+    fn a_silent_call_is_torn_down_on_both_legs() {
+        let now = Instant::now();
+        let mut call = answered_call(now, "");
+        assert_eq!(call.poll_timeout(), Some(now + Duration::from_secs(7200)));
+        // Signalling keeps it alive.
+        let later = now + Duration::from_secs(3600);
+        call.handle_dialog_request(Side::Callee, TxnRef(1), &in_dialog_request("OPTIONS", false, 7, ""), later);
+        drain(&mut call);
+        assert_eq!(call.poll_timeout(), Some(later + Duration::from_secs(7200)));
+        call.handle_timeout(later + Duration::from_secs(7200));
+        let actions = drain(&mut call);
+        let sides: Vec<Side> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request { side, request, .. } if request.method().unwrap().as_str() == "BYE" => Some(*side),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sides, [Side::Caller, Side::Callee]);
+        assert!(std::iter::from_fn(|| call.poll_event()).any(|e| e == CallEvent::Ended { by: HangupBy::System }));
+
+        // A shorter session interval agreed by the peers wins.
+        let call = answered_call(now, "Session-Expires: 1800;refresher=uac\r\n");
+        assert_eq!(call.poll_timeout(), Some(now + Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn in_dialog_requests_before_an_answer_get_481() {
+        let now = Instant::now();
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        drain(&mut call);
+        call.handle_dialog_request(Side::Caller, TxnRef(2), &in_dialog_request("BYE", true, 11, ""), now);
+        let Some(Action::Respond { response, .. }) = call.poll_action() else { panic!() };
+        assert_eq!(response.status(), Some(481));
+    }
+}
