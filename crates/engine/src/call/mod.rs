@@ -1036,4 +1036,112 @@ mod tests {
         let Some(Action::Respond { response, .. }) = call.poll_action() else { panic!() };
         assert_eq!(response.status(), Some(481));
     }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Response { attempt: usize, status: u16 },
+        Failure { attempt: usize, timeout: bool },
+        Tick { secs: u64 },
+        Cancel,
+        Ack,
+        Bye { caller: bool },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let status = prop_oneof![
+            Just(100u16),
+            Just(180),
+            Just(183),
+            Just(200),
+            Just(404),
+            Just(408),
+            Just(480),
+            Just(486),
+            Just(487),
+            Just(500),
+            Just(503),
+            Just(504),
+            Just(603),
+            100u16..700
+        ];
+        prop_oneof![
+            4 => (0usize..4, status).prop_map(|(attempt, status)| Step::Response { attempt, status }),
+            1 => (0usize..4, any::<bool>()).prop_map(|(attempt, timeout)| Step::Failure { attempt, timeout }),
+            1 => (0u64..200).prop_map(|secs| Step::Tick { secs }),
+            1 => Just(Step::Cancel),
+            1 => Just(Step::Ack),
+            1 => any::<bool>().prop_map(|caller| Step::Bye { caller }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the peers do, in any order: no panic, the caller's INVITE gets exactly one
+        /// final answer once the call is decided, nothing is sent toward a new route after
+        /// that, and the call's end is reported once.
+        #[test]
+        fn call_setup_is_total_and_answers_once(steps in proptest::collection::vec(step(), 0..40), routes in 0usize..4) {
+            let start = Instant::now();
+            let mut now = start;
+            let routes: Vec<RouteTarget> = (0..routes).map(|i| route(&format!("198.51.100.{}", i + 1))).collect();
+            let mut call = Call::new(setup(routes), now);
+            let mut invites: Vec<Message> = Vec::new();
+            let mut finals = 0;
+            let mut decided = call.state() == CallState::Failed;
+            let mut ends = 0;
+            let mut txn = 0u64;
+            let mut collect = |call: &mut Call, invites: &mut Vec<Message>, finals: &mut i32, decided: bool| {
+                while let Some(a) = call.poll_action() {
+                    match a {
+                        Action::InviteB { attempt, request } => {
+                            proptest::prop_assert!(!decided, "a new route after the call was decided");
+                            proptest::prop_assert_eq!(attempt, invites.len());
+                            invites.push(request);
+                        }
+                        Action::RespondA(r) if r.status().unwrap() >= 200 => *finals += 1,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            };
+            collect(&mut call, &mut invites, &mut finals, decided)?;
+            for s in steps {
+                match s {
+                    Step::Response { attempt, status } => {
+                        if let Some(req) = invites.get(attempt).cloned() {
+                            let extra = "Contact: <sip:c@198.51.100.9>\r\n";
+                            call.handle_b_response(attempt, &b_response(&req, status, "X", extra, ""), now);
+                        }
+                    }
+                    Step::Failure { attempt, timeout } => {
+                        let outcome = if timeout { AttemptOutcome::Timeout } else { AttemptOutcome::TransportError };
+                        call.handle_b_failure(attempt, outcome, now);
+                    }
+                    Step::Tick { secs } => {
+                        now += Duration::from_secs(secs);
+                        if call.poll_timeout().is_some_and(|t| t <= now) {
+                            call.handle_timeout(now);
+                        }
+                    }
+                    Step::Cancel => call.handle_a_cancel(now),
+                    Step::Ack => call.handle_ack(Side::Caller, &parse("ACK sip:x@203.0.113.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n"), now),
+                    Step::Bye { caller } => {
+                        txn += 1;
+                        let side = if caller { Side::Caller } else { Side::Callee };
+                        call.handle_dialog_request(side, TxnRef(txn), &in_dialog_request("BYE", caller, 50, ""), now);
+                    }
+                }
+                decided |= matches!(call.state(), CallState::Answered { .. } | CallState::Failed | CallState::Ended);
+                collect(&mut call, &mut invites, &mut finals, decided)?;
+                while let Some(e) = call.poll_event() {
+                    if matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }) {
+                        ends += 1;
+                    }
+                }
+            }
+            proptest::prop_assert!(finals <= 1, "{} final answers to the caller", finals);
+            proptest::prop_assert_eq!(finals == 1, decided, "decided {} but {} finals", decided, finals);
+            proptest::prop_assert!(ends <= 1);
+        }
+    }
 }
