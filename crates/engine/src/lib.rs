@@ -5,6 +5,7 @@ pub mod call;
 pub mod dns;
 pub mod switch;
 pub mod transport;
+pub mod webhooks;
 
 pub use dns::{LocateError, Locator, Target};
 pub use transport::{Inbound, ListenSpec, Outbound, TlsSettings, TransportKind, TransportLimits, Transports};
