@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod outbound_voice_profiles;
 pub mod phone_numbers;
 pub mod policy;
+pub mod public_key;
 pub mod query;
 pub mod rate_decks;
 pub mod uac_connections;
@@ -57,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(credential_connections::routes())
         .merge(outbound_voice_profiles::routes())
         .merge(openapi::routes())
+        .merge(public_key::routes())
         .merge(accounts::routes());
     Router::new().nest("/v2", v2).with_state(state)
 }

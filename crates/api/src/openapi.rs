@@ -3,7 +3,7 @@
 //! It is the public contract cut down to the paths and operations opentrunk implements
 //! (`crates/api/openapi/contract.json`, derived from the contract by `scripts/derive-openapi`
 //! and embedded in the binary, so it serves without `../shared`), with the operator's own
-//! resources merged in: accounts, carriers, phone numbers and rate decks, tagged
+//! resources merged in: accounts, carriers, phone numbers, rate decks and the webhook public key, tagged
 //! [`OPERATOR_TAG`], under the same Bearer security scheme. The document is built once, on the
 //! first request, and served as the same JSON text after that.
 //!
@@ -280,6 +280,21 @@ fn operator_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
         ("OperatorRateDeckRequest", object("Rate deck fields (JSON; CSV uploads also accepted).", deck, &[])),
         ("OperatorErrors", object("The contract's error body.", vec![("errors", array_of(error, ""))], &["errors"])),
         (
+            "OperatorPublicKey",
+            object(
+                "The public half of the operator's webhook signing key.",
+                vec![(
+                    "public_key",
+                    typed(
+                        Type::String,
+                        "Standard base64 of the 32-byte Ed25519 public key. It verifies each webhook's \
+                         `telnyx-signature-ed25519` header: the signature of `{telnyx-timestamp}|{raw body}`.",
+                    ),
+                )],
+                &["public_key"],
+            ),
+        ),
+        (
             "OperatorRatesRequest",
             object("All the rates of a deck.", vec![("rates", array_of(reference("OperatorRate"), ""))], &["rates"]),
         ),
@@ -465,6 +480,20 @@ pub fn operator_extensions() -> OpenApi {
     );
     put_rates.request = Some("OperatorRatesRequest");
     paths = paths.path("/rate_decks/{id}/rates", path_item(&["id"], vec![list_rates, put_rates]));
+    paths = paths.path(
+        "/public_key",
+        path_item(
+            &[],
+            vec![op(
+                Get,
+                "get_public_key",
+                "Show the public key that verifies webhook signatures; any valid API key may read it (operator \
+                 extension).",
+                "200",
+                "OperatorPublicKey",
+            )],
+        ),
+    );
 
     let mut components = ComponentsBuilder::new().security_scheme(
         BEARER,
@@ -486,8 +515,9 @@ pub fn operator_extensions() -> OpenApi {
             TagBuilder::new()
                 .name(OPERATOR_TAG)
                 .description(Some(
-                    "The operator's own resources (accounts, carriers, phone numbers, rate decks): not in the public \
-                     contract, designed in its style. Only the operator's key may use most of them.",
+                    "The operator's own resources (accounts, carriers, phone numbers, rate decks, the webhook public \
+                     key): not in the public contract, designed in its style. Only the operator's key may use most \
+                     of them.",
                 ))
                 .build(),
         ]))
@@ -545,6 +575,7 @@ mod tests {
         "/rate_decks",
         "/rate_decks/{id}",
         "/rate_decks/{id}/rates",
+        "/public_key",
     ];
 
     #[test]
