@@ -1090,7 +1090,7 @@ mod tests {
             let mut decided = call.state() == CallState::Failed;
             let mut ends = 0;
             let mut txn = 0u64;
-            let mut collect = |call: &mut Call, invites: &mut Vec<Message>, finals: &mut i32, decided: bool| {
+            let collect = |call: &mut Call, invites: &mut Vec<Message>, finals: &mut i32, decided: bool| {
                 while let Some(a) = call.poll_action() {
                     match a {
                         Action::InviteB { attempt, request } => {
