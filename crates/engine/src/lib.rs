@@ -2,6 +2,7 @@
 //! machines of `sip` (and later `trunking`) with them.
 
 pub mod call;
+pub mod counters;
 pub mod dns;
 pub mod switch;
 pub mod transport;

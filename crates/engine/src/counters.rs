@@ -1,0 +1,520 @@
+//! Counters that must hold across calls (and, with the Redis backend, across nodes): live
+//! channels per account, outbound voice profile and connection; each profile's spend per UTC
+//! day; calls per called number for a calling window's `calls_per_cld`.
+//!
+//! One abstraction, [`Counters`], two backends: [`LocalCounters`] here (one node, in process)
+//! and Redis later (many nodes). The decision in `trunking` reads counters through
+//! [`Usage`] (reads only, advisory); the engine then takes the call's channels with
+//! [`Counters::acquire`], which is authoritative: all of them or none, under the limits the
+//! decision returned ([`ChannelLimits`]). A refused take names its [`Scope`], which
+//! [`Scope::limit_reason`] turns into `D1`/`D2`/`D3`.
+//!
+//! Why the writes are async and the reads are not: Redis must answer a take before the call can
+//! proceed (one script round trip, atomic on the server), so `acquire`, `add_spend` and
+//! `record_call_to` return futures now and the engine is written once against the final shape.
+//! The local backend hands back futures that are ready when made (`std::future::ready`: no
+//! allocation, done on the first poll), so that costs nothing. The trait uses `-> impl Future +
+//! Send` rather than `#[async_trait]`, which would box every call; it is therefore not object
+//! safe: the engine holds a concrete backend (or an enum of the two). The reads stay
+//! synchronous because the pure decision calls them in the middle of its checks; the Redis
+//! backend will answer them from a node-local view it keeps fresh, which is enough because the
+//! take, not the read, enforces channel limits. Releasing stays synchronous too: a lease is
+//! released on every call end path including `Drop`, which cannot await; Redis will hand the
+//! release to a background task (its leases carry a TTL for node loss, hence `call_id`).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::{Future, ready};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rust_decimal::Decimal;
+use rustc_hash::FxBuildHasher;
+use trunking::config::Id;
+use trunking::outbound::{ChannelLimits, Scope, Usage};
+use trunking::time::Timestamp;
+
+/// How long calls to a number are remembered: a calling window is at most a day long, so
+/// `calls_to` is exact for any `since` within a day of the latest record.
+pub const CALLS_TO_RETENTION_MS: u64 = 86_400_000;
+
+/// A shard of call records is swept of entries past retention every 1/32 of the retention (by
+/// record time): memory stays within a few percent of the retention's calls, and each number
+/// is visited rarely (a sweep walks every number of its shard, cold in cache).
+const SWEEPS_PER_RETENTION: u64 = 32;
+
+/// Shards per map: enough that unrelated accounts rarely share a lock on two cores or twenty.
+const SHARDS: usize = 32;
+
+/// The counters the engine keeps per call. Reads come from [`Usage`] (what the decision sees).
+pub trait Counters: Usage + Send + Sync {
+    /// Takes one channel on the account, the profile (if any) and the connection, all or none,
+    /// each under its limit (`None`: unlimited, yet counted: emergency calls come that way).
+    /// A refusal names the first full scope in the order account, profile, connection.
+    /// `call_id` names the lease (the Redis backend expires a lost node's leases by it).
+    fn acquire(
+        &self,
+        limits: &ChannelLimits,
+        call_id: &str,
+    ) -> impl Future<Output = Result<ChannelLease, Scope>> + Send;
+
+    /// Adds a call's cost to the profile's spend on UTC day `utc_day` ([`Timestamp::utc_day`]).
+    fn add_spend(&self, profile_id: &str, utc_day: u64, amount: Decimal) -> impl Future<Output = ()> + Send;
+
+    /// Remembers a call of the profile to `destination` (E.164) placed at `at`, for
+    /// [`Usage::calls_to`].
+    fn record_call_to(&self, profile_id: &str, destination: &str, at: Timestamp) -> impl Future<Output = ()> + Send;
+
+    /// Live calls of an account, profile or connection: the engine's (and metrics') name for
+    /// [`Usage::channels`].
+    fn live(&self, scope: Scope, id: &str) -> u32 {
+        self.channels(scope, id)
+    }
+}
+
+/// The channels one call holds. Released exactly once: by [`ChannelLease::release`] on any call
+/// end path, or when dropped, so no path can leak a channel; a second release does nothing.
+#[must_use = "dropping a lease releases its channels at once"]
+pub struct ChannelLease {
+    held: Option<Held>,
+}
+
+/// What a lease holds, per backend (Redis adds its variant).
+enum Held {
+    Local(LocalTake),
+}
+
+impl ChannelLease {
+    /// Gives the channels back. True the first time, false (and nothing done) after.
+    pub fn release(&mut self) -> bool {
+        match self.held.take() {
+            Some(Held::Local(take)) => {
+                take.release();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the lease still holds its channels.
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+impl Drop for ChannelLease {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl fmt::Debug for ChannelLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelLease").field("held", &self.is_held()).finish()
+    }
+}
+
+/// In-process counters: one node, nothing else to run. Thread safe; share it in an `Arc`.
+///
+/// Each account, profile and connection has a slot: a live count and a small lock. A take locks
+/// the call's two or three slots in scope order (account, profile, connection; every take and
+/// release does the same, so no two ever wait on each other in a cycle), checks every limit,
+/// then counts all of them, so no concurrent take sees a partial one; a release locks them the
+/// same way. Unrelated accounts never share a slot lock. Reads are single atomic loads. Slots
+/// are found in sharded maps and a lease keeps its slots, so a release looks nothing up.
+///
+/// Its inherent methods are the [`Counters`] operations, synchronous; the trait wraps them in
+/// ready futures.
+pub struct LocalCounters {
+    accounts: SlotMap,
+    profiles: SlotMap,
+    connections: SlotMap,
+    spend: Box<[Mutex<HashMap<Id, SpendDays, FxBuildHasher>>]>,
+    calls: Box<[Mutex<CallsShard>]>,
+    retention_ms: u64,
+}
+
+impl Default for LocalCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for LocalCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCounters")
+            .field("retention_ms", &self.retention_ms)
+            .field("recorded_calls", &self.recorded_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalCounters {
+    /// Calls to numbers are kept for [`CALLS_TO_RETENTION_MS`].
+    pub fn new() -> Self {
+        Self::with_retention(CALLS_TO_RETENTION_MS)
+    }
+
+    /// Calls to numbers are kept `retention_ms` after the latest record in their shard.
+    pub fn with_retention(retention_ms: u64) -> Self {
+        LocalCounters {
+            accounts: SlotMap::new(),
+            profiles: SlotMap::new(),
+            connections: SlotMap::new(),
+            spend: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            calls: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            retention_ms,
+        }
+    }
+
+    /// [`Counters::acquire`], synchronously. `call_id` is not needed in process.
+    pub fn acquire(&self, limits: &ChannelLimits, _call_id: &str) -> Result<ChannelLease, Scope> {
+        let account = self.accounts.slot(&limits.account.0);
+        let profile = limits.profile.as_ref().map(|(id, limit)| (self.profiles.slot(id), *limit));
+        let connection = self.connections.slot(&limits.connection.0);
+        {
+            // Scope order; see the type's documentation.
+            let _account = lock(&account.lock);
+            let _profile = profile.as_ref().map(|(p, _)| lock(&p.lock));
+            let _connection = lock(&connection.lock);
+            if !account.has_room(limits.account.1) {
+                return Err(Scope::Account);
+            }
+            if let Some((p, limit)) = &profile
+                && !p.has_room(*limit)
+            {
+                return Err(Scope::Profile);
+            }
+            if !connection.has_room(limits.connection.1) {
+                return Err(Scope::Connection);
+            }
+            account.add_one();
+            if let Some((p, _)) = &profile {
+                p.add_one();
+            }
+            connection.add_one();
+        }
+        let take = LocalTake { account, profile: profile.map(|(p, _)| p), connection };
+        Ok(ChannelLease { held: Some(Held::Local(take)) })
+    }
+
+    /// Live calls of an account, profile or connection.
+    pub fn live(&self, scope: Scope, id: &str) -> u32 {
+        self.slots(scope).live(id)
+    }
+
+    /// [`Counters::add_spend`], synchronously. Each profile keeps its two most recent UTC days
+    /// (today and yesterday, for a call that crossed midnight); spend for an older day can no
+    /// longer reach a limit and is not kept.
+    pub fn add_spend(&self, profile_id: &str, utc_day: u64, amount: Decimal) {
+        let mut shard = lock(&self.spend[shard_of(profile_id)]);
+        match shard.get_mut(profile_id) {
+            Some(days) => days.add(utc_day, amount),
+            None => {
+                let mut days = SpendDays::default();
+                days.add(utc_day, amount);
+                shard.insert(Id::from(profile_id), days);
+            }
+        }
+    }
+
+    /// The profile's spend on UTC day `utc_day` (zero until something is added that day).
+    pub fn spend(&self, profile_id: &str, utc_day: u64) -> Decimal {
+        lock(&self.spend[shard_of(profile_id)]).get(profile_id).map_or(Decimal::ZERO, |d| d.on(utc_day))
+    }
+
+    /// [`Counters::record_call_to`], synchronously. Records past retention are dropped as the
+    /// shard's time moves on (at most 1/32 of the retention late), so memory follows the
+    /// retention's calls without any housekeeping call.
+    pub fn record_call_to(&self, profile_id: &str, destination: &str, at: Timestamp) {
+        let mut guard = lock(&self.calls[calls_shard_of(profile_id, destination)]);
+        let shard = &mut *guard;
+        let horizon = at.as_millis().saturating_sub(self.retention_ms);
+        if at.as_millis() >= shard.next_sweep {
+            shard.sweep(horizon);
+            shard.next_sweep = at.as_millis().saturating_add((self.retention_ms / SWEEPS_PER_RETENTION).max(1));
+        }
+        // One lookup when the key is known (`entry` would need an owned key every time).
+        let numbers = match shard.profiles.get_mut(profile_id) {
+            Some(numbers) => numbers,
+            None => shard.profiles.entry(Id::from(profile_id)).or_default(),
+        };
+        let times = match numbers.get_mut(destination) {
+            Some(times) => times,
+            None => numbers.entry(Box::from(destination)).or_default(),
+        };
+        while times.front().is_some_and(|&t| t < horizon) {
+            times.pop_front();
+        }
+        // Records arrive in time order but for races between threads: keep the deque sorted.
+        let at = at.as_millis();
+        if times.back().is_none_or(|&last| last <= at) {
+            times.push_back(at);
+        } else {
+            times.insert(times.partition_point(|&t| t <= at), at);
+        }
+    }
+
+    /// Calls the profile placed to `destination` at or after `since`.
+    pub fn calls_to(&self, profile_id: &str, destination: &str, since: Timestamp) -> u32 {
+        let shard = lock(&self.calls[calls_shard_of(profile_id, destination)]);
+        let Some(times) = shard.profiles.get(profile_id).and_then(|n| n.get(destination)) else { return 0 };
+        u32::try_from(count_since(times, since.as_millis())).unwrap_or(u32::MAX)
+    }
+
+    /// Call records currently kept (metrics; shows pruning at work).
+    pub fn recorded_calls(&self) -> usize {
+        self.calls
+            .iter()
+            .map(|s| lock(s).profiles.values().flat_map(|n| n.values()).map(VecDeque::len).sum::<usize>())
+            .sum()
+    }
+
+    /// Housekeeping (say once a minute): forgets slots of accounts, profiles and connections
+    /// with no live call (ids the configuration no longer has), spend older than yesterday and
+    /// call records past retention. Counting needs none of it; memory does.
+    pub fn prune(&self, now: Timestamp) {
+        for map in [&self.accounts, &self.profiles, &self.connections] {
+            map.prune();
+        }
+        let yesterday = now.utc_day().saturating_sub(1);
+        for shard in self.spend.iter() {
+            lock(shard).retain(|_, days| days.recent.0 >= yesterday);
+        }
+        let horizon = now.as_millis().saturating_sub(self.retention_ms);
+        for shard in self.calls.iter() {
+            lock(shard).sweep(horizon);
+        }
+    }
+
+    fn slots(&self, scope: Scope) -> &SlotMap {
+        match scope {
+            Scope::Account => &self.accounts,
+            Scope::Profile => &self.profiles,
+            Scope::Connection => &self.connections,
+        }
+    }
+}
+
+impl Usage for LocalCounters {
+    fn channels(&self, scope: Scope, id: &str) -> u32 {
+        LocalCounters::live(self, scope, id)
+    }
+
+    fn spend_today(&self, profile_id: &str, utc_day: u64) -> Decimal {
+        LocalCounters::spend(self, profile_id, utc_day)
+    }
+
+    fn calls_to(&self, profile_id: &str, destination: &str, since: Timestamp) -> u32 {
+        LocalCounters::calls_to(self, profile_id, destination, since)
+    }
+}
+
+impl Counters for LocalCounters {
+    fn acquire(
+        &self,
+        limits: &ChannelLimits,
+        call_id: &str,
+    ) -> impl Future<Output = Result<ChannelLease, Scope>> + Send {
+        ready(LocalCounters::acquire(self, limits, call_id))
+    }
+
+    fn add_spend(&self, profile_id: &str, utc_day: u64, amount: Decimal) -> impl Future<Output = ()> + Send {
+        LocalCounters::add_spend(self, profile_id, utc_day, amount);
+        ready(())
+    }
+
+    fn record_call_to(&self, profile_id: &str, destination: &str, at: Timestamp) -> impl Future<Output = ()> + Send {
+        LocalCounters::record_call_to(self, profile_id, destination, at);
+        ready(())
+    }
+
+    fn live(&self, scope: Scope, id: &str) -> u32 {
+        LocalCounters::live(self, scope, id)
+    }
+}
+
+/// One account's, profile's or connection's live calls. Written only under `lock`, read
+/// without it. A cache line each, so two busy slots never share one.
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot {
+    lock: Mutex<()>,
+    live: AtomicU32,
+}
+
+impl Slot {
+    /// Room for one more call under `limit`; the count saturates at `u32::MAX` rather than wrap.
+    fn has_room(&self, limit: Option<u32>) -> bool {
+        self.live.load(Ordering::Relaxed) < limit.unwrap_or(u32::MAX)
+    }
+
+    /// Called with `lock` held (and after `has_room`), so a load and a store are enough.
+    fn add_one(&self) {
+        self.live.store(self.live.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
+    }
+
+    fn remove_one(&self) {
+        self.live.store(self.live.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+    }
+}
+
+/// The slots a local lease holds.
+struct LocalTake {
+    account: Arc<Slot>,
+    profile: Option<Arc<Slot>>,
+    connection: Arc<Slot>,
+}
+
+impl LocalTake {
+    fn release(self) {
+        let _account = lock(&self.account.lock);
+        let _profile = self.profile.as_ref().map(|p| lock(&p.lock));
+        let _connection = lock(&self.connection.lock);
+        self.account.remove_one();
+        if let Some(p) = &self.profile {
+            p.remove_one();
+        }
+        self.connection.remove_one();
+    }
+}
+
+/// Slots by id, sharded. FxHash: ids are written by the operator, never by the network.
+struct SlotMap {
+    shards: Box<[RwLock<SlotShard>]>,
+}
+
+type SlotShard = HashMap<Id, Arc<Slot>, FxBuildHasher>;
+
+impl SlotMap {
+    fn new() -> Self {
+        SlotMap { shards: (0..SHARDS).map(|_| RwLock::default()).collect() }
+    }
+
+    fn slot(&self, id: &Id) -> Arc<Slot> {
+        let shard = &self.shards[shard_of(id)];
+        if let Some(slot) = read(shard).get(id) {
+            return slot.clone();
+        }
+        write(shard).entry(id.clone()).or_default().clone()
+    }
+
+    fn live(&self, id: &str) -> u32 {
+        read(&self.shards[shard_of(id)]).get(id).map_or(0, |s| s.live.load(Ordering::Relaxed))
+    }
+
+    /// Forgets slots nothing holds: not a lease, not a take in progress (both hold a clone, and
+    /// a clone is only made under the shard's lock, which this holds).
+    fn prune(&self) {
+        for shard in self.shards.iter() {
+            write(shard).retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+    }
+}
+
+/// A profile's spend on its two most recent UTC days: `(day, total)`, the latest first.
+#[derive(Clone, Copy, Default)]
+struct SpendDays {
+    recent: (u64, Decimal),
+    previous: (u64, Decimal),
+}
+
+impl SpendDays {
+    fn add(&mut self, day: u64, amount: Decimal) {
+        if day == self.recent.0 {
+            self.recent.1 = self.recent.1.saturating_add(amount);
+        } else if day > self.recent.0 {
+            self.previous = self.recent;
+            self.recent = (day, amount);
+        } else if day == self.previous.0 {
+            self.previous.1 = self.previous.1.saturating_add(amount);
+        } else if day > self.previous.0 {
+            self.previous = (day, amount);
+        }
+    }
+
+    fn on(&self, day: u64) -> Decimal {
+        if day == self.recent.0 {
+            self.recent.1
+        } else if day == self.previous.0 {
+            self.previous.1
+        } else {
+            Decimal::ZERO
+        }
+    }
+}
+
+/// Call times (ms) per profile and called number, oldest first. Numbers are dialed by
+/// customers, so their maps hash with SipHash.
+#[derive(Default)]
+struct CallsShard {
+    profiles: HashMap<Id, HashMap<Box<str>, VecDeque<u64>, RandomState>, FxBuildHasher>,
+    next_sweep: u64,
+}
+
+impl CallsShard {
+    fn sweep(&mut self, horizon: u64) {
+        self.profiles.retain(|_, numbers| {
+            numbers.retain(|_, times| {
+                while times.front().is_some_and(|&t| t < horizon) {
+                    times.pop_front();
+                }
+                if times.capacity() > 4 * times.len().max(4) {
+                    times.shrink_to_fit();
+                }
+                !times.is_empty()
+            });
+            !numbers.is_empty()
+        });
+    }
+}
+
+/// Records at or after `since` in a sorted deque. It gallops back from the newest record before
+/// a binary search: a recent `since` then reads only the end the last record just warmed, and
+/// an old one costs about twice a plain binary search's few reads.
+fn count_since(times: &VecDeque<u64>, since: u64) -> usize {
+    let n = times.len();
+    let mut reach = 1;
+    while reach <= n && times[n - reach] >= since {
+        reach *= 2;
+    }
+    // The first record at or after `since` is in `lo..=hi` (`hi == n`: none is).
+    let (mut lo, mut hi) = (n.saturating_sub(reach), n - reach / 2);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if times[mid] < since {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    n - lo
+}
+
+fn shard_of(id: &str) -> usize {
+    spread(FxBuildHasher.hash_one(id))
+}
+
+fn calls_shard_of(profile_id: &str, destination: &str) -> usize {
+    spread(FxBuildHasher.hash_one((profile_id, destination)))
+}
+
+/// A shard from a hash, mixed so that a shard's keys still spread over its map's buckets.
+fn spread(hash: u64) -> usize {
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+// A panic elsewhere never holds these locks in an inconsistent state (each critical section
+// is a few loads and stores), so a poisoned lock is used as is rather than spreading the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
