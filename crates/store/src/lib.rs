@@ -11,9 +11,14 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tracing::info;
 
+mod cdr;
 mod rates;
 mod repository;
 mod snapshot;
+pub use cdr::{
+    AttemptOutcome, CallDetailRecord, CdrFilter, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp,
+    is_cdr_timestamp, new_cdr_id,
+};
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
 pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use crate::cdr::{CallDetailRecord, CdrFilter};
 use crate::rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage, insert_rates, insert_resource_row};
 use crate::{
     ADMIN_KEY_HASH, RESOURCE_COLUMNS, Resource, ResourceRow, Store, StoreError, announce, claim_unique, conflict_or,
@@ -138,6 +139,23 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// deck's longest prefix that starts the number, or `None` when no prefix does (or the number
     /// is not digits). One indexed query over the number's prefixes (at most 15).
     async fn rate_for(&self, deck_id: &str, number: &str) -> Result<Option<(String, String)>, StoreError>;
+
+    /// Stores call detail records, all or nothing, in one transaction of multi-row INSERTs (the
+    /// engine writes them in batches from a queue). A time not in the `cdr_timestamp` shape, or
+    /// an id taken (a conflict in scope `id`), stores none of them.
+    async fn insert_cdrs(&self, records: &[CallDetailRecord]) -> Result<(), StoreError>;
+
+    /// One page of the call detail records matching `filter`, newest first (by `started_at`, ties
+    /// by id): `limit` records after skipping `offset`, and how many match in all.
+    async fn list_cdrs(
+        &self,
+        filter: &CdrFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CallDetailRecord>, u64), StoreError>;
+
+    /// The call detail record `id`, of whichever account.
+    async fn get_cdr(&self, id: &str) -> Result<Option<CallDetailRecord>, StoreError>;
 }
 
 #[async_trait]
@@ -471,5 +489,28 @@ impl Repository for Store {
             q = q.bind(&digits[..len]);
         }
         Ok(q.fetch_optional(&self.pool).await?)
+    }
+
+    async fn insert_cdrs(&self, records: &[CallDetailRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        crate::cdr::insert(&mut tx, self.backend, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_cdrs(
+        &self,
+        filter: &CdrFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<CallDetailRecord>, u64), StoreError> {
+        crate::cdr::list(&self.pool, filter, offset, limit).await
+    }
+
+    async fn get_cdr(&self, id: &str) -> Result<Option<CallDetailRecord>, StoreError> {
+        crate::cdr::get(&self.pool, id).await
     }
 }

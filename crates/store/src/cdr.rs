@@ -1,0 +1,565 @@
+//! Call detail records (CDRs): one per call the switch handled, written by the engine in batches
+//! from a queue ([`crate::Repository::insert_cdrs`]) and read by the API, newest first
+//! ([`crate::Repository::list_cdrs`]). A record is plain data; it names its account, connection
+//! and carriers by id but references nothing, so it outlives them (billing history stays).
+//!
+//! Times are RFC 3339 UTC text with milliseconds in one fixed shape, `2026-01-02T03:04:05.678Z`
+//! ([`cdr_timestamp`] makes one from Unix milliseconds): text order is then time order on both
+//! backends, which the indexes and date filters rely on, so the store refuses any other shape.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Backend, StoreError, conflict_or};
+
+/// Which way the call went, seen from the customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the customer's connection toward a carrier (termination).
+    Outbound,
+    /// From a carrier toward the customer's number (origination).
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<Direction> {
+        [Direction::Outbound, Direction::Inbound].into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// Which side ended the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupSource {
+    /// The calling party: a BYE or CANCEL from the A leg.
+    Caller,
+    /// The called party: a BYE or final failure from the B leg.
+    Callee,
+    /// The platform: a rejection by the rules, every route failed, a timeout, a drain.
+    System,
+}
+
+impl HangupSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupSource::Caller => "caller",
+            HangupSource::Callee => "callee",
+            HangupSource::System => "system",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<HangupSource> {
+        [HangupSource::Caller, HangupSource::Callee, HangupSource::System].into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+/// How one route attempt ended; in JSON, `"outcome"` with `"sip_response_code"` for a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// A final response arrived with this status.
+    Response { sip_response_code: u16 },
+    /// No final response in time (Timer B).
+    Timeout,
+    /// The request could not be sent (refused, reset, TLS failure, ICMP error).
+    TransportError,
+}
+
+/// One try of one route of the call: a carrier's gateway, and the address the INVITE went to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteAttempt {
+    pub carrier_id: String,
+    /// The gateway's host as configured on the carrier.
+    pub gateway: String,
+    pub port: u16,
+    /// `UDP`, `TCP` or `TLS`.
+    pub transport: String,
+    /// The address the request was sent to (`203.0.113.7:5060`); `None` when the gateway's name
+    /// did not resolve.
+    pub target: Option<String>,
+    #[serde(flatten)]
+    pub outcome: AttemptOutcome,
+    pub started_at: String,
+    pub ended_at: String,
+}
+
+/// One call as it happened and was billed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDetailRecord {
+    /// A UUID ([`new_cdr_id`]).
+    pub id: String,
+    pub account_id: String,
+    pub connection_id: String,
+    /// The outbound voice profile that applied (outbound calls).
+    pub outbound_voice_profile_id: Option<String>,
+    pub direction: Direction,
+    /// The SIP Call-ID of the leg with the caller (the customer's for outbound calls, the
+    /// carrier's for inbound ones).
+    pub a_leg_call_id: String,
+    /// The SIP Call-ID of the leg toward the callee; `None` when none was created (a call
+    /// refused before routing).
+    pub b_leg_call_id: Option<String>,
+    /// The calling and called party as the A leg carried them.
+    pub from_received: String,
+    pub to_received: String,
+    /// The calling and called party as sent on the B leg (after normalisation, caller ID
+    /// policy, ANI/DNIS formats, tech prefix); `None` when nothing was sent.
+    pub from_sent: Option<String>,
+    pub to_sent: Option<String>,
+    /// When the INVITE arrived, was answered (`None`: never) and the call ended.
+    pub started_at: String,
+    pub answered_at: Option<String>,
+    pub ended_at: String,
+    /// Seconds from answer to end (0 when unanswered), and the seconds billed after the
+    /// billing increments.
+    pub call_sec: u32,
+    pub billed_sec: u32,
+    /// The per-minute rate and the call's cost, exact decimals in USD; `None` when not rated.
+    pub rate: Option<String>,
+    pub cost: Option<String>,
+    /// The final SIP status the caller got (200 for an answered call).
+    pub sip_response_code: u16,
+    /// The product's reason code (`D1`, `PE1`, ...), when the platform decided the outcome.
+    pub reason_code: Option<String>,
+    pub hangup_source: HangupSource,
+    /// Every route tried, in order.
+    pub route_attempts: Vec<RouteAttempt>,
+    /// The rules' decision trace as JSON (`RawJson::of(&trunking::trace::Trace)`), kept as is.
+    pub trace: RawJson,
+}
+
+/// JSON text kept as written (a record's decision trace): checked once when made, then stored
+/// and read back without being parsed into values, and serialized as the JSON it holds. The
+/// engine serializes a trace straight to text: building a `serde_json::Value` and writing it out
+/// again took about a fifth of a batch insert's time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// `value` serialized to JSON text.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<RawJson, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(RawJson)
+    }
+
+    /// JSON text, checked to be one JSON value.
+    pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
+        RawValue::from_string(text).map(RawJson)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawJson {}
+
+/// Which records a list returns. Every field narrows; `Default` is every record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CdrFilter {
+    /// One account's records; `None` (the operator) for every account's.
+    pub account_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub sip_response_code: Option<u16>,
+    /// Records that started at or after / at or before this time (inclusive), in the
+    /// [`cdr_timestamp`] shape.
+    pub started_at_gte: Option<String>,
+    pub started_at_lte: Option<String>,
+}
+
+/// The columns, in the order they are written and read.
+const COLUMNS: [&str; 23] = [
+    "id",
+    "account_id",
+    "connection_id",
+    "outbound_voice_profile_id",
+    "direction",
+    "a_leg_call_id",
+    "b_leg_call_id",
+    "from_received",
+    "to_received",
+    "from_sent",
+    "to_sent",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "call_sec",
+    "billed_sec",
+    "rate",
+    "cost",
+    "sip_response_code",
+    "reason_code",
+    "hangup_source",
+    "route_attempts",
+    "trace",
+];
+
+/// Records per INSERT statement: 23 x 500 parameters, within both backends' limits (SQLite
+/// 32766, PostgreSQL 65535). Statements of 50 to 1,000 records measured the same within noise
+/// (`tests/cdr.rs` times 10,000): the database's own work on the rows dominates.
+const BATCH: usize = 500;
+
+/// Whether `s` has the one shape CDR times take: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn is_cdr_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Unix milliseconds as a CDR time (`2026-01-02T03:04:05.678Z`), for years 0 to 9999 (times
+/// outside are clamped to that range's ends).
+pub fn cdr_timestamp(unix_ms: i64) -> String {
+    // 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z.
+    let ms = unix_ms.clamp(-62_167_219_200_000, 253_402_300_799_999);
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Days to a civil date (H. Hinnant's algorithm), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    )
+}
+
+/// A new record id: a UUID version 7 (RFC 9562), its first 48 bits `unix_ms`, so ids of one
+/// batch land next to each other in the primary key's index.
+pub fn new_cdr_id(unix_ms: i64) -> Result<String, StoreError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b[6..]).map_err(|e| StoreError::Failed(format!("random source: {e}")))?;
+    let ms = u64::try_from(unix_ms).unwrap_or(0).to_be_bytes();
+    b[..6].copy_from_slice(&ms[2..]);
+    b[6] = 0x70 | (b[6] & 0x0f);
+    b[8] = 0x80 | (b[8] & 0x3f);
+    let h = crate::hex(&b);
+    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+}
+
+/// Refuses a record whose times are not in the one shape (they would sort wrongly).
+fn check(r: &CallDetailRecord) -> Result<(), StoreError> {
+    let times =
+        [("started_at", Some(&r.started_at)), ("answered_at", r.answered_at.as_ref()), ("ended_at", Some(&r.ended_at))];
+    for (name, t) in times {
+        if let Some(t) = t
+            && !is_cdr_timestamp(t)
+        {
+            return Err(StoreError::Failed(format!(
+                "call detail record {}: {name} `{t}` is not a UTC time like 2026-01-02T03:04:05.678Z",
+                r.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `INSERT ... VALUES` for `rows` records: anonymous `?` on SQLite (numbered parameters are
+/// looked up by name there, quadratic in their number), `$N` on PostgreSQL.
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    let n = COLUMNS.len();
+    let mut sql = String::with_capacity(64 + n * 12 + rows * n * 6);
+    sql.push_str("INSERT INTO call_detail_records (");
+    sql.push_str(&COLUMNS.join(", "));
+    sql.push_str(") VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ",(" });
+        for col in 0..n {
+            if col > 0 {
+                sql.push(',');
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * n + col + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Writes `records` in the open transaction, [`BATCH`] per statement. A taken id is a
+/// conflict in scope `id`.
+pub(crate) async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    records: &[CallDetailRecord],
+) -> Result<(), StoreError> {
+    records.iter().try_for_each(check)?;
+    let full: std::sync::Arc<str> = insert_sql(backend, BATCH.min(records.len())).into();
+    for chunk in records.chunks(BATCH) {
+        let attempts: Vec<String> = chunk
+            .iter()
+            .map(|r| serde_json::to_string(&r.route_attempts))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Failed(format!("call detail record route attempts: {e}")))?;
+        let sql = if chunk.len() == BATCH.min(records.len()) {
+            full.clone()
+        } else {
+            insert_sql(backend, chunk.len()).into()
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (r, attempts) in chunk.iter().zip(&attempts) {
+            q = q
+                .bind(r.id.as_str())
+                .bind(r.account_id.as_str())
+                .bind(r.connection_id.as_str())
+                .bind(r.outbound_voice_profile_id.as_deref())
+                .bind(r.direction.as_str())
+                .bind(r.a_leg_call_id.as_str())
+                .bind(r.b_leg_call_id.as_deref())
+                .bind(r.from_received.as_str())
+                .bind(r.to_received.as_str())
+                .bind(r.from_sent.as_deref())
+                .bind(r.to_sent.as_deref())
+                .bind(r.started_at.as_str())
+                .bind(r.answered_at.as_deref())
+                .bind(r.ended_at.as_str())
+                .bind(i64::from(r.call_sec))
+                .bind(i64::from(r.billed_sec))
+                .bind(r.rate.as_deref())
+                .bind(r.cost.as_deref())
+                .bind(i64::from(r.sip_response_code))
+                .bind(r.reason_code.as_deref())
+                .bind(r.hangup_source.as_str())
+                .bind(attempts.as_str())
+                .bind(r.trace.get());
+        }
+        q.execute(&mut **tx).await.map_err(|e| conflict_or(e, "id"))?;
+    }
+    Ok(())
+}
+
+/// A value bound to a list query's condition.
+enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The `WHERE` clause of `filter` (with its first parameter numbered `$1`) and its values.
+fn conditions(filter: &CdrFilter) -> (String, Vec<Param<'_>>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut params = Vec::new();
+    let text = [("account_id =", &filter.account_id), ("connection_id =", &filter.connection_id)];
+    for (cond, value) in text {
+        if let Some(v) = value {
+            params.push(Param::Text(v));
+            conds.push(format!("{cond} ${}", params.len()));
+        }
+    }
+    if let Some(s) = filter.sip_response_code {
+        params.push(Param::Int(i64::from(s)));
+        conds.push(format!("sip_response_code = ${}", params.len()));
+    }
+    let range = [("started_at >=", &filter.started_at_gte), ("started_at <=", &filter.started_at_lte)];
+    for (cond, value) in range {
+        if let Some(v) = value {
+            params.push(Param::Text(v));
+            conds.push(format!("{cond} ${}", params.len()));
+        }
+    }
+    let clause = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
+    (clause, params)
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    params: &'q [Param<'q>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for p in params {
+        q = match p {
+            Param::Text(t) => q.bind(*t),
+            Param::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
+/// `SELECT` list of every column.
+fn select_columns() -> String {
+    COLUMNS.join(", ")
+}
+
+/// One page of records matching `filter`, newest first (ties by id, descending), and how many
+/// match in all.
+pub(crate) async fn list(
+    pool: &sqlx::AnyPool,
+    filter: &CdrFilter,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<CallDetailRecord>, u64), StoreError> {
+    // A malformed bound matches nothing rather than comparing as text by accident.
+    if [&filter.started_at_gte, &filter.started_at_lte].into_iter().flatten().any(|t| !is_cdr_timestamp(t)) {
+        return Ok((Vec::new(), 0));
+    }
+    let (clause, params) = conditions(filter);
+    let count_sql = format!("SELECT COUNT(*) FROM call_detail_records{clause}");
+    let next = params.len() + 1;
+    let page_sql = format!(
+        "SELECT {} FROM call_detail_records{clause} ORDER BY started_at DESC, id DESC LIMIT ${next} OFFSET ${}",
+        select_columns(),
+        next + 1
+    );
+    let total: i64 =
+        bind_all(sqlx::query(sqlx::AssertSqlSafe(count_sql)), &params).fetch_one(pool).await?.try_get(0)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let rows =
+        bind_all(sqlx::query(sqlx::AssertSqlSafe(page_sql)), &params).bind(limit).bind(offset).fetch_all(pool).await?;
+    let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok((records, u64::try_from(total).unwrap_or(0)))
+}
+
+/// The record `id`.
+pub(crate) async fn get(pool: &sqlx::AnyPool, id: &str) -> Result<Option<CallDetailRecord>, StoreError> {
+    let sql = format!("SELECT {} FROM call_detail_records WHERE id = $1", select_columns());
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+fn from_row(row: &AnyRow) -> Result<CallDetailRecord, StoreError> {
+    let id: String = row.try_get(0)?;
+    let bad = |what: &str| StoreError::Failed(format!("call detail record {id}: unreadable {what}"));
+    let text = |i: usize| row.try_get::<String, _>(i);
+    let opt = |i: usize| row.try_get::<Option<String>, _>(i);
+    let int = |i: usize| row.try_get::<i64, _>(i);
+    let direction = Direction::from_token(&text(4)?).ok_or_else(|| bad("direction"))?;
+    let hangup_source = HangupSource::from_token(&text(20)?).ok_or_else(|| bad("hangup_source"))?;
+    let route_attempts = serde_json::from_str(&text(21)?).map_err(|_| bad("route_attempts"))?;
+    let trace = RawJson::from_text(text(22)?).map_err(|_| bad("trace"))?;
+    Ok(CallDetailRecord {
+        account_id: text(1)?,
+        connection_id: text(2)?,
+        outbound_voice_profile_id: opt(3)?,
+        direction,
+        a_leg_call_id: text(5)?,
+        b_leg_call_id: opt(6)?,
+        from_received: text(7)?,
+        to_received: text(8)?,
+        from_sent: opt(9)?,
+        to_sent: opt(10)?,
+        started_at: text(11)?,
+        answered_at: opt(12)?,
+        ended_at: text(13)?,
+        call_sec: u32::try_from(int(14)?).map_err(|_| bad("call_sec"))?,
+        billed_sec: u32::try_from(int(15)?).map_err(|_| bad("billed_sec"))?,
+        rate: opt(16)?,
+        cost: opt(17)?,
+        sip_response_code: u16::try_from(int(18)?).map_err(|_| bad("sip_response_code"))?,
+        reason_code: opt(19)?,
+        hangup_source,
+        route_attempts,
+        trace,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(cdr_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(cdr_timestamp(1_767_323_045_678), "2026-01-02T03:04:05.678Z");
+        assert_eq!(cdr_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(cdr_timestamp(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(cdr_timestamp(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(cdr_timestamp(i64::MAX), "9999-12-31T23:59:59.999Z");
+        for ms in [0, 1_767_323_045_678, -1, i64::MIN, i64::MAX, 4_102_444_800_000] {
+            assert!(is_cdr_timestamp(&cdr_timestamp(ms)), "{ms}");
+        }
+        for bad in [
+            "",
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.678+00:00",
+            "2026-01-02 03:04:05.678Z",
+            "2026-01-02T03:04:05.67xZ",
+        ] {
+            assert!(!is_cdr_timestamp(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_uuid_v7() {
+        let a = new_cdr_id(1_767_323_045_678).unwrap();
+        let b = new_cdr_id(1_767_323_045_678).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[..13], "019b7ca9-8f2e", "{a}");
+        assert_eq!(&a[14..15], "7");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        assert!(new_cdr_id(1).unwrap() < new_cdr_id(2).unwrap(), "time ordered");
+    }
+
+    #[test]
+    fn insert_sql_per_backend() {
+        let pg = insert_sql(Backend::Postgres, 2);
+        assert!(pg.starts_with("INSERT INTO call_detail_records (id, account_id, "));
+        assert!(pg.ends_with(
+            "($24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$35,$36,$37,$38,$39,$40,$41,$42,$43,$44,$45,$46)"
+        ));
+        let lite = insert_sql(Backend::Sqlite, 2);
+        assert_eq!(lite.matches('?').count(), 46);
+        assert!(lite.ends_with(
+            ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        ));
+    }
+
+    #[test]
+    fn attempt_json() {
+        let a = RouteAttempt {
+            carrier_id: "c1".into(),
+            gateway: "sip.carrier.example".into(),
+            port: 5060,
+            transport: "UDP".into(),
+            target: Some("203.0.113.7:5060".into()),
+            outcome: AttemptOutcome::Response { sip_response_code: 503 },
+            started_at: cdr_timestamp(0),
+            ended_at: cdr_timestamp(1),
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["outcome"], "response");
+        assert_eq!(v["sip_response_code"], 503);
+        assert_eq!(serde_json::from_value::<RouteAttempt>(v).unwrap(), a);
+        let t = RouteAttempt { outcome: AttemptOutcome::TransportError, target: None, ..a };
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["outcome"], "transport_error");
+        assert!(v.get("sip_response_code").is_none());
+        assert_eq!(serde_json::from_value::<RouteAttempt>(v).unwrap(), t);
+    }
+}
