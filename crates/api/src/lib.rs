@@ -17,6 +17,7 @@ pub mod carriers;
 pub mod connections;
 pub mod connections_common;
 pub mod credential_connections;
+pub mod detail_records;
 pub mod dynamic_emergency;
 pub mod error;
 pub mod fields;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
     let v2 = Router::new()
         // resource routes (one line each)
         .merge(fqdn_connections::routes())
+        .merge(detail_records::routes())
         .merge(fqdns::routes())
         .merge(uac_connections::routes())
         .merge(connections::routes())

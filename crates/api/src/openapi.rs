@@ -3,9 +3,9 @@
 //! It is the public contract cut down to the paths and operations opentrunk implements
 //! (`crates/api/openapi/contract.json`, derived from the contract by `scripts/derive-openapi`
 //! and embedded in the binary, so it serves without `../shared`), with the operator's own
-//! resources merged in: accounts, carriers, phone numbers, rate decks and the webhook public key, tagged
-//! [`OPERATOR_TAG`], under the same Bearer security scheme. The document is built once, on the
-//! first request, and served as the same JSON text after that.
+//! resources merged in: accounts, carriers, phone numbers, rate decks, the webhook public key and
+//! call detail records, tagged [`OPERATOR_TAG`], under the same Bearer security scheme. The
+//! document is built once, on the first request, and served as the same JSON text after that.
 //!
 //! The operator part is built with utoipa's builder API ([`operator_extensions`]). The
 //! contract part is kept as JSON and merged at the JSON level: utoipa's typed model cannot
@@ -294,6 +294,7 @@ fn operator_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 &["public_key"],
             ),
         ),
+        ("OperatorDetailRecord", object("A call detail record (CDR).", detail_record_fields(), &[])),
         (
             "OperatorRatesRequest",
             object("All the rates of a deck.", vec![("rates", array_of(reference("OperatorRate"), ""))], &["rates"]),
@@ -427,6 +428,103 @@ fn summary_for(id: &str, what: &'static str) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+fn detail_record_fields() -> Vec<(&'static str, RefOr<Schema>)> {
+    let time = |d: &str| typed(Type::String, d);
+    let attempt = object(
+        "One try of one route: a carrier's gateway.",
+        vec![
+            ("carrier_id", typed(Type::String, "The carrier.")),
+            ("gateway", typed(Type::String, "The gateway's host as configured.")),
+            ("port", typed(Type::Integer, "")),
+            ("transport", enumerated(&["UDP", "TCP", "TLS"], "")),
+            ("target", nullable(Type::String, "The address the INVITE went to; null when the host did not resolve.")),
+            ("outcome", enumerated(&["response", "timeout", "transport_error"], "How the try ended.")),
+            ("sip_response_code", typed(Type::Integer, "The final response's status, with outcome `response`.")),
+            ("started_at", time("")),
+            ("ended_at", time("")),
+        ],
+        &[],
+    );
+    vec![
+        ("record_type", enumerated(&[crate::detail_records::RECORD_TYPE], "")),
+        ("id", typed(Type::String, "The record id (a UUID).")),
+        ("account_id", typed(Type::String, "The account billed.")),
+        ("connection_id", typed(Type::String, "The connection the call came in on or went out to.")),
+        ("outbound_voice_profile_id", nullable(Type::String, "The outbound voice profile that applied.")),
+        ("direction", enumerated(&["outbound", "inbound"], "")),
+        ("a_leg_call_id", typed(Type::String, "SIP Call-ID of the caller's leg.")),
+        ("b_leg_call_id", nullable(Type::String, "SIP Call-ID of the leg toward the callee; null when none.")),
+        ("from_received", typed(Type::String, "The caller as the caller's leg carried it.")),
+        ("to_received", typed(Type::String, "The callee as the caller's leg carried it.")),
+        ("from_sent", nullable(Type::String, "The caller as sent on; null when nothing was sent.")),
+        ("to_sent", nullable(Type::String, "The callee as sent on; null when nothing was sent.")),
+        ("started_at", time("When the INVITE arrived: UTC with milliseconds, `2026-01-02T03:04:05.678Z`.")),
+        ("answered_at", nullable(Type::String, "When the call was answered; null when it was not.")),
+        ("ended_at", time("When the call ended.")),
+        ("call_sec", typed(Type::Integer, "Seconds from answer to end.")),
+        ("billed_sec", typed(Type::Integer, "Seconds billed, after the billing increments.")),
+        ("rate", nullable(Type::String, "Per-minute rate, a decimal string; null when not rated.")),
+        ("cost", nullable(Type::String, "The call's cost, a decimal string; null when not rated.")),
+        ("currency", enumerated(&[crate::detail_records::CURRENCY], "")),
+        ("sip_response_code", typed(Type::Integer, "The final SIP status the caller got.")),
+        ("reason_code", nullable(Type::String, "The product's reason code (`D1`, `PE1`, ...).")),
+        ("hangup_source", enumerated(&["caller", "callee", "system"], "Which side ended the call.")),
+        ("route_attempts", array_of(attempt, "Every route tried, in order (operator only).")),
+        (
+            "trace",
+            array_of(typed(Type::Object, "A rule: `rule`, `verdict`, `facts`."), "Decision trace (operator only)."),
+        ),
+    ]
+}
+
+/// `GET /detail_records` with its filters, and `GET /detail_records/{id}`.
+fn detail_record_paths(paths: PathsBuilder) -> PathsBuilder {
+    let mut list = op(
+        HttpMethod::Get,
+        "list_detail_records",
+        "List call detail records, newest first: an account's own, every account's for the operator, who alone \
+         sees route attempts and traces (extension).",
+        "200",
+        "OperatorDetailRecord",
+    );
+    list.list = true;
+    let mut list = build_op(&[], list);
+    let query = |name: &str, t: Type, d: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .schema(Some(typed(t, d)))
+            .build()
+            .into()
+    };
+    let params = list.parameters.get_or_insert_with(Vec::new);
+    params.retain(|p| !matches!(p, RefOr::T(p) if p.name == "sort"));
+    params.extend([
+        query("filter[record_type]", Type::String, "`sip-trunking` (the default; any other value is refused)."),
+        query("filter[date_range]", Type::String, "`today`, `yesterday` (UTC days), `last_7_days` or `last_30_days`."),
+        query("filter[started_at][gte]", Type::String, "RFC 3339 date-time: started at or after (inclusive)."),
+        query("filter[started_at][lte]", Type::String, "RFC 3339 date-time: started at or before (inclusive)."),
+        query("filter[connection_id]", Type::String, "One connection's records."),
+        query("filter[sip_response_code]", Type::Integer, "Final SIP status, 100 to 699."),
+        query("filter[account_id]", Type::String, "One account's records (the operator)."),
+    ]);
+    let show = build_op(
+        &["id"],
+        op(
+            HttpMethod::Get,
+            "get_detail_record",
+            "Show a call detail record; another account's is 404 (extension).",
+            "200",
+            "OperatorDetailRecord",
+        ),
+    );
+    let (mut items, mut item) = (PathItem::default(), PathItem::default());
+    items.get = Some(list);
+    item.get = Some(show);
+    paths.path("/detail_records", items).path("/detail_records/{id}", item)
+}
+
 /// The operator's own resources (not in the public contract), in the contract's style.
 pub fn operator_extensions() -> OpenApi {
     use HttpMethod::*;
@@ -495,6 +593,8 @@ pub fn operator_extensions() -> OpenApi {
         ),
     );
 
+    paths = detail_record_paths(paths);
+
     let mut components = ComponentsBuilder::new().security_scheme(
         BEARER,
         SecurityScheme::Http(
@@ -516,8 +616,8 @@ pub fn operator_extensions() -> OpenApi {
                 .name(OPERATOR_TAG)
                 .description(Some(
                     "The operator's own resources (accounts, carriers, phone numbers, rate decks, the webhook public \
-                     key): not in the public contract, designed in its style. Only the operator's key may use most \
-                     of them.",
+                     key) and call detail records: not in the public contract, designed in its style. Only the \
+                     operator's key may use most of them.",
                 ))
                 .build(),
         ]))
@@ -576,6 +676,8 @@ mod tests {
         "/rate_decks/{id}",
         "/rate_decks/{id}/rates",
         "/public_key",
+        "/detail_records",
+        "/detail_records/{id}",
     ];
 
     #[test]
@@ -612,6 +714,32 @@ mod tests {
         for r in all {
             assert!(doc.pointer(r.trim_start_matches('#')).is_some(), "dangling {r}");
         }
+    }
+
+    #[test]
+    fn detail_records_list_their_filters() {
+        let doc = document_json();
+        let list = &doc["paths"]["/detail_records"]["get"];
+        let names: Vec<&str> =
+            list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "page[number]",
+                "page[size]",
+                "filter[record_type]",
+                "filter[date_range]",
+                "filter[started_at][gte]",
+                "filter[started_at][lte]",
+                "filter[connection_id]",
+                "filter[sip_response_code]",
+                "filter[account_id]"
+            ]
+        );
+        let record = &doc["components"]["schemas"]["OperatorDetailRecord"]["properties"];
+        assert_eq!(record["record_type"]["enum"], json!(["sip-trunking"]));
+        assert!(record["route_attempts"]["items"]["properties"]["outcome"].is_object());
+        assert!(doc["paths"]["/detail_records/{id}"]["get"]["responses"]["404"].is_object());
     }
 
     /// The contract part survives the trip through utoipa's types unchanged.
