@@ -2,3 +2,4 @@
 //! can run the exact same calls on a minimized input (it includes the file with `#[path]`).
 
 pub mod checks;
+pub mod trunking_checks;
