@@ -295,7 +295,12 @@ fn by_address(config: &Config, facts: &CallFacts<'_>, trace: &mut Trace) -> Iden
     // refusal where it was needed to tell connections apart (below).
     let mut charge_info_unmatched = false;
     if let Some(pci) = facts.charge_info {
-        let owner = e164_of(pci).and_then(|n| config.number(&n)).and_then(|n| n.connection_id.clone());
+        // P-Charge-Info requires E.164, read by the numbering plan as every number is.
+        let owner = config
+            .numbering()
+            .e164(pci)
+            .and_then(|n| config.number(n.e164.as_str()))
+            .and_then(|n| n.connection_id.clone());
         match owner.and_then(|o| open.iter().copied().find(|c| config.connection(*c).id == o)) {
             Some(c) => {
                 trace.pass("identify.p_charge_info", [("number", pci.into()), ("connection", id(c))]);
@@ -346,12 +351,4 @@ fn by_address(config: &Config, facts: &CallFacts<'_>, trace: &mut Trace) -> Iden
             Identification::Rejected(Reason::D29)
         }
     }
-}
-
-/// `P-Charge-Info` requires E.164: `+` and digits (visual separators dropped).
-fn e164_of(user: &str) -> Option<String> {
-    let rest = user.strip_prefix('+')?;
-    let digits: String = rest.chars().filter(|c| !matches!(c, '-' | '.' | '(' | ')')).collect();
-    (!digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("+{digits}"))
 }
