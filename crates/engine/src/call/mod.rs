@@ -36,6 +36,22 @@ pub struct RouteTarget {
     pub transport: Transport,
     /// The Request-URI user toward the carrier: its tech prefix and the number.
     pub user: String,
+    /// The carrier's digest login, answered when it challenges our INVITE (401/407).
+    pub credentials: Option<CarrierLogin>,
+}
+
+/// A carrier's digest user name and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CarrierLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for CarrierLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a password in a log line.
+        f.debug_struct("CarrierLogin").field("username", &self.username).finish_non_exhaustive()
+    }
 }
 
 impl RouteTarget {
@@ -49,11 +65,14 @@ impl RouteTarget {
                 port: a.port(),
                 transport: a.transport(),
                 user: a.dial(&plan.number).to_string(),
+                credentials: a
+                    .credentials()
+                    .map(|c| CarrierLogin { username: c.username.to_owned(), password: c.password.to_owned() }),
             })
             .collect()
     }
 
-    fn uri(&self) -> String {
+    pub fn uri(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         match self.transport {
             Transport::Udp => format!("sip:{}@{host}:{}", self.user, self.port),
@@ -89,6 +108,8 @@ pub struct CallSetup {
     pub idle_limit: Duration,
     /// `Server`/`User-Agent` product token.
     pub product: String,
+    /// The client nonce of our digest answers to carriers (drawn by the driver).
+    pub cnonce: String,
 }
 
 /// What the driver must do.
@@ -217,6 +238,9 @@ pub struct Call {
     /// CANCEL before one); kept across attempts, a route given up on still gets its CANCEL.
     cancel_pending: Vec<usize>,
     answered: Option<BDialog>,
+    /// Attempts whose INVITE was already re-sent with our digest answer: a second challenge
+    /// is a refusal (wrong credentials), not a loop.
+    authenticated: Vec<usize>,
     dialog: dialog::DialogState,
     actions: VecDeque<Action>,
     events: VecDeque<CallEvent>,
@@ -235,6 +259,7 @@ impl Call {
             provisional: false,
             cancel_pending: Vec::new(),
             answered: None,
+            authenticated: Vec::new(),
             dialog: dialog::DialogState::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -263,10 +288,20 @@ impl Call {
     }
 
     fn start_attempt(&mut self, attempt: usize, now: Instant) {
-        let Some(route) = self.setup.routes.get(attempt) else {
+        if attempt >= self.setup.routes.len() {
             self.fail_to_caller(now);
             return;
-        };
+        }
+        let req = self.invite_for(attempt);
+        self.state = CallState::Trying { attempt };
+        self.attempt_started = Some(now);
+        self.provisional = false;
+        self.actions.push_back(Action::InviteB { attempt, request: req });
+    }
+
+    /// The INVITE toward `routes[attempt]`, with the next CSeq of the B dialog.
+    fn invite_for(&mut self, attempt: usize) -> Message {
+        let route = &self.setup.routes[attempt];
         self.b_cseq += 1;
         let mut req = Message::new_request("INVITE", &route.uri());
         let max_forwards = self.setup.invite.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
@@ -290,10 +325,38 @@ impl Call {
         if !body.is_empty() {
             req.set_body(body, content_type.as_deref());
         }
-        self.state = CallState::Trying { attempt };
-        self.attempt_started = Some(now);
-        self.provisional = false;
-        self.actions.push_back(Action::InviteB { attempt, request: req });
+        req
+    }
+
+    /// The INVITE of `attempt` again, answering the carrier's digest challenge (RFC 3261
+    /// section 22.2), once per attempt; `None` when the route has no login or the challenge
+    /// cannot be answered.
+    fn answer_challenge(&mut self, attempt: usize, resp: &Message) -> Option<Message> {
+        if self.authenticated.contains(&attempt) {
+            return None;
+        }
+        let login = self.setup.routes.get(attempt)?.credentials.clone()?;
+        let (challenge_header, answer_header) = match resp.status()? {
+            401 => (HeaderName::WwwAuthenticate, HeaderName::Authorization),
+            _ => (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization),
+        };
+        let uri = self.setup.routes[attempt].uri();
+        let answer = resp.auth(challenge_header).flatten().find_map(|challenge| {
+            trunking::digest::authorization(
+                &challenge,
+                "INVITE",
+                &uri,
+                &login.username,
+                &login.password,
+                &self.setup.cnonce,
+                1,
+            )
+            .ok()
+        })?;
+        self.authenticated.push(attempt);
+        let mut req = self.invite_for(attempt);
+        req.push_header(answer_header, &answer);
+        Some(req)
     }
 
     fn current_attempt(&self) -> Option<usize> {
@@ -342,6 +405,13 @@ impl Call {
                 a.set_body(body, ct.as_deref());
             }
             self.actions.push_back(Action::RespondA(a));
+            return;
+        }
+        if matches!(status, 401 | 407)
+            && let Some(req) = self.answer_challenge(attempt, resp)
+        {
+            // Same attempt, same timers: the carrier asked who we are.
+            self.actions.push_back(Action::InviteB { attempt, request: req });
             return;
         }
         // A final failure: fail over or finish.
@@ -610,6 +680,7 @@ mod tests {
             port: 5060,
             transport: Transport::Udp,
             user: "13125550199".into(),
+            credentials: None,
         }
     }
 
@@ -627,6 +698,7 @@ mod tests {
             timeout_2xx: Duration::from_secs(90),
             idle_limit: Duration::from_secs(7200),
             product: "opentrunk/test".into(),
+            cnonce: "c0ffee".into(),
         }
     }
 
@@ -728,6 +800,33 @@ mod tests {
         assert_eq!(ack.header(HeaderName::Route), Some("<sip:sbc.carrier.example;lr>"));
         assert_eq!(ack.to().unwrap().tag(), Some("carrier-tag"));
         assert_eq!(ack.cseq().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_carrier_challenge_is_answered_once_with_its_login() {
+        let now = Instant::now();
+        let mut with_login = route("198.51.100.1");
+        with_login.credentials = Some(CarrierLogin { username: "trunk7".into(), password: "s3cret".into() });
+        let mut call = Call::new(setup(vec![with_login, route("198.51.100.2")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        let challenge = "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"n1\", qop=\"auth\"\r\n";
+        call.handle_b_response(0, &b_response(&first, 407, "Proxy Authentication Required", challenge, ""), now);
+        let actions = drain(&mut call);
+        let Action::InviteB { attempt: 0, request: again } = &actions[0] else { panic!("{actions:?}") };
+        assert_eq!(again.cseq().unwrap().seq, 2);
+        let answer = again.header(HeaderName::ProxyAuthorization).expect("answers the challenge");
+        assert!(answer.contains("username=\"trunk7\"") && answer.contains("cnonce=\"c0ffee\""), "{answer}");
+        assert!(!answer.contains("s3cret"));
+        // A second challenge means the login is wrong: the attempt failed (407 is no failover).
+        call.handle_b_response(0, &b_response(again, 407, "Proxy Authentication Required", challenge, ""), now);
+        let actions = drain(&mut call);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(status_of(&actions[0]), 407);
+        // Without a login the challenge is the attempt's answer at once.
+        let mut call = Call::new(setup(vec![route("198.51.100.1")]), now);
+        let first = invite_of(&drain(&mut call), 0);
+        call.handle_b_response(0, &b_response(&first, 401, "Unauthorized", "", ""), now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 401);
     }
 
     #[test]
