@@ -1,7 +1,8 @@
-//! Call detail records (CDRs): one per call the switch handled, written by the engine in batches
-//! from a queue ([`crate::Repository::insert_cdrs`]) and read by the API, newest first
-//! ([`crate::Repository::list_cdrs`]). A record is plain data; it names its account, connection
-//! and carriers by id but references nothing, so it outlives them (billing history stays).
+//! Call detail records (CDRs): one per call the switch handled, written in batches from a queue
+//! ([`crate::Repository::insert_cdrs`], or [`crate::Store::insert_new_cdrs`] to replay without
+//! duplicates) and read by the API, newest first ([`crate::Repository::list_cdrs`]). A record is
+//! plain data; it names its account, connection and carriers by id but references nothing, so it
+//! outlives them (billing history stays).
 //!
 //! Times are RFC 3339 UTC text with milliseconds in one fixed shape, `2026-01-02T03:04:05.678Z`
 //! ([`cdr_timestamp`] makes one from Unix milliseconds): text order is then time order on both
@@ -279,9 +280,18 @@ fn check(r: &CallDetailRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What an insert does with a record whose id is stored already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Fails the whole insert with a conflict in scope `id`.
+    Conflict,
+    /// Leaves the stored record as it is and writes the others.
+    Skip,
+}
+
 /// `INSERT ... VALUES` for `rows` records: anonymous `?` on SQLite (numbered parameters are
 /// looked up by name there, quadratic in their number), `$N` on PostgreSQL.
-fn insert_sql(backend: Backend, rows: usize) -> String {
+fn insert_sql(backend: Backend, rows: usize, taken: Taken) -> String {
     let n = COLUMNS.len();
     let mut sql = String::with_capacity(64 + n * 12 + rows * n * 6);
     sql.push_str("INSERT INTO call_detail_records (");
@@ -303,6 +313,10 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
         }
         sql.push(')');
     }
+    if taken == Taken::Skip {
+        // Both backends (SQLite since 3.24) spell it the same.
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    }
     sql
 }
 
@@ -313,8 +327,36 @@ pub(crate) async fn insert(
     backend: Backend,
     records: &[CallDetailRecord],
 ) -> Result<(), StoreError> {
+    write(tx, backend, records, Taken::Conflict).await.map(|_| ())
+}
+
+impl crate::Store {
+    /// Stores the records whose ids are not stored yet, all or nothing, in one transaction, and
+    /// returns how many that was; a record whose id is taken is left as stored. The CDR writer
+    /// writes through this: after a crash between a batch's commit and the removal of the spool
+    /// it was replayed from, the same records come again, and a call must not be billed twice.
+    pub async fn insert_new_cdrs(&self, records: &[CallDetailRecord]) -> Result<u64, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let new = write(&mut tx, self.backend, records, Taken::Skip).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+}
+
+/// Writes `records` in the open transaction, [`BATCH`] per statement, and returns how many rows
+/// were added.
+async fn write(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    records: &[CallDetailRecord],
+    taken: Taken,
+) -> Result<u64, StoreError> {
     records.iter().try_for_each(check)?;
-    let full: std::sync::Arc<str> = insert_sql(backend, BATCH.min(records.len())).into();
+    let mut added = 0;
+    let full: std::sync::Arc<str> = insert_sql(backend, BATCH.min(records.len()), taken).into();
     for chunk in records.chunks(BATCH) {
         let attempts: Vec<String> = chunk
             .iter()
@@ -324,7 +366,7 @@ pub(crate) async fn insert(
         let sql = if chunk.len() == BATCH.min(records.len()) {
             full.clone()
         } else {
-            insert_sql(backend, chunk.len()).into()
+            insert_sql(backend, chunk.len(), taken).into()
         };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (r, attempts) in chunk.iter().zip(&attempts) {
@@ -353,9 +395,9 @@ pub(crate) async fn insert(
                 .bind(attempts.as_str())
                 .bind(r.trace.get());
         }
-        q.execute(&mut **tx).await.map_err(|e| conflict_or(e, "id"))?;
+        added += q.execute(&mut **tx).await.map_err(|e| conflict_or(e, "id"))?.rows_affected();
     }
-    Ok(())
+    Ok(added)
 }
 
 /// A value bound to a list query's condition.
@@ -522,16 +564,21 @@ mod tests {
 
     #[test]
     fn insert_sql_per_backend() {
-        let pg = insert_sql(Backend::Postgres, 2);
+        let pg = insert_sql(Backend::Postgres, 2, Taken::Conflict);
         assert!(pg.starts_with("INSERT INTO call_detail_records (id, account_id, "));
         assert!(pg.ends_with(
             "($24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$35,$36,$37,$38,$39,$40,$41,$42,$43,$44,$45,$46)"
         ));
-        let lite = insert_sql(Backend::Sqlite, 2);
+        let lite = insert_sql(Backend::Sqlite, 2, Taken::Conflict);
         assert_eq!(lite.matches('?').count(), 46);
         assert!(lite.ends_with(
             ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         ));
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            assert!(!insert_sql(backend, 1, Taken::Conflict).contains("ON CONFLICT"));
+            let skip = insert_sql(backend, 1, Taken::Skip);
+            assert!(skip.ends_with(") ON CONFLICT (id) DO NOTHING"), "{skip}");
+        }
     }
 
     #[test]
