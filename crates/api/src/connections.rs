@@ -12,23 +12,15 @@
 //!   connections by their FQDN records); errors answer 400.
 //! - `GET /v2/connections/{id}` finds the id among every type; another account's answers 404
 //!   like a missing one.
-//! - `GET /v2/connections/{connection_id}/active_calls` answers the contract's envelope with an
-//!   empty list: no call runs through the API yet (404 for a connection the caller does not
-//!   see; `page[number]`, `page[size]` and `page[limit]`, 1 to 250, are checked, 422 otherwise,
-//!   the contract's code; the opaque cursors `page[after]`/`page[before]` are ignored, as none
-//!   is ever issued). The `meta` carries the contract's `CursorPaginationMeta` (`cursors`,
-//!   `total_items`) and, since the official SDK pages this list by number, `page_number`,
-//!   `page_size` and `total_pages` too.
+//! - `GET /v2/connections/{connection_id}/active_calls` is in [`crate::live_calls`].
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use crate::connections_common as cc;
-use crate::query::Query;
 use crate::{ApiError, ApiState, Caller};
 
 /// The stored kinds of every connection type, in the order an id is looked up.
@@ -51,10 +43,7 @@ const FIELDS: &[&str] = &[
 ];
 
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/connections", get(list))
-        .route("/connections/{id}", get(show))
-        .route("/connections/{id}/active_calls", get(active_calls))
+    Router::new().route("/connections", get(list)).route("/connections/{id}", get(show))
 }
 
 /// A connection (as [`cc::present`] shows it) in the contract's `Connection` shape.
@@ -98,36 +87,6 @@ async fn find(s: &ApiState, caller: &Caller, id: &str) -> Result<Value, ApiError
 async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let doc = find(&s, &caller, &id).await?;
     Ok(Json(json!({ "data": summary(&doc) })))
-}
-
-async fn active_calls(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    find(&s, &caller, &id).await?;
-    let q = Query::parse(q.as_deref());
-    let unprocessable = |mut e: ApiError| {
-        e.status = StatusCode::UNPROCESSABLE_ENTITY;
-        e
-    };
-    let page = q.page(20, 250).map_err(unprocessable)?;
-    if let Some(limit) = q.get("page[limit]")
-        && limit.parse::<usize>().ok().is_none_or(|n| !(1..=250).contains(&n))
-    {
-        return Err(unprocessable(ApiError::bad_request("page[limit] must be an integer from 1 to 250.")));
-    }
-    Ok(Json(json!({
-        "data": [],
-        "meta": {
-            "cursors": {},
-            "total_items": 0,
-            "page_number": page.number,
-            "page_size": page.size,
-            "total_pages": 0,
-        }
-    })))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod fqdn_connections;
 pub mod fqdns;
 pub mod ip_connections;
 pub mod ips;
+pub mod live_calls;
 pub mod openapi;
 pub mod outbound_voice_profiles;
 pub mod phone_numbers;
@@ -35,11 +36,26 @@ pub mod rate_decks;
 pub mod uac_connections;
 
 pub use error::{ApiError, ErrorObject};
+pub use live_calls::{LiveCall, LiveCallTable, LiveCalls};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Repository>,
+    /// The calls the switch has up, read by the live call endpoints.
+    pub live_calls: Arc<dyn LiveCalls>,
+}
+
+impl ApiState {
+    /// The API over `store` with no switch publishing calls: every live call list is empty.
+    pub fn new(store: Arc<dyn Repository>) -> Self {
+        Self::with_live_calls(store, Arc::new(LiveCallTable::new()))
+    }
+
+    /// The API over `store`, reporting the calls the switch publishes into `live_calls`.
+    pub fn with_live_calls(store: Arc<dyn Repository>, live_calls: Arc<dyn LiveCalls>) -> Self {
+        ApiState { store, live_calls }
+    }
 }
 
 /// The `/v2` routes: one `routes()` per resource module, merged here.
@@ -48,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         // resource routes (one line each)
         .merge(fqdn_connections::routes())
         .merge(detail_records::routes())
+        .merge(live_calls::routes())
         .merge(fqdns::routes())
         .merge(uac_connections::routes())
         .merge(connections::routes())

@@ -762,7 +762,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("opentrunk-openapi-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = store::Store::open(&format!("sqlite://{}", dir.join("db.sqlite").display())).await.unwrap();
-        let app = crate::router(ApiState { store: std::sync::Arc::new(store) });
+        let app = crate::router(ApiState::new(std::sync::Arc::new(store)));
         let res = app.oneshot(Request::get("/v2/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()[CONTENT_TYPE], "application/json");

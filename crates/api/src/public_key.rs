@@ -108,7 +108,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let store = store::Store::open(&format!("sqlite://{}", dir.join("db.sqlite").display())).await.unwrap();
         store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        let app = crate::router(ApiState { store: std::sync::Arc::new(store.clone()) });
+        let app = crate::router(ApiState::new(std::sync::Arc::new(store.clone())));
 
         assert_eq!(get(&app, "/v2/public_key", None, None).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(get(&app, "/v2/public_key", Some("KEYnot-a-key"), None).await.0, StatusCode::UNAUTHORIZED);

@@ -71,7 +71,7 @@ async fn run(config: Config) -> Result<(), String> {
         .route("/health", get(health_handler))
         .with_state(health.clone())
         .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone(), snapshot)))
-        .merge(api::router(api::ApiState { store: std::sync::Arc::new(store.clone()) }));
+        .merge(api::router(api::ApiState::new(std::sync::Arc::new(store.clone()))));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
             error!("API: {e}");

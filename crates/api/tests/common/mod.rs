@@ -64,7 +64,7 @@ pub async fn apps_and_stores() -> Vec<(axum::Router, Store)> {
     let mut out = Vec::new();
     for store in support::backends().await {
         store.ensure_admin_key(Some(OPERATOR)).await.unwrap();
-        out.push((api::router(api::ApiState { store: std::sync::Arc::new(store.clone()) }), store));
+        out.push((api::router(api::ApiState::new(std::sync::Arc::new(store.clone()))), store));
     }
     out
 }
