@@ -641,6 +641,7 @@ mod tests {
         "/connections",
         "/connections/{id}",
         "/connections/{connection_id}/active_calls",
+        "/calls/{call_control_id}",
         "/credential_connections",
         "/credential_connections/{id}",
         "/credential_connections/{id}/actions/check_registration_status",
