@@ -1,6 +1,7 @@
 //! `engine`: the running switch. It owns sockets, clocks and tasks, and drives the pure state
-//! machines of `sip` (and later `trunking`) with them.
+//! machines of `sip` and `trunking` with them.
 
+pub mod admission;
 pub mod call;
 pub mod counters;
 pub mod dns;

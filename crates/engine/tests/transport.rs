@@ -50,6 +50,20 @@ mod support {
         pub done: JoinHandle<Arc<SwitchStats>>,
     }
 
+    /// Call plumbing with no customers configured: every INVITE is refused by admission (407: a caller no connection knows by its address is asked for credentials).
+    fn no_customers() -> engine::switch::CallPlumbing<engine::counters::LocalCounters> {
+        use engine::admission::{Admitter, Policy};
+        let plan = Arc::new(trunking::numbering::NumberingPlan::new());
+        let config = Arc::new(trunking::config::Config::builder(plan).build());
+        let policy = Arc::new(Policy { config, webhooks: Default::default(), generation: 1 });
+        let (_keep, rx) = tokio::sync::watch::channel(policy);
+        let realm = trunking::digest::DigestRealm::new("sip.opentrunk.test", [7; 32], 60_000);
+        let counters = Arc::new(engine::counters::LocalCounters::new());
+        let admitter = Arc::new(Admitter::new(rx, counters, realm, None));
+        let (notices, _) = mpsc::unbounded_channel();
+        engine::switch::CallPlumbing { admitter, notices }
+    }
+
     impl Switch {
         pub async fn start(specs: &[&str], tls: TlsSettings, limits: TransportLimits) -> Switch {
             Switch::start_draining_within(specs, tls, limits, Duration::from_secs(10)).await
@@ -67,7 +81,7 @@ mod support {
             let core = Core::new(SwitchConfig::default(), 0x5eed);
             let stats = core.stats();
             let (control, control_rx) = mpsc::channel(1);
-            let done = tokio::spawn(run(core, transports.clone(), in_rx, control_rx, drain_timeout));
+            let done = tokio::spawn(run(core, transports.clone(), in_rx, control_rx, drain_timeout, no_customers()));
             Switch { transports, stats, control, done }
         }
 
@@ -386,7 +400,7 @@ async fn tcp_two_messages_in_one_write() {
 }
 
 /// Production runs a multi-threaded runtime; so does this test. Probabilistic: with 300
-/// INVITEs on one connection the 100 of some INVITE follows its 403 in nearly every run.
+/// INVITEs on one connection the 100 of some INVITE follows its 407 in nearly every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tcp_responses_keep_their_order_on_a_connection() {
     bounded(async {
@@ -403,13 +417,13 @@ async fn tcp_responses_keep_their_order_on_a_connection() {
             match m.status() {
                 Some(100) if finals.contains(&branch_of(&m)) => late.push(branch_of(&m)),
                 Some(100) => {}
-                Some(403) => {
+                Some(407) => {
                     finals.insert(branch_of(&m));
                 }
                 s => panic!("unexpected status {s:?}"),
             }
         }
-        assert!(late.is_empty(), "{} 100 Trying sent after their 403: {late:?}", late.len());
+        assert!(late.is_empty(), "{} 100 Trying sent after their 407: {late:?}", late.len());
     })
     .await;
 }
@@ -835,12 +849,12 @@ async fn drain_answers_503_and_run_returns_when_idle() {
         let peer = udp_peer(false).await;
         let sent_by = peer.local_addr().unwrap().to_string();
 
-        // Before the drain: INVITE gets 100 then 403. Left unacknowledged, it keeps the drain
-        // waiting (the 403 is retransmitted until its ACK).
+        // Before the drain: INVITE gets 100 then 407. Left unacknowledged, it keeps the drain
+        // waiting (the 407 is retransmitted until its ACK).
         peer.send_to(request("INVITE", "UDP", &sent_by, "inv1", true).as_bytes(), to).await.unwrap();
         let (trying, _) = recv_udp(&peer).await;
         assert_eq!(trying.status(), Some(100));
-        let forbidden = recv_status(&peer, "inv1", 403).await;
+        let forbidden = recv_status(&peer, "inv1", 407).await;
 
         sw.control.send(Control::Drain).await.unwrap();
         sleep(Duration::from_millis(50)).await;
@@ -874,7 +888,7 @@ async fn drain_gives_up_after_drain_timeout() {
         let mut peer = tcp_peer(sw.addr(TransportKind::Tcp)).await;
         peer.send(request("INVITE", "TCP", "client.example.invalid", "stuck", false)).await;
         assert_eq!(peer.message().await.status(), Some(100));
-        assert_eq!(peer.message().await.status(), Some(403));
+        assert_eq!(peer.message().await.status(), Some(407));
         // Never acknowledged: the drain waits for it until the drain timeout.
         let started = Instant::now();
         sw.control.send(Control::Drain).await.unwrap();

@@ -3,12 +3,14 @@
 //! out as [`Outbound`]. The core owns no socket and reads no clock: `now` is passed in, so the
 //! whole of it runs under a test with a fake clock. [`run`] is the thin async driver.
 
+mod calls;
+
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use sip::headers::HeaderName;
@@ -17,6 +19,8 @@ use sip::{Framing, Message, Method, Policy, Verdict};
 use tracing::{debug, info, warn};
 
 use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
+
+pub use calls::{AttemptReport, CallNotice, CallReport, CallSummary, EndedBy};
 
 /// What the core needs to know; the binary fills it from configuration.
 #[derive(Clone, Debug)]
@@ -30,12 +34,61 @@ pub struct SwitchConfig {
     /// Live transactions beyond which new requests get `503` statelessly: memory stays
     /// bounded under a flood (each lives up to 64*T1 after its answer).
     pub max_transactions: usize,
+    pub calls: CallTimers,
+    /// Our host as peers must reach it (Via sent-by, Contact, From host toward carriers).
+    pub local_host: String,
+    /// The listeners as bound: requests we send leave from the one of their transport.
+    pub listeners: Vec<(TransportKind, SocketAddr)>,
+}
+
+/// How long a call may wait for its peers.
+#[derive(Clone, Copy, Debug)]
+pub struct CallTimers {
+    /// No provisional answer (above 100) from a route within this: try the next route.
+    pub timeout_1xx: Duration,
+    /// No final answer within this: the call ends `408`.
+    pub timeout_2xx: Duration,
+    /// An answered call with no signalling for this long is torn down.
+    pub max_duration: Duration,
+}
+
+impl Default for CallTimers {
+    fn default() -> Self {
+        CallTimers {
+            timeout_1xx: Duration::from_secs(3),
+            timeout_2xx: Duration::from_secs(90),
+            max_duration: Duration::from_secs(14_400),
+        }
+    }
+}
+
+impl SwitchConfig {
+    /// The listener requests of transport `kind` leave from.
+    fn listener(&self, kind: TransportKind) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+
+    /// Our Via sent-by for transport `kind`.
+    fn sent_by(&self, kind: TransportKind) -> String {
+        let port = self.listener(kind).or_else(|| self.listeners.first().map(|l| l.1)).map_or(5060, |a| a.port());
+        format!("{}:{port}", self.host_for_uri())
+    }
+
+    fn host_for_uri(&self) -> String {
+        if self.local_host.contains(':') { format!("[{}]", self.local_host) } else { self.local_host.clone() }
+    }
+
+    /// Our Contact address (host and UDP port, else the first listener's).
+    fn local(&self) -> String {
+        self.sent_by(TransportKind::Udp)
+    }
 }
 
 impl Default for SwitchConfig {
     fn default() -> Self {
         // Only what the switch serves today; the rest answers 501 with this list in Allow.
-        let methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"].iter().map(|m| (*m).to_owned()).collect();
+        let methods =
+            ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO"].iter().map(|m| (*m).to_owned()).collect();
         let policy = Policy { methods, ..Policy::default() };
         SwitchConfig {
             timers: Timers::default(),
@@ -43,6 +96,9 @@ impl Default for SwitchConfig {
             product: concat!("opentrunk/", env!("CARGO_PKG_VERSION")).to_owned(),
             drain_retry_after: 30,
             max_transactions: 200_000,
+            calls: CallTimers::default(),
+            local_host: "127.0.0.1".to_owned(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -63,11 +119,14 @@ pub struct SwitchStats {
     pub live_transactions: AtomicU64,
     /// Requests refused with 503 because the transaction table was full.
     pub overloaded: AtomicU64,
+    /// Calls admitted, and calls alive now.
+    pub calls: AtomicU64,
+    pub calls_active: AtomicU64,
 }
 
 impl SwitchStats {
     /// Name, help and value of every counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 9] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -94,6 +153,8 @@ impl SwitchStats {
             ),
             ("opentrunk_sip_transactions", "gauge", "transactions alive", v(&self.live_transactions)),
             ("opentrunk_sip_overload_rejections_total", "counter", "503s: transaction table full", v(&self.overloaded)),
+            ("opentrunk_calls_total", "counter", "calls admitted", v(&self.calls)),
+            ("opentrunk_calls_active", "gauge", "calls alive", v(&self.calls_active)),
         ]
     }
 }
@@ -151,6 +212,14 @@ struct ServerEntry {
     final_sent: bool,
 }
 
+/// What a deadline in the timer heap belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Server(TransactionKey),
+    Client(TransactionKey),
+    Call(u64),
+}
+
 /// The methods the transaction user tells apart today.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Served {
@@ -164,12 +233,27 @@ enum Served {
 pub struct Core {
     config: SwitchConfig,
     servers: HashMap<TransactionKey, ServerEntry>,
-    /// Deadlines of transactions, earliest first; stale entries are skipped when popped.
-    timers: BinaryHeap<Reverse<(Instant, TransactionKey)>>,
+    /// Deadlines of transactions and calls, earliest first; stale entries are skipped when
+    /// popped.
+    timers: BinaryHeap<Reverse<(Instant, Due)>>,
     outbox: VecDeque<Outbound>,
     draining: bool,
     stats: Arc<SwitchStats>,
     tag_seed: u64,
+    /// A moment and the wall-clock time at it: records and events carry wall-clock times.
+    wall_base: (Instant, SystemTime),
+    clients: HashMap<TransactionKey, calls::ClientEntry>,
+    calls: HashMap<u64, calls::CallEntry>,
+    pending: HashMap<u64, calls::Pending>,
+    admissions: VecDeque<crate::admission::AdmissionRequest>,
+    notices: VecDeque<CallNotice>,
+    dialogs: HashMap<calls::DialogKey, (u64, crate::call::Side)>,
+    /// Our B-legs' Call-IDs: one arriving as a new call is a loop.
+    b_call_ids: HashSet<Box<str>>,
+    /// The caller's INVITE transaction of each call, for its CANCEL.
+    a_invites: HashMap<TransactionKey, u64>,
+    next_call: u64,
+    next_txn: u64,
 }
 
 impl Core {
@@ -182,6 +266,31 @@ impl Core {
             draining: false,
             stats: Arc::new(SwitchStats::default()),
             tag_seed: seed | 1,
+            wall_base: (Instant::now(), SystemTime::now()),
+            clients: HashMap::new(),
+            calls: HashMap::new(),
+            pending: HashMap::new(),
+            admissions: VecDeque::new(),
+            notices: VecDeque::new(),
+            dialogs: HashMap::new(),
+            b_call_ids: HashSet::new(),
+            a_invites: HashMap::new(),
+            next_call: 1,
+            next_txn: 1,
+        }
+    }
+
+    /// Sets the wall-clock time at `at` (tests; the core reads the clock once when made).
+    pub fn with_wall_clock(mut self, at: Instant, wall: SystemTime) -> Core {
+        self.wall_base = (at, wall);
+        self
+    }
+
+    fn wall_clock(&self, now: Instant) -> SystemTime {
+        let (at, wall) = self.wall_base;
+        match now.checked_duration_since(at) {
+            Some(d) => wall + d,
+            None => wall - at.duration_since(now),
         }
     }
 
@@ -201,6 +310,7 @@ impl Core {
             .values()
             .filter(|e| !e.final_sent || (e.txn.is_invite() && e.txn.state() == ServerState::Completed))
             .count()
+            + self.call_entries()
     }
 
     /// Stop taking new calls: new INVITEs (and OPTIONS pings, so load balancers notice) get
@@ -222,10 +332,11 @@ impl Core {
                 bump(&self.stats.accepted);
                 self.handle_request(msg, &inbound, now);
             }
-            Verdict::Accept(_) => {
-                // No client transactions yet: a response that matches none is dropped (a B2BUA
+            Verdict::Accept(msg) => {
+                bump(&self.stats.accepted);
+                // A response that matches none of our client transactions is dropped (a B2BUA
                 // never forwards statelessly).
-                bump(&self.stats.stray_responses);
+                self.handle_response(msg, now);
             }
             Verdict::Reject { rejection, request } => {
                 bump(&self.stats.rejected);
@@ -259,18 +370,30 @@ impl Core {
             self.pump(&key);
             return;
         }
+        // In a dialog of one of our calls (ACK for a 2xx, BYE, re-INVITE, ...)?
+        if msg.to().is_ok_and(|t| t.tag().is_some()) && self.in_dialog(&msg, inbound, now) {
+            return;
+        }
         let served = match msg.method() {
             Some(Method::Ack) | None => {
-                // An ACK for a 2xx belongs to a dialog (none yet), else it is stray: never
-                // answered.
+                // An ACK for a 2xx of no dialog of ours is stray: never answered.
                 return;
             }
             Some(Method::Options) => Served::Options,
-            Some(Method::Invite) => Served::Invite,
+            Some(Method::Invite) if msg.to().is_ok_and(|t| t.tag().is_none()) => Served::Invite,
             Some(Method::Cancel) => Served::Cancel,
             Some(_) => Served::Other,
         };
-        let route = ReplyRoute::for_request(&msg, inbound);
+        let Some(key) = self.new_server_transaction(&msg, inbound, now) else { return };
+        self.serve(&key, served, &msg, inbound, now);
+        self.pump(&key);
+    }
+
+    /// A server transaction for a new request, unless the table is full (then `503`,
+    /// statelessly).
+    fn new_server_transaction(&mut self, msg: &Message, inbound: &Inbound, now: Instant) -> Option<TransactionKey> {
+        let key = TransactionKey::for_server(msg).ok()?;
+        let route = ReplyRoute::for_request(msg, inbound);
         if self.servers.len() >= self.config.max_transactions {
             bump(&self.stats.overloaded);
             let tag = self.new_tag();
@@ -278,37 +401,39 @@ impl Core {
             resp.push_header(HeaderName::RetryAfter, &self.config.drain_retry_after.to_string());
             self.decorate(&mut resp);
             self.outbox.push_back(route.outbound(resp.to_bytes()));
-            return;
+            return None;
         }
         let reliable = inbound.kind.is_reliable();
         let txn = match ServerTransaction::new(msg.clone(), reliable, &self.config.timers, now) {
             Ok(t) => t,
             Err(e) => {
                 debug!(error = %e, "no transaction");
-                return;
+                return None;
             }
         };
         bump(&self.stats.server_transactions);
         self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false });
         self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
-        self.serve(&key, served, now);
-        self.pump(&key);
+        Some(key)
     }
 
-    /// The transaction user: what the switch answers today.
-    fn serve(&mut self, key: &TransactionKey, served: Served, now: Instant) {
+    /// The transaction user for requests outside any dialog.
+    fn serve(&mut self, key: &TransactionKey, served: Served, msg: &Message, inbound: &Inbound, now: Instant) {
         let (status, reason): (u16, &str) = match served {
             Served::Options | Served::Invite if self.draining => (503, "Service Unavailable"),
             Served::Options => (200, "OK"),
-            // No call routing exists yet: no connection can match the caller.
-            Served::Invite => (403, "Forbidden"),
+            Served::Invite => {
+                // Answered by admission (or at once when it is a loop).
+                self.new_invite(key, msg, inbound, now);
+                return;
+            }
             Served::Cancel => {
                 // RFC 3261 section 9.2: a CANCEL matching an INVITE transaction gets 200; the
                 // INVITE ends with 487 unless it already has its final answer.
                 let target = self.servers.get(key).and_then(|e| TransactionKey::cancel_target(e.txn.request()).ok());
                 match target.filter(|t| self.servers.get(t).is_some_and(|e| e.txn.is_invite())) {
                     Some(t) => {
-                        if self.servers.get(&t).is_some_and(|e| !e.final_sent) {
+                        if !self.cancel_call(&t, now) && self.servers.get(&t).is_some_and(|e| !e.final_sent) {
                             self.respond(&t, 487, "Request Terminated", now);
                             self.pump(&t);
                         }
@@ -317,13 +442,25 @@ impl Core {
                     None => (481, "Call/Transaction Does Not Exist"),
                 }
             }
-            // BYE and the rest of the dialog methods: no dialogs exist yet.
+            // BYE and the rest of the dialog methods outside a dialog of ours.
             _ => (481, "Call/Transaction Does Not Exist"),
         };
         self.respond(key, status, reason, now);
     }
 
     fn respond(&mut self, key: &TransactionKey, status: u16, reason: &str, now: Instant) {
+        self.respond_with(key, status, reason, &[], now);
+    }
+
+    /// A final or provisional answer from the switch itself, with extra header fields.
+    fn respond_with(
+        &mut self,
+        key: &TransactionKey,
+        status: u16,
+        reason: &str,
+        headers: &[(HeaderName, String)],
+        now: Instant,
+    ) {
         let tag = self.new_tag();
         let draining = self.draining;
         let retry_after = self.config.drain_retry_after;
@@ -337,6 +474,9 @@ impl Core {
         }
         if status == 503 && draining {
             resp.push_header(HeaderName::RetryAfter, &retry_after.to_string());
+        }
+        for (name, value) in headers {
+            resp.push_header(*name, value);
         }
         self.decorate(&mut resp);
         if let Some(entry) = self.servers.get_mut(key) {
@@ -359,12 +499,24 @@ impl Core {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, key))) = self.timers.pop() else { break };
-            let Some(entry) = self.servers.get_mut(&key) else { continue };
-            if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
-                entry.txn.handle_timeout(now);
+            let Some(Reverse((_, due))) = self.timers.pop() else { break };
+            match due {
+                Due::Server(key) => {
+                    let Some(entry) = self.servers.get_mut(&key) else { continue };
+                    if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+                        entry.txn.handle_timeout(now);
+                    }
+                    self.pump(&key);
+                }
+                Due::Client(key) => {
+                    let Some(entry) = self.clients.get_mut(&key) else { continue };
+                    if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+                        entry.txn.handle_timeout(now);
+                    }
+                    self.pump_client(&key, now);
+                }
+                Due::Call(id) => self.call_timeout(id, now),
             }
-            self.pump(&key);
         }
     }
 
@@ -397,7 +549,7 @@ impl Core {
             return;
         }
         if let Some(at) = entry.txn.poll_timeout() {
-            self.timers.push(Reverse((at, key.clone())));
+            self.timers.push(Reverse((at, Due::Server(key.clone()))));
         }
     }
 
@@ -419,6 +571,30 @@ impl Core {
         self.tag_seed = x;
         format!("{:x}", x.wrapping_mul(0x2545_f491_4f6c_dd1d))
     }
+
+    /// A UUID-shaped identifier (version 4 layout) for call control ids and B-leg Call-IDs:
+    /// unique, not secret (the API checks who may see a call).
+    fn new_uuid(&mut self) -> String {
+        let mut word = || {
+            let mut x = self.tag_seed;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.tag_seed = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let (a, b) = (word(), word());
+        let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
+        let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+    }
 }
 
 /// How the driver is told to stop.
@@ -426,17 +602,41 @@ pub enum Control {
     Drain,
 }
 
+/// What the driver needs for calls: the admitter deciding new INVITEs, and where the core's
+/// call notices go (live calls, webhooks, records: the platform's business, not the switch's).
+pub struct CallPlumbing<C> {
+    pub admitter: Arc<crate::admission::Admitter<C>>,
+    pub notices: tokio::sync::mpsc::UnboundedSender<CallNotice>,
+}
+
 /// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
-/// transaction ended) or `drain_timeout` passes after the drain began.
-pub async fn run(
+/// transaction and call ended) or `drain_timeout` passes after the drain began; then every
+/// call still up is hung up, so each one's record goes out.
+pub async fn run<C: crate::counters::Counters + 'static>(
     mut core: Core,
     transports: crate::Transports,
     mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
     mut control: tokio::sync::mpsc::Receiver<Control>,
     drain_timeout: Duration,
+    plumbing: CallPlumbing<C>,
 ) -> Arc<SwitchStats> {
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Admissions run as tasks (a shared counter backend may make them wait); their answers
+    // come back here.
+    let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     loop {
+        while let Some(req) = core.poll_admission() {
+            let admitter = plumbing.admitter.clone();
+            let tx = admitted_tx.clone();
+            tokio::spawn(async move {
+                let id = req.id;
+                let admission = admitter.admit(req).await;
+                let _ = tx.send((id, admission));
+            });
+        }
+        while let Some(notice) = core.poll_notice() {
+            let _ = plumbing.notices.send(notice);
+        }
         flush(&mut core, &transports);
         if core.is_draining() && core.busy_transactions() == 0 {
             info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
@@ -459,21 +659,29 @@ pub async fn run(
                     }
                 }
             }
+            Some((id, admission)) = admitted_rx.recv() => {
+                core.admit(id, admission, Instant::now());
+            }
             _ = tokio::time::sleep_until(next_timer.unwrap_or(far)) => {
                 core.handle_timeout(Instant::now());
             }
             c = control.recv(), if drain_deadline.is_none() => {
                 // A closed control channel drains too: nobody is left to ask.
                 let (Some(Control::Drain) | None) = c;
-                info!(transactions = core.transactions(), "draining");
+                info!(transactions = core.transactions(), calls = core.calls(), "draining");
                 core.begin_drain();
                 drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
             }
             _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {
-                warn!(transactions = core.transactions(), "drain timeout: stopping with transactions left");
+                warn!(transactions = core.transactions(), calls = core.calls(), "drain timeout: hanging up what is left");
                 break;
             }
         }
+    }
+    // Whatever is still up ends now, with its record.
+    core.hang_up_all(Instant::now());
+    while let Some(notice) = core.poll_notice() {
+        let _ = plumbing.notices.send(notice);
     }
     flush(&mut core, &transports);
     core.stats()
@@ -508,6 +716,7 @@ fn flush(core: &mut Core, transports: &crate::Transports) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Admission;
 
     const PBX: &str = "192.0.2.10:5062";
     const SWITCH: &str = "192.0.2.1:5060";
@@ -541,6 +750,152 @@ mod tests {
         out.iter().filter_map(|(_, m)| m.status()).collect()
     }
 
+    /// Answers every waiting admission as an unknown caller's (403 D25, nothing recorded).
+    fn refuse_admissions(core: &mut Core, now: Instant) {
+        while let Some(req) = core.poll_admission() {
+            let r = trunking::Reason::D25.response();
+            let refusal = Admission::Refuse {
+                status: r.status,
+                phrase: r.phrase,
+                reason: Some(trunking::Reason::D25),
+                headers: Vec::new(),
+                context: None,
+            };
+            core.admit(req.id, refusal, now);
+        }
+    }
+
+    const CARRIER: &str = "198.51.100.7:5060";
+
+    /// Admits every waiting INVITE toward one carrier gateway, with a channel of `counters`.
+    fn admit_all(core: &mut Core, counters: &crate::counters::LocalCounters, now: Instant) {
+        use crate::admission::{AdmittedCall, CallContext};
+        use trunking::outbound::ChannelLimits;
+        while let Some(req) = core.poll_admission() {
+            let limits =
+                ChannelLimits { account: ("acct".into(), Some(1)), profile: None, connection: ("conn".into(), None) };
+            let lease = counters.acquire(&limits, &req.call_control_id).expect("a free channel");
+            let context = CallContext {
+                call_control_id: req.call_control_id.clone(),
+                account_id: "acct".into(),
+                connection_id: "conn".into(),
+                profile_id: None,
+                from_received: "pbx".into(),
+                to_received: "+12125551212".into(),
+                destination: Some("+12125551212".into()),
+                rate: Some(("0.012".parse().unwrap(), trunking::rating::BillingIncrement { first: 60, next: 6 })),
+                webhook: None,
+                started: req.received,
+                trace: trunking::Trace::new(),
+            };
+            let route = crate::call::RouteTarget {
+                carrier_id: "carrier".into(),
+                host: "198.51.100.7".into(),
+                port: 5060,
+                transport: trunking::routing::Transport::Udp,
+                user: "12125551212".into(),
+                credentials: None,
+            };
+            let target = crate::dns::Target {
+                kind: TransportKind::Udp,
+                addr: CARRIER.parse().unwrap(),
+                host: "198.51.100.7".into(),
+            };
+            let admitted = AdmittedCall {
+                context,
+                routes: vec![route],
+                targets: vec![Some(target)],
+                caller: "+12125550100".into(),
+                anonymous: false,
+                lease,
+            };
+            core.admit(req.id, Admission::Admit(Box::new(admitted)), now);
+        }
+    }
+
+    /// The carrier's answer to a request we sent it.
+    fn answer(req: &Message, status: u16, to_tag: &str) -> Inbound {
+        let mut resp = req.response_to(status, "X", (status > 100).then_some(to_tag));
+        if status == 200 && req.method() == Some(Method::Invite) {
+            resp.push_header(HeaderName::Contact, &format!("<sip:carrier@{CARRIER}>"));
+        }
+        Inbound {
+            data: resp.to_bytes(),
+            kind: TransportKind::Udp,
+            local: SWITCH.parse().unwrap(),
+            remote: CARRIER.parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn a_call_flows_through_the_core_and_ends_with_its_record_and_no_channel_held() {
+        let counters = crate::counters::LocalCounters::new();
+        let config = SwitchConfig {
+            local_host: "192.0.2.1".into(),
+            listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
+            ..SwitchConfig::default()
+        };
+        let mut core = Core::new(config, 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("INVITE", "z9hG4bKcall1", "INVITE")), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![100]);
+        admit_all(&mut core, &counters, t0);
+        assert_eq!(counters.live(trunking::outbound::Scope::Account, "acct"), 1);
+        let out = sent(&mut core);
+        assert_eq!(out.len(), 1);
+        let (to, b_invite) = &out[0];
+        assert_eq!(to.to_string(), CARRIER);
+        assert_eq!(b_invite.method(), Some(Method::Invite));
+        assert!(b_invite.header(HeaderName::Via).unwrap().starts_with("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK"));
+        assert_ne!(b_invite.call_id().unwrap(), "call-1@10.0.0.5", "the B-leg has its own Call-ID");
+
+        core.handle_inbound(answer(b_invite, 180, "carrier-tag"), t0);
+        core.handle_inbound(answer(b_invite, 200, "carrier-tag"), t0 + Duration::from_secs(1));
+        let out = sent(&mut core);
+        assert_eq!(statuses(&out), vec![180, 200]);
+        assert!(out.iter().all(|(to, _)| to.to_string() == PBX));
+        let ok = &out[1].1;
+        let a_tag = ok.to().unwrap().tag().unwrap().to_owned();
+
+        // The caller's ACK reaches the carrier end to end.
+        let ack = request("ACK", "z9hG4bKack1", "ACK")
+            .replace("To: <sip:+12125551212@192.0.2.1>", &format!("To: <sip:+12125551212@192.0.2.1>;tag={a_tag}"));
+        core.handle_inbound(udp(&ack), t0 + Duration::from_secs(1));
+        let out = sent(&mut core);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.method(), Some(Method::Ack));
+        assert_eq!(out[0].0.to_string(), CARRIER);
+
+        // The caller hangs up after a minute and a half: 200 to it, BYE to the carrier.
+        let bye = request("BYE", "z9hG4bKbye1", "BYE")
+            .replace("To: <sip:+12125551212@192.0.2.1>", &format!("To: <sip:+12125551212@192.0.2.1>;tag={a_tag}"))
+            .replace("CSeq: 7 BYE", "CSeq: 8 BYE");
+        core.handle_inbound(udp(&bye), t0 + Duration::from_secs(91));
+        let out = sent(&mut core);
+        assert_eq!(statuses(&out), vec![200]);
+        let b_bye = out.iter().find(|(_, m)| m.method() == Some(Method::Bye)).expect("BYE to the carrier").1.clone();
+        assert_eq!(counters.live(trunking::outbound::Scope::Account, "acct"), 0, "the channel is back");
+        core.handle_inbound(answer(&b_bye, 200, "carrier-tag"), t0 + Duration::from_secs(91));
+
+        let reports: Vec<_> = std::iter::from_fn(|| core.poll_notice())
+            .filter_map(|n| match n {
+                CallNotice::Ended(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!((r.status, r.ended_by, r.call_sec, r.billed_sec), (200, EndedBy::Caller, 90, 90));
+        assert_eq!(r.cost, Some("0.018".parse().unwrap()), "90 s at 0.012/min");
+        assert_eq!(r.attempts.len(), 1);
+        assert_eq!(r.to_sent.as_deref(), Some("12125551212"));
+        // Once the BYE's transaction ends, nothing of the call is left.
+        core.handle_timeout(t0 + Duration::from_secs(200));
+        assert_eq!(core.call_entries(), 0);
+        assert_eq!(core.calls(), 0);
+    }
+
     #[test]
     fn options_ping_is_answered_at_the_rport() {
         let mut core = Core::new(SwitchConfig::default(), 7);
@@ -563,6 +918,7 @@ mod tests {
         let t0 = Instant::now();
         let invite = request("INVITE", "z9hG4bKi1", "INVITE");
         core.handle_inbound(udp(&invite), t0);
+        refuse_admissions(&mut core, t0);
         assert_eq!(statuses(&sent(&mut core)), vec![100, 403]);
         core.handle_inbound(udp(&invite), t0 + Duration::from_millis(500));
         assert_eq!(statuses(&sent(&mut core)), vec![403], "the last response again, nothing new");
@@ -585,8 +941,14 @@ mod tests {
         let t0 = Instant::now();
         core.handle_inbound(udp(&request("INVITE", "z9hG4bKc1", "INVITE")), t0);
         sent(&mut core);
+        // Cancelled while its admission runs: 487 for the INVITE, 200 for the CANCEL; the
+        // admission's answer is then dropped.
         core.handle_inbound(udp(&request("CANCEL", "z9hG4bKc1", "CANCEL")), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![487, 200]);
+        refuse_admissions(&mut core, t0);
+        assert!(sent(&mut core).is_empty());
         // The INVITE already has its final answer: the CANCEL gets 200 and changes nothing.
+        core.handle_inbound(udp(&request("CANCEL", "z9hG4bKc1", "CANCEL")), t0);
         assert_eq!(statuses(&sent(&mut core)), vec![200]);
         core.handle_inbound(udp(&request("CANCEL", "z9hG4bKother", "CANCEL")), t0);
         assert_eq!(statuses(&sent(&mut core)), vec![481]);

@@ -1,0 +1,258 @@
+//! Call admission: what happens to a new customer INVITE before any carrier hears of it. The
+//! rules are `trunking`'s (identify, decide); this adds what they leave to the engine: the
+//! clock, the channel take under the decision's limits (the only step that may wait, on a shared
+//! counter backend), and locating each route's gateway (RFC 3263). The switch core hands an
+//! [`AdmissionRequest`] out and takes the [`Admission`] back; it never waits in between.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use sip::Message;
+use sip::headers::HeaderName;
+use tokio::sync::watch;
+use trunking::catalog::Reason;
+use trunking::config::Config;
+use trunking::digest::{DigestRealm, ReplayGuard};
+use trunking::identify::{CallFacts, Identification, identify};
+use trunking::outbound::{Caller, OutboundDecision, OutboundRequest, decide};
+use trunking::rating::BillingIncrement;
+use trunking::time::Timestamp;
+use trunking::trace::Trace;
+
+use crate::call::RouteTarget;
+use crate::counters::{ChannelLease, Counters};
+use crate::dns::{Locator, Target};
+use crate::transport::TransportKind;
+use crate::webhooks::Destination;
+
+/// What the switch decides calls with: the rules' configuration and each connection's webhook
+/// settings, swapped as a whole when the stored configuration changes.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: Arc<Config>,
+    /// Connection id to its webhook destination (connections with a `webhook_event_url`).
+    pub webhooks: FxHashMap<String, Arc<Destination>>,
+    /// The stored configuration's generation this was built from.
+    pub generation: u64,
+}
+
+/// A new customer INVITE waiting for its admission.
+#[derive(Debug)]
+pub struct AdmissionRequest {
+    /// The switch's name for the call.
+    pub id: u64,
+    pub invite: Message,
+    pub source: SocketAddr,
+    pub transport: TransportKind,
+    pub received: SystemTime,
+    /// The identifier the API and webhooks know the call by.
+    pub call_control_id: String,
+}
+
+/// Who the call belongs to and what it is worth: what its record and events are made of.
+#[derive(Debug)]
+pub struct CallContext {
+    pub call_control_id: String,
+    pub account_id: String,
+    pub connection_id: String,
+    pub profile_id: Option<String>,
+    /// The calling and called party as the customer sent them (From and Request-URI users).
+    pub from_received: String,
+    pub to_received: String,
+    /// The destination as E.164 (or the emergency number), when the decision got that far.
+    pub destination: Option<String>,
+    /// Per-minute rate and billing increment, when rated.
+    pub rate: Option<(Decimal, BillingIncrement)>,
+    pub webhook: Option<Arc<Destination>>,
+    pub started: SystemTime,
+    /// The rules' decision trace.
+    pub trace: Trace,
+}
+
+/// An admitted call: its routes, where each gateway is, and the channels it holds.
+#[derive(Debug)]
+pub struct AdmittedCall {
+    pub context: CallContext,
+    pub routes: Vec<RouteTarget>,
+    /// `targets[i]`: where `routes[i]`'s INVITE goes; `None` when its name did not resolve
+    /// (the attempt then fails as a transport error and the call fails over).
+    pub targets: Vec<Option<Target>>,
+    /// The caller number presented to carriers, and whether anonymously.
+    pub caller: String,
+    pub anonymous: bool,
+    pub lease: ChannelLease,
+}
+
+/// How a new call is answered.
+#[derive(Debug)]
+pub enum Admission {
+    /// Refused with this response (and these extra headers: a digest challenge). `context` is
+    /// set when the call was identified: it is then recorded (a CDR of a refused call).
+    Refuse {
+        status: u16,
+        phrase: &'static str,
+        reason: Option<Reason>,
+        headers: Vec<(HeaderName, String)>,
+        context: Option<Box<CallContext>>,
+    },
+    Admit(Box<AdmittedCall>),
+}
+
+impl Admission {
+    fn refuse(reason: Reason, context: Option<CallContext>) -> Admission {
+        let r = reason.response();
+        Admission::Refuse {
+            status: r.status,
+            phrase: r.phrase,
+            reason: Some(reason),
+            headers: Vec::new(),
+            context: context.map(Box::new),
+        }
+    }
+}
+
+/// Admits calls: shared by every admission in flight (each may wait on the counters).
+pub struct Admitter<C> {
+    policy: watch::Receiver<Arc<Policy>>,
+    counters: Arc<C>,
+    realm: DigestRealm,
+    replay: Mutex<ReplayGuard>,
+    rotation: AtomicU64,
+    locator: Option<Locator>,
+}
+
+/// Nonces that may be answered at most once are remembered this many at a time.
+const REPLAY_CAPACITY: usize = 65_536;
+
+impl<C: Counters> Admitter<C> {
+    /// `locator`: RFC 3263 for gateways named by DNS; without it only IP gateways are reachable.
+    pub fn new(
+        policy: watch::Receiver<Arc<Policy>>,
+        counters: Arc<C>,
+        realm: DigestRealm,
+        locator: Option<Locator>,
+    ) -> Admitter<C> {
+        Admitter {
+            policy,
+            counters,
+            realm,
+            replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
+            rotation: AtomicU64::new(0),
+            locator,
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<C> {
+        &self.counters
+    }
+
+    /// The generation of the policy calls are decided with now.
+    pub fn generation(&self) -> u64 {
+        self.policy.borrow().generation
+    }
+
+    /// Decides one INVITE.
+    pub async fn admit(&self, req: AdmissionRequest) -> Admission {
+        let policy = self.policy.borrow().clone();
+        let config = &*policy.config;
+        let now = timestamp(req.received);
+        let facts = CallFacts::of(&req.invite, req.source.ip());
+        let mut trace = Trace::new();
+        let identification = {
+            let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            replay.prune(now);
+            identify(config, &facts, &self.realm, &mut replay, now, &mut trace)
+        };
+        let identified = match identification {
+            Identification::Identified(i) => i,
+            Identification::Challenge { stale } => {
+                let r = Reason::ProxyAuthenticationRequired.response();
+                let headers =
+                    self.realm.challenges(now, stale).into_iter().map(|c| (HeaderName::ProxyAuthenticate, c)).collect();
+                return Admission::Refuse { status: r.status, phrase: r.phrase, reason: None, headers, context: None };
+            }
+            // Not one of our customers' calls: nobody to record it for.
+            Identification::Rejected(reason) => return Admission::refuse(reason, None),
+        };
+        let connection = config.connection(identified.connection);
+        let mut context = CallContext {
+            call_control_id: req.call_control_id.clone(),
+            account_id: connection.account_id.to_string(),
+            connection_id: connection.id.to_string(),
+            profile_id: connection.outbound_voice_profile_id.as_ref().map(ToString::to_string),
+            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            to_received: facts.dial_string.to_owned(),
+            destination: None,
+            rate: None,
+            webhook: policy.webhooks.get(connection.id.as_ref()).cloned(),
+            started: req.received,
+            trace: Trace::new(),
+        };
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let decision = decide(
+            config,
+            &OutboundRequest { message: &req.invite, facts: &facts, identified, usage: &*self.counters, rotation, now },
+            &mut trace,
+        );
+        let call = match decision {
+            OutboundDecision::Route(call) => call,
+            OutboundDecision::Reject(reason) => {
+                context.trace = trace;
+                return Admission::refuse(reason, Some(context));
+            }
+        };
+        context.profile_id = call.profile_id.as_ref().map(ToString::to_string);
+        context.destination = call.destination.e164.as_ref().map(ToString::to_string);
+        context.rate = call.rate.map(|(rate, inc)| (rate.per_minute, inc));
+        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+            Ok(lease) => lease,
+            Err(scope) => {
+                context.trace = trace;
+                return Admission::refuse(scope.limit_reason(), Some(context));
+            }
+        };
+        if let (Some(profile), Some(dest)) = (&context.profile_id, &context.destination) {
+            self.counters.record_call_to(profile, dest, now).await;
+        }
+        let routes = RouteTarget::from_plan(&call.routes);
+        let caller = match &call.caller {
+            Caller::Number(n) => n.to_string(),
+            Caller::AsSent(s) => s.clone(),
+        };
+        let anonymous = call.anonymous;
+        drop(call);
+        let mut targets = Vec::with_capacity(routes.len());
+        for route in &routes {
+            targets.push(self.locate(route).await);
+        }
+        context.trace = trace;
+        Admission::Admit(Box::new(AdmittedCall { context, routes, targets, caller, anonymous, lease }))
+    }
+
+    /// The first RFC 3263 target of a route's gateway.
+    async fn locate(&self, route: &RouteTarget) -> Option<Target> {
+        let uri = route.uri();
+        let Ok(sip::Uri::Sip(parsed)) = sip::uri::parse_uri(&uri) else { return None };
+        match &self.locator {
+            Some(locator) => locator.locate(&parsed).await.ok()?.into_iter().next(),
+            None => {
+                let ip = route.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+                let kind = match route.transport {
+                    trunking::routing::Transport::Udp => TransportKind::Udp,
+                    trunking::routing::Transport::Tcp => TransportKind::Tcp,
+                    trunking::routing::Transport::Tls => TransportKind::Tls,
+                };
+                Some(Target { kind, addr: SocketAddr::new(ip, route.port), host: route.host.clone() })
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch of a wall-clock time (0 before the epoch).
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    Timestamp(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}

@@ -1,0 +1,881 @@
+//! The core's calls: the transaction user that joins a customer's INVITE to a [`Call`], carries
+//! the call's actions out as transactions on both legs, and routes what comes back (responses
+//! by client transaction, in-dialog requests and ACKs by Call-ID and local tag, CANCEL by the
+//! INVITE it cancels) into the call. Still sans-I/O: admission goes out as an
+//! [`AdmissionRequest`] and comes back through [`Core::admit`]; a call's end goes out as a
+//! [`CallNotice`] with its report.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use sip::headers::HeaderName;
+use sip::transaction::{ClientEvent, ClientTransaction, TransactionKey};
+use sip::{Message, Method};
+use tracing::debug;
+use trunking::catalog::Reason;
+use trunking::rating;
+use trunking::routing::AttemptOutcome;
+
+use super::{Core, Due, ReplyRoute, bump};
+use crate::admission::{Admission, AdmissionRequest, AdmittedCall, CallContext};
+use crate::call::{Action, Call, CallEvent, CallSetup, CallState, HangupBy, OutRef, RouteTarget, Side, TxnRef};
+use crate::counters::ChannelLease;
+use crate::dns::Target;
+use crate::transport::{Inbound, Outbound, TransportKind};
+
+/// A call's dialog on one leg, as requests toward us name it: Call-ID and our tag (the To tag
+/// of requests we receive).
+pub(super) type DialogKey = (Box<str>, Box<str>);
+
+/// An INVITE waiting for its admission.
+pub(super) struct Pending {
+    pub(super) a_txn: TransactionKey,
+    pub(super) a_route: ReplyRoute,
+    pub(super) received: Instant,
+}
+
+/// What a client transaction of ours is for.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ClientRole {
+    Invite {
+        call: u64,
+        attempt: usize,
+    },
+    Cancel,
+    /// A request the call sent in a dialog.
+    Dialog {
+        call: u64,
+        out: OutRef,
+    },
+    /// A BYE for an answer that came too late: nobody waits for its answer.
+    Bye,
+}
+
+pub(super) struct ClientEntry {
+    pub(super) txn: ClientTransaction,
+    pub(super) role: ClientRole,
+    pub(super) dest: Dest,
+}
+
+/// Where a request of ours goes.
+#[derive(Clone, Debug)]
+pub(super) struct Dest {
+    kind: TransportKind,
+    remote: SocketAddr,
+    conn: Option<crate::transport::ConnId>,
+    local: Option<SocketAddr>,
+    server_name: Option<String>,
+}
+
+impl Dest {
+    fn outbound(&self, data: Bytes) -> Outbound {
+        Outbound {
+            kind: self.kind,
+            remote: self.remote,
+            conn: self.conn,
+            local: self.local,
+            server_name: self.server_name.clone(),
+            data,
+        }
+    }
+}
+
+/// One route attempt as it went, for the call's record.
+#[derive(Clone, Debug)]
+pub struct AttemptReport {
+    pub route: RouteTarget,
+    /// Where the INVITE went; `None` when the gateway's name did not resolve.
+    pub target: Option<SocketAddr>,
+    pub outcome: AttemptOutcome,
+    pub started: SystemTime,
+    pub ended: SystemTime,
+}
+
+/// Who ended a call, as its record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    Caller,
+    Callee,
+    /// The platform: a refusal, a timeout, the idle limit, a drain.
+    System,
+}
+
+/// Everything the record of one call needs, handed out once when it ends.
+#[derive(Debug)]
+pub struct CallReport {
+    pub context: CallContext,
+    pub a_call_id: String,
+    pub b_call_id: Option<String>,
+    /// The parties as sent to carriers (From user, Request-URI user), when an INVITE went.
+    pub from_sent: Option<String>,
+    pub to_sent: Option<String>,
+    pub answered_at: Option<SystemTime>,
+    pub ended_at: SystemTime,
+    pub call_sec: u32,
+    pub billed_sec: u32,
+    pub cost: Option<Decimal>,
+    /// The final status the caller got (200 for an answered call).
+    pub status: u16,
+    pub reason: Option<Reason>,
+    pub ended_by: EndedBy,
+    pub attempts: Vec<AttemptReport>,
+}
+
+/// What the platform around the core learns of calls (live calls, webhooks, records).
+#[derive(Debug)]
+pub enum CallNotice {
+    /// A call was admitted and its first INVITE toward carriers is on its way.
+    Initiated {
+        call_control_id: String,
+        a_call_id: String,
+        context: CallSummary,
+    },
+    Answered {
+        call_control_id: String,
+        at: SystemTime,
+    },
+    /// The call ended (or was refused after identification): its record.
+    Ended(Box<CallReport>),
+}
+
+/// The parts of a call's context that live-call views and events show.
+#[derive(Clone, Debug)]
+pub struct CallSummary {
+    pub account_id: String,
+    pub connection_id: String,
+    pub from: String,
+    pub to: String,
+    pub started: SystemTime,
+    pub webhook: Option<std::sync::Arc<crate::webhooks::Destination>>,
+}
+
+/// One attempt as it goes: its index in the plan, when it began, where it went, and how and
+/// when it ended.
+type Attempt = (usize, Instant, Option<SocketAddr>, Option<(AttemptOutcome, Instant)>);
+
+/// Our 2xx to the caller, repeated until the ACK comes (RFC 3261 section 13.3.1.4).
+struct AnswerRetransmit {
+    data: Bytes,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+pub(super) struct CallEntry {
+    call: Call,
+    context: Option<CallContext>,
+    lease: Option<ChannelLease>,
+    a_txn: TransactionKey,
+    a_route: ReplyRoute,
+    a_dialog: DialogKey,
+    b_dialog: DialogKey,
+    a_call_id: String,
+    b_call_id: String,
+    targets: Vec<Option<Target>>,
+    routes: Vec<RouteTarget>,
+    /// The INVITE client transaction of each attempt (the latest, after a digest retry).
+    invites: HashMap<usize, TransactionKey>,
+    /// Server transactions of in-dialog requests, by the name the call knows them by.
+    server_txns: HashMap<TxnRef, TransactionKey>,
+    /// The ACK sent for each attempt's 2xx, sent again when the 2xx is retransmitted.
+    acks: HashMap<usize, Outbound>,
+    answer: Option<AnswerRetransmit>,
+    /// Client transactions still running for this call.
+    clients: usize,
+    received: Instant,
+    answered_at: Option<Instant>,
+    answered_attempt: Option<usize>,
+    attempts: Vec<Attempt>,
+    from_sent: Option<String>,
+    to_sent: Option<String>,
+    reported: bool,
+}
+
+impl CallEntry {
+    fn wall(&self, at: Instant, started: SystemTime) -> SystemTime {
+        started + at.saturating_duration_since(self.received)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match (self.call.poll_timeout(), self.answer.as_ref().map(|a| a.next.min(a.give_up))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.reported && self.clients == 0 && self.answer.is_none()
+    }
+}
+
+/// The part of a received request a dialog is found by.
+fn dialog_key(msg: &Message) -> Option<DialogKey> {
+    let call_id = msg.call_id().ok()?;
+    let tag = msg.to().ok()?.tag()?.to_owned();
+    Some((call_id.into(), tag.into()))
+}
+
+fn user_of(uri: &str) -> Option<String> {
+    match sip::uri::parse_uri(uri) {
+        Ok(sip::Uri::Sip(u)) => u.user.map(|u| u.split(';').next().unwrap_or_default().to_owned()),
+        _ => None,
+    }
+}
+
+impl Core {
+    /// A new INVITE outside any dialog, with its server transaction made: loops are refused,
+    /// the rest waits for admission.
+    pub(super) fn new_invite(&mut self, key: &TransactionKey, msg: &Message, inbound: &Inbound, now: Instant) {
+        let looped = msg.call_id().is_ok_and(|c| self.b_call_ids.contains(c));
+        let hops = msg.max_forwards().ok().flatten().unwrap_or(70);
+        if looped || hops <= 1 {
+            // Relayed on, it would arrive with no hops left, or it is our own B-leg back.
+            let r = Reason::P93.response();
+            self.respond(key, r.status, r.phrase, now);
+            return;
+        }
+        let id = self.next_call;
+        self.next_call += 1;
+        let Some(entry) = self.servers.get(key) else { return };
+        let a_route = ReplyRoute { remote: inbound.remote, ..entry.route };
+        self.pending.insert(id, Pending { a_txn: key.clone(), a_route, received: now });
+        let call_control_id = self.new_uuid();
+        self.admissions.push_back(AdmissionRequest {
+            id,
+            invite: msg.clone(),
+            source: inbound.remote,
+            transport: inbound.kind,
+            received: self.wall_clock(now),
+            call_control_id,
+        });
+    }
+
+    /// Admission requests to decide (the driver answers each with [`Core::admit`]).
+    pub fn poll_admission(&mut self) -> Option<AdmissionRequest> {
+        self.admissions.pop_front()
+    }
+
+    pub fn poll_notice(&mut self) -> Option<CallNotice> {
+        self.notices.pop_front()
+    }
+
+    /// Calls alive (admitted and not yet ended) and channel leases held.
+    pub fn calls(&self) -> usize {
+        self.calls.values().filter(|c| !c.reported).count()
+    }
+
+    pub fn leases_held(&self) -> usize {
+        self.calls.values().filter(|c| c.lease.as_ref().is_some_and(ChannelLease::is_held)).count()
+    }
+
+    /// Calls still owing work (setting up, answered, or finishing their transactions).
+    pub fn call_entries(&self) -> usize {
+        self.calls.len() + self.pending.len()
+    }
+
+    /// The admission of call `id` is decided.
+    pub fn admit(&mut self, id: u64, admission: Admission, now: Instant) {
+        let Some(pending) = self.pending.remove(&id) else { return };
+        let open = self.servers.get(&pending.a_txn).is_some_and(|e| !e.final_sent);
+        let invite = match self.servers.get(&pending.a_txn) {
+            Some(e) => e.txn.request().clone(),
+            None => {
+                // The INVITE's transaction is gone (it can only have been answered): a call
+                // admitted meanwhile is dropped, its lease with it.
+                return;
+            }
+        };
+        match admission {
+            Admission::Refuse { status, phrase, reason, headers, context } => {
+                if open {
+                    self.respond_with(&pending.a_txn, status, phrase, &headers, now);
+                    self.pump(&pending.a_txn);
+                }
+                if let Some(context) = context {
+                    let report = refused_report(*context, &invite, status, reason, self.wall_clock(now));
+                    self.notices.push_back(CallNotice::Ended(Box::new(report)));
+                }
+            }
+            Admission::Admit(admitted) if !open => {
+                // Cancelled while admission ran: the caller already has its 487.
+                let AdmittedCall { context, mut lease, .. } = *admitted;
+                lease.release();
+                let report = refused_report(context, &invite, 487, None, self.wall_clock(now));
+                self.notices.push_back(CallNotice::Ended(Box::new(CallReport { ended_by: EndedBy::Caller, ..report })));
+            }
+            Admission::Admit(admitted) => self.start_call(id, *admitted, invite, pending, now),
+        }
+    }
+
+    fn start_call(&mut self, id: u64, admitted: AdmittedCall, invite: Message, pending: Pending, now: Instant) {
+        let AdmittedCall { context, routes, targets, caller, anonymous, lease } = admitted;
+        let a_tag = self.new_tag();
+        let b_tag = self.new_tag();
+        let b_call_id = format!("{}@{}", self.new_uuid(), self.config.local_host);
+        let setup = CallSetup {
+            invite: invite.clone(),
+            routes: routes.clone(),
+            caller,
+            anonymous,
+            local: self.config.local(),
+            a_tag: a_tag.clone(),
+            b_call_id: b_call_id.clone(),
+            b_tag: b_tag.clone(),
+            timeout_1xx: self.config.calls.timeout_1xx,
+            timeout_2xx: self.config.calls.timeout_2xx,
+            idle_limit: self.config.calls.max_duration,
+            product: self.config.product.clone(),
+            cnonce: self.new_tag(),
+        };
+        let a_call_id = invite.call_id().unwrap_or_default().to_owned();
+        let summary = CallSummary {
+            account_id: context.account_id.clone(),
+            connection_id: context.connection_id.clone(),
+            from: context.from_received.clone(),
+            to: context.destination.clone().unwrap_or_else(|| context.to_received.clone()),
+            started: context.started,
+            webhook: context.webhook.clone(),
+        };
+        self.notices.push_back(CallNotice::Initiated {
+            call_control_id: context.call_control_id.clone(),
+            a_call_id: a_call_id.clone(),
+            context: summary,
+        });
+        let a_dialog: DialogKey = (a_call_id.clone().into(), a_tag.into());
+        let b_dialog: DialogKey = (b_call_id.clone().into(), b_tag.into());
+        self.dialogs.insert(a_dialog.clone(), (id, Side::Caller));
+        self.dialogs.insert(b_dialog.clone(), (id, Side::Callee));
+        self.b_call_ids.insert(b_call_id.clone().into());
+        self.a_invites.insert(pending.a_txn.clone(), id);
+        let entry = CallEntry {
+            call: Call::new(setup, now),
+            context: Some(context),
+            lease: Some(lease),
+            a_txn: pending.a_txn,
+            a_route: pending.a_route,
+            a_dialog,
+            b_dialog,
+            a_call_id,
+            b_call_id,
+            targets,
+            routes,
+            invites: HashMap::new(),
+            server_txns: HashMap::new(),
+            acks: HashMap::new(),
+            answer: None,
+            clients: 0,
+            received: pending.received,
+            answered_at: None,
+            answered_attempt: None,
+            attempts: Vec::new(),
+            from_sent: None,
+            to_sent: None,
+            reported: false,
+        };
+        self.calls.insert(id, entry);
+        bump(&self.stats.calls);
+        self.drive(id, now);
+    }
+
+    /// Runs what call `id` wants done, records what happened to it, and schedules its timer.
+    fn drive(&mut self, id: u64, now: Instant) {
+        let Some(mut entry) = self.calls.remove(&id) else { return };
+        loop {
+            let mut progressed = false;
+            while let Some(action) = entry.call.poll_action() {
+                progressed = true;
+                self.execute(id, &mut entry, action, now);
+            }
+            while let Some(event) = entry.call.poll_event() {
+                progressed = true;
+                self.observe(&mut entry, event, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if entry.done() {
+            self.forget(&entry);
+            self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
+            return;
+        }
+        if let Some(at) = entry.deadline() {
+            self.timers.push(std::cmp::Reverse((at, Due::Call(id))));
+        }
+        self.calls.insert(id, entry);
+        self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
+    }
+
+    fn forget(&mut self, entry: &CallEntry) {
+        self.dialogs.remove(&entry.a_dialog);
+        self.dialogs.remove(&entry.b_dialog);
+        self.b_call_ids.remove(entry.b_call_id.as_str());
+        self.a_invites.remove(&entry.a_txn);
+    }
+
+    fn execute(&mut self, id: u64, entry: &mut CallEntry, action: Action, now: Instant) {
+        match action {
+            Action::RespondA(resp) => {
+                // The call wrote its own Server header.
+                let ok = resp.status().is_some_and(|s| (200..300).contains(&s));
+                let reliable = entry.a_route.kind.is_reliable();
+                if ok && !reliable {
+                    let t1 = self.config.timers.t1;
+                    entry.answer = Some(AnswerRetransmit {
+                        data: resp.to_bytes(),
+                        next: now + t1,
+                        interval: t1,
+                        give_up: now + t1 * 64,
+                    });
+                }
+                if let Some(server) = self.servers.get_mut(&entry.a_txn) {
+                    if resp.status().is_some_and(|s| s >= 200) {
+                        server.final_sent = true;
+                    }
+                    if let Err(e) = server.txn.send_response(resp, now) {
+                        debug!(error = %e, "caller's INVITE transaction refused a response");
+                    }
+                }
+                let key = entry.a_txn.clone();
+                self.pump(&key);
+            }
+            Action::InviteB { attempt, request } => {
+                if entry.attempts.last().is_none_or(|a| a.0 != attempt) {
+                    let target = entry.targets.get(attempt).and_then(|t| t.as_ref().map(|t| t.addr));
+                    entry.attempts.push((attempt, now, target, None));
+                }
+                entry.from_sent = request.from().ok().and_then(|f| f.user().map(str::to_owned));
+                entry.to_sent = request.request_uri_str().and_then(user_of);
+                let Some(dest) = self.b_dest(entry, attempt) else {
+                    entry.call.handle_b_failure(attempt, AttemptOutcome::TransportError, now);
+                    return;
+                };
+                match self.start_client(request, dest, ClientRole::Invite { call: id, attempt }, now) {
+                    Some(key) => {
+                        entry.invites.insert(attempt, key);
+                        entry.clients += 1;
+                    }
+                    None => entry.call.handle_b_failure(attempt, AttemptOutcome::TransportError, now),
+                }
+            }
+            Action::CancelB { attempt } => {
+                let Some(invite) = entry.invites.get(&attempt).and_then(|k| self.clients.get(k)) else { return };
+                let cancel = cancel_for(invite.txn.request());
+                let dest = invite.dest.clone();
+                if let Some(cancel) = cancel
+                    && self.start_client_as_is(cancel, dest, ClientRole::Cancel, now).is_some()
+                {
+                    // A CANCEL's transaction keeps no call alive: its answer changes nothing.
+                }
+            }
+            Action::AckB { attempt, request } => {
+                let Some(dest) = self.b_dest(entry, attempt) else { return };
+                let request = self.with_via(request, dest.kind);
+                let out = dest.outbound(request.to_bytes());
+                self.outbox.push_back(out.clone());
+                entry.acks.insert(attempt, out);
+            }
+            Action::ByeB { attempt, request } => {
+                if let Some(dest) = self.b_dest(entry, attempt) {
+                    self.start_client(request, dest, ClientRole::Bye, now);
+                }
+            }
+            Action::Request { side, out, request } => {
+                let dest = match side {
+                    Side::Caller => Some(self.a_dest(entry)),
+                    Side::Callee => entry.answered_attempt.and_then(|a| self.b_dest(entry, a)),
+                };
+                let started =
+                    dest.and_then(|d| self.start_client(request, d, ClientRole::Dialog { call: id, out }, now));
+                match started {
+                    Some(_) => entry.clients += 1,
+                    None => entry.call.handle_dialog_failure(out, now),
+                }
+            }
+            Action::Respond { txn, mut response, .. } => {
+                let Some(key) = entry.server_txns.get(&txn).cloned() else { return };
+                self.decorate(&mut response);
+                if response.status().is_some_and(|s| s >= 200) {
+                    entry.server_txns.remove(&txn);
+                }
+                if let Some(server) = self.servers.get_mut(&key) {
+                    if response.status().is_some_and(|s| s >= 200) {
+                        server.final_sent = true;
+                    }
+                    if let Err(e) = server.txn.send_response(response, now) {
+                        debug!(error = %e, "in-dialog transaction refused a response");
+                    }
+                }
+                self.pump(&key);
+            }
+            Action::Ack { side, request } => {
+                let dest = match side {
+                    Side::Caller => Some(self.a_dest(entry)),
+                    Side::Callee => entry.answered_attempt.and_then(|a| self.b_dest(entry, a)),
+                };
+                if let Some(dest) = dest {
+                    let request = self.with_via(request, dest.kind);
+                    self.outbox.push_back(dest.outbound(request.to_bytes()));
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, entry: &mut CallEntry, event: CallEvent, now: Instant) {
+        match event {
+            CallEvent::AttemptEnded { attempt, outcome } => {
+                if let Some(a) = entry.attempts.iter_mut().rev().find(|a| a.0 == attempt && a.3.is_none()) {
+                    a.3 = Some((outcome, now));
+                }
+            }
+            CallEvent::Answered { attempt } => {
+                entry.answered_at = Some(now);
+                entry.answered_attempt = Some(attempt);
+                if let Some(ctx) = &entry.context {
+                    let at = entry.wall(now, ctx.started);
+                    self.notices.push_back(CallNotice::Answered { call_control_id: ctx.call_control_id.clone(), at });
+                }
+            }
+            CallEvent::Ended { by } => {
+                let ended_by = match by {
+                    HangupBy::Caller => EndedBy::Caller,
+                    HangupBy::Callee => EndedBy::Callee,
+                    HangupBy::System => EndedBy::System,
+                };
+                self.finish(entry, 200, None, ended_by, now);
+            }
+            CallEvent::Failed { status, reason, cancelled } => {
+                let ended_by = if cancelled {
+                    EndedBy::Caller
+                } else if reason.is_some()
+                    || entry.attempts.last().is_some_and(|a| {
+                        matches!(a.3, Some((AttemptOutcome::Timeout | AttemptOutcome::TransportError, _)))
+                    })
+                {
+                    EndedBy::System
+                } else {
+                    EndedBy::Callee
+                };
+                self.finish(entry, status, reason, ended_by, now);
+            }
+        }
+    }
+
+    /// The call is over: its channels go back and its record goes out.
+    fn finish(&mut self, entry: &mut CallEntry, status: u16, reason: Option<Reason>, by: EndedBy, now: Instant) {
+        if let Some(mut lease) = entry.lease.take() {
+            lease.release();
+        }
+        let Some(context) = entry.context.take() else { return };
+        entry.reported = true;
+        let started = context.started;
+        let call_ms = entry.answered_at.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
+        let (billed, cost) = match (entry.answered_at, context.rate) {
+            (Some(_), Some((per_minute, inc))) => {
+                let billed = rating::billed_seconds(call_ms, inc);
+                (billed, Some(rating::cost(per_minute, billed)))
+            }
+            _ => (0, None),
+        };
+        let attempts = entry
+            .attempts
+            .iter()
+            .map(|(i, at, target, end)| {
+                let (outcome, ended) = end.unwrap_or((AttemptOutcome::Response(status), now));
+                AttemptReport {
+                    route: entry.routes[*i].clone(),
+                    target: *target,
+                    outcome,
+                    started: entry.wall(*at, started),
+                    ended: entry.wall(ended, started),
+                }
+            })
+            .collect();
+        let report = CallReport {
+            a_call_id: entry.a_call_id.clone(),
+            b_call_id: (!entry.attempts.is_empty()).then(|| entry.b_call_id.clone()),
+            from_sent: entry.from_sent.clone(),
+            to_sent: entry.to_sent.clone(),
+            answered_at: entry.answered_at.map(|a| entry.wall(a, started)),
+            ended_at: entry.wall(now, started),
+            call_sec: (call_ms / 1000) as u32,
+            billed_sec: billed as u32,
+            cost,
+            status,
+            reason,
+            ended_by: by,
+            attempts,
+            context,
+        };
+        self.notices.push_back(CallNotice::Ended(Box::new(report)));
+    }
+
+    /// Where `attempt`'s requests go, and from which of our listeners.
+    fn b_dest(&self, entry: &CallEntry, attempt: usize) -> Option<Dest> {
+        let target = entry.targets.get(attempt)?.as_ref()?;
+        Some(Dest {
+            kind: target.kind,
+            remote: target.addr,
+            conn: None,
+            local: self.config.listener(target.kind),
+            server_name: (target.kind == TransportKind::Tls).then(|| target.host.clone()),
+        })
+    }
+
+    /// Requests toward the caller go where its INVITE came from (the customer may sit behind a
+    /// NAT its Contact does not show), on the same connection when it is a stream.
+    fn a_dest(&self, entry: &CallEntry) -> Dest {
+        let r = entry.a_route;
+        Dest { kind: r.kind, remote: r.remote, conn: r.conn, local: Some(r.local), server_name: None }
+    }
+
+    /// Our Via on top of a request we send (a new branch: a new transaction, or an ACK for a 2xx).
+    fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
+        let branch = format!("z9hG4bK{}", self.new_tag());
+        let sent_by = self.config.sent_by(kind);
+        request
+            .prepend_header(HeaderName::Via, &format!("SIP/2.0/{} {sent_by};branch={branch};rport", kind.via_name()));
+        request
+    }
+
+    fn start_client(&mut self, request: Message, dest: Dest, role: ClientRole, now: Instant) -> Option<TransactionKey> {
+        let request = self.with_via(request, dest.kind);
+        self.start_client_as_is(request, dest, role, now)
+    }
+
+    fn start_client_as_is(
+        &mut self,
+        request: Message,
+        dest: Dest,
+        role: ClientRole,
+        now: Instant,
+    ) -> Option<TransactionKey> {
+        let txn = match ClientTransaction::new(request, dest.kind.is_reliable(), &self.config.timers, now) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(error = %e, "no client transaction");
+                return None;
+            }
+        };
+        let key = txn.key().clone();
+        self.clients.insert(key.clone(), ClientEntry { txn, role, dest });
+        self.pump_client(&key, now);
+        Some(key)
+    }
+
+    /// A response from the network: its client transaction's.
+    pub(super) fn handle_response(&mut self, msg: Message, now: Instant) {
+        let Ok(key) = TransactionKey::for_client_response(&msg) else {
+            bump(&self.stats.stray_responses);
+            return;
+        };
+        let Some(entry) = self.clients.get_mut(&key) else {
+            bump(&self.stats.stray_responses);
+            return;
+        };
+        if entry.txn.handle_response(msg, now).is_err() {
+            bump(&self.stats.stray_responses);
+        }
+        self.pump_client(&key, now);
+    }
+
+    /// Sends what a client transaction wants sent and hands its events to its call.
+    pub(super) fn pump_client(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(entry) = self.clients.get_mut(key) else { return };
+        while let Some(data) = entry.txn.poll_transmit() {
+            self.outbox.push_back(entry.dest.outbound(data));
+        }
+        let role = entry.role;
+        let mut events = Vec::new();
+        while let Some(ev) = entry.txn.poll_event() {
+            events.push(ev);
+        }
+        let next = entry.txn.poll_timeout();
+        let mut touched = None;
+        for ev in events {
+            let call = match role {
+                ClientRole::Invite { call, .. } | ClientRole::Dialog { call, .. } => call,
+                ClientRole::Cancel | ClientRole::Bye => {
+                    if matches!(ev, ClientEvent::Terminated) {
+                        self.clients.remove(key);
+                    }
+                    continue;
+                }
+            };
+            let Some(c) = self.calls.get_mut(&call) else {
+                if matches!(ev, ClientEvent::Terminated) {
+                    self.clients.remove(key);
+                }
+                continue;
+            };
+            touched = Some(call);
+            match (role, ev) {
+                (ClientRole::Invite { attempt, .. }, ClientEvent::Provisional(m)) => {
+                    c.call.handle_b_response(attempt, &m, now)
+                }
+                (ClientRole::Invite { attempt, .. }, ClientEvent::Final(m)) => {
+                    let ok = m.status().is_some_and(|s| (200..300).contains(&s));
+                    let repeat = ok && c.acks.contains_key(&attempt);
+                    c.call.handle_b_response(attempt, &m, now);
+                    if repeat {
+                        // A retransmitted 2xx: our ACK was lost; the same ACK again.
+                        if let Some(ack) = c.acks.get(&attempt) {
+                            self.outbox.push_back(ack.clone());
+                        }
+                    }
+                }
+                (ClientRole::Invite { attempt, .. }, ClientEvent::Timeout) => {
+                    c.call.handle_b_failure(attempt, AttemptOutcome::Timeout, now)
+                }
+                (ClientRole::Invite { attempt, .. }, ClientEvent::TransportError) => {
+                    c.call.handle_b_failure(attempt, AttemptOutcome::TransportError, now)
+                }
+                (ClientRole::Dialog { out, .. }, ClientEvent::Provisional(m) | ClientEvent::Final(m)) => {
+                    c.call.handle_dialog_response(out, &m, now)
+                }
+                (ClientRole::Dialog { out, .. }, ClientEvent::Timeout | ClientEvent::TransportError) => {
+                    c.call.handle_dialog_failure(out, now)
+                }
+                (_, ClientEvent::Terminated) => {
+                    self.clients.remove(key);
+                    c.clients = c.clients.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        if let Some(at) = next
+            && self.clients.contains_key(key)
+        {
+            self.timers.push(std::cmp::Reverse((at, Due::Client(key.clone()))));
+        }
+        if let Some(call) = touched {
+            self.drive(call, now);
+        }
+    }
+
+    /// A request carrying a To tag: it belongs to a dialog of one of our calls, or to none
+    /// (`false`: the caller answers it as outside any dialog).
+    pub(super) fn in_dialog(&mut self, msg: &Message, inbound: &Inbound, now: Instant) -> bool {
+        let Some(dkey) = dialog_key(msg) else { return false };
+        let Some(&(id, side)) = self.dialogs.get(&dkey) else { return false };
+        if msg.method() == Some(Method::Ack) {
+            if let Some(c) = self.calls.get_mut(&id) {
+                if side == Side::Caller {
+                    c.answer = None; // the 2xx arrived
+                }
+                c.call.handle_ack(side, msg, now);
+            }
+            self.drive(id, now);
+            return true;
+        }
+        let Some(key) = self.new_server_transaction(msg, inbound, now) else { return true };
+        let txn = TxnRef(self.next_txn);
+        self.next_txn += 1;
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.server_txns.insert(txn, key);
+            c.call.handle_dialog_request(side, txn, msg, now);
+        }
+        self.drive(id, now);
+        true
+    }
+
+    /// The caller cancelled an INVITE that belongs to a call.
+    pub(super) fn cancel_call(&mut self, invite: &TransactionKey, now: Instant) -> bool {
+        let Some(&id) = self.a_invites.get(invite) else { return false };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.call.handle_a_cancel(now);
+        }
+        self.drive(id, now);
+        true
+    }
+
+    /// A call's timer is due.
+    pub(super) fn call_timeout(&mut self, id: u64, now: Instant) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        if c.call.poll_timeout().is_some_and(|t| t <= now) {
+            c.call.handle_timeout(now);
+        }
+        let mut resend = None;
+        let mut abandon = false;
+        if let Some(a) = &mut c.answer {
+            if now >= a.give_up {
+                abandon = true;
+            } else if now >= a.next {
+                resend = Some(a.data.clone());
+                a.interval = (a.interval * 2).min(self.config.timers.t2);
+                a.next = now + a.interval;
+            }
+        }
+        if abandon {
+            // No ACK for our 2xx in 64*T1: the caller is gone; end the call (RFC 3261 13.3.1.4).
+            c.answer = None;
+            c.call.hang_up(HangupBy::System, now);
+        }
+        if let Some(data) = resend {
+            let out = c.a_route.outbound(data);
+            self.outbox.push_back(out);
+        }
+        self.drive(id, now);
+    }
+
+    /// Ends every call now (a drain that ran out of time): BYE on both legs, records out.
+    pub fn hang_up_all(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.calls.get_mut(&id) {
+                match c.call.state() {
+                    CallState::Answered { .. } => c.call.hang_up(HangupBy::System, now),
+                    CallState::Trying { .. } | CallState::Early { .. } => c.call.handle_a_cancel(now),
+                    CallState::Ended | CallState::Failed => {}
+                }
+            }
+            self.drive(id, now);
+        }
+    }
+}
+
+/// The CANCEL of an INVITE we sent (RFC 3261 section 9.1): its Request-URI, Call-ID, From, To,
+/// Route and top Via (same branch), CSeq number with the method CANCEL.
+fn cancel_for(invite: &Message) -> Option<Message> {
+    let mut cancel = Message::new_request("CANCEL", invite.request_uri_str()?);
+    cancel.push_header(HeaderName::Via, invite.header(HeaderName::Via)?);
+    for r in invite.header_values(HeaderName::Route) {
+        cancel.push_header(HeaderName::Route, r);
+    }
+    cancel.push_header(HeaderName::MaxForwards, "70");
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        cancel.push_header(name, invite.header(name)?);
+    }
+    cancel.push_header(HeaderName::CSeq, &format!("{} CANCEL", invite.cseq().ok()?.seq));
+    Some(cancel)
+}
+
+/// The record of a call refused after identification (or cancelled before its first route).
+fn refused_report(
+    context: CallContext,
+    invite: &Message,
+    status: u16,
+    reason: Option<Reason>,
+    now: SystemTime,
+) -> CallReport {
+    CallReport {
+        a_call_id: invite.call_id().unwrap_or_default().to_owned(),
+        b_call_id: None,
+        from_sent: None,
+        to_sent: None,
+        answered_at: None,
+        ended_at: now,
+        call_sec: 0,
+        billed_sec: 0,
+        cost: None,
+        status,
+        reason,
+        ended_by: EndedBy::System,
+        attempts: Vec::new(),
+        context,
+    }
+}
