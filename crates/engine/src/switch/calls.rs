@@ -400,14 +400,19 @@ impl Core {
         }
         if entry.done() {
             self.forget(&entry);
-            self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
+            self.publish_gauges();
             return;
         }
         if let Some(at) = entry.deadline() {
             self.timers.push(std::cmp::Reverse((at, Due::Call(id))));
         }
         self.calls.insert(id, entry);
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
         self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
+        self.stats.channels_held.store(self.leases_held() as u64, Ordering::Relaxed);
     }
 
     fn forget(&mut self, entry: &CallEntry) {

@@ -122,11 +122,13 @@ pub struct SwitchStats {
     /// Calls admitted, and calls alive now.
     pub calls: AtomicU64,
     pub calls_active: AtomicU64,
+    /// Calls holding channels now: back to 0 when every call has ended.
+    pub channels_held: AtomicU64,
 }
 
 impl SwitchStats {
     /// Name, help and value of every counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -155,6 +157,7 @@ impl SwitchStats {
             ("opentrunk_sip_overload_rejections_total", "counter", "503s: transaction table full", v(&self.overloaded)),
             ("opentrunk_calls_total", "counter", "calls admitted", v(&self.calls)),
             ("opentrunk_calls_active", "gauge", "calls alive", v(&self.calls_active)),
+            ("opentrunk_channels_held", "gauge", "calls holding channels", v(&self.channels_held)),
         ]
     }
 }
