@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod records;
 mod serve;
 mod sip_cli;
 
