@@ -19,6 +19,25 @@ pub struct Config {
     /// The operator's API key.
     pub admin_api_key: Option<String>,
     pub log: LogConfig,
+    pub calls: CallsConfig,
+}
+
+/// How long calls may wait for their peers.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// No provisional answer (above 100) from a route within this: the next route is tried.
+    pub timeout_1xx_secs: u64,
+    /// No final answer within this: the call ends `408`.
+    pub timeout_2xx_secs: u64,
+    /// An answered call with no signalling for this long is torn down (BYE on both legs).
+    pub max_duration_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig { timeout_1xx_secs: 3, timeout_2xx_secs: 90, max_duration_secs: 14_400 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -40,6 +59,10 @@ pub struct SipConfig {
     pub drain_timeout_secs: u64,
     /// Live transactions beyond which new requests get 503.
     pub max_transactions: usize,
+    /// The address carriers and customers reach us at (Via, Contact), when the listeners'
+    /// own is not it (a wildcard listener, NAT); default: the first listener's, or this
+    /// host's primary address for a wildcard one.
+    pub advertise: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -66,6 +89,7 @@ impl Default for Config {
             redis_url: None,
             admin_api_key: None,
             log: LogConfig::default(),
+            calls: CallsConfig::default(),
         }
     }
 }
@@ -86,6 +110,7 @@ impl Default for SipConfig {
             idle_timeout_secs: limits.idle_timeout.as_secs(),
             drain_timeout_secs: 32,
             max_transactions: 200_000,
+            advertise: None,
         }
     }
 }
@@ -115,6 +140,9 @@ impl Config {
         let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         if let Some(v) = set(env("OPENTRUNK_SIP_LISTEN")) {
             c.sip.listen = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = set(env("OPENTRUNK_SIP_ADVERTISE")) {
+            c.sip.advertise = Some(v);
         }
         if let Some(v) = set(env("OPENTRUNK_API_LISTEN")) {
             c.api.listen = v;
@@ -160,6 +188,9 @@ impl Config {
             .map_err(|e| format!("api.listen `{}`: {e}", self.api.listen))?;
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(format!("log.format `{}`: expected text or json", self.log.format));
+        }
+        if self.calls.timeout_1xx_secs == 0 || self.calls.timeout_2xx_secs == 0 || self.calls.max_duration_secs == 0 {
+            return Err("calls: timeout_1xx_secs, timeout_2xx_secs and max_duration_secs must be above 0".into());
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err("sip timers: need 0 < t1_ms <= t2_ms".into());

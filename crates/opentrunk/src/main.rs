@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod calls;
 mod config;
 mod records;
 mod serve;

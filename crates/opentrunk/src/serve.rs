@@ -9,10 +9,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use engine::switch::{Control, Core, SwitchConfig, SwitchStats};
+use engine::admission::Admitter;
+use engine::switch::{CallPlumbing, CallTimers, Control, Core, SwitchConfig, SwitchStats};
+use engine::webhooks::{WebhookConfig, Webhooks};
 use engine::{TlsSettings, Transports};
 use serde_json::json;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+
+use crate::records::CdrWriterConfig;
 
 use crate::config::Config;
 
@@ -44,6 +48,31 @@ async fn run(config: Config) -> Result<(), String> {
         }
         store::AdminKey::Configured | store::AdminKey::Existing => {}
     }
+    // The call rules: the numbering plan (compiled once), the policy kept current with the
+    // stored configuration, the channel counters.
+    let plan = tokio::task::spawn_blocking(|| Arc::new(trunking::numbering::NumberingPlan::new()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = crate::calls::first_policy(&store, &snapshot, &plan).await;
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));
+    tokio::spawn(crate::calls::keep_policy(store.clone(), snapshot.clone(), plan, policy_tx));
+    let counters = Arc::new(engine::counters::LocalCounters::new());
+    // Nonces are HMACs under a key of this process: after a restart, a caller answering an old
+    // nonce is asked again (stale=true), never refused.
+    let realm = trunking::digest::DigestRealm::new(
+        api::connections_common::digest::REALM,
+        rand::random::<[u8; 32]>(),
+        trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
+    );
+    let locator = match engine::Locator::system() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("DNS resolver unavailable ({e}): carriers' gateways named by DNS are unreachable");
+            None
+        }
+    };
+    let admitter = Arc::new(Admitter::new(policy_rx, counters.clone(), realm, locator));
+
     let limits = config.transport_limits();
     let tls = TlsSettings { server: tls_server(&config)?, client: None };
     let (in_tx, in_rx) = tokio::sync::mpsc::channel(limits.inbound_queue);
@@ -56,22 +85,49 @@ async fn run(config: Config) -> Result<(), String> {
     switch.timers.t4 = Duration::from_millis(config.sip.t4_ms);
     switch.policy.max_message_size = config.sip.max_message_size;
     switch.max_transactions = config.sip.max_transactions;
+    switch.calls = CallTimers {
+        timeout_1xx: Duration::from_secs(config.calls.timeout_1xx_secs),
+        timeout_2xx: Duration::from_secs(config.calls.timeout_2xx_secs),
+        max_duration: Duration::from_secs(config.calls.max_duration_secs),
+    };
+    switch.listeners = transports.listeners().iter().map(|l| (l.kind, l.addr)).collect();
+    switch.local_host = advertised_host(&config, &switch.listeners);
+    info!(host = %switch.local_host, "advertising this address to peers");
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let core = Core::new(switch, seed ^ u64::from(std::process::id()));
     let stats = core.stats();
+
+    // Around the calls: live calls for the API, webhooks, call records.
+    let signing_key = api::public_key::webhook_signing_key(&store).await.map_err(|e| format!("webhook key: {e}"))?;
+    let (webhooks, webhook_driver) =
+        Webhooks::start(WebhookConfig::default(), signing_key).map_err(|e| format!("webhooks: {e}"))?;
+    let (records, record_writer) = crate::records::start(store.clone(), CdrWriterConfig::new(spool_path(&config)));
+    let live = Arc::new(api::LiveCallTable::new());
+    let (notice_tx, notice_rx) = tokio::sync::mpsc::unbounded_channel();
+    let services = crate::calls::CallServices {
+        live: live.clone(),
+        webhooks: Some(webhooks.clone()),
+        records: records.clone(),
+        counters: counters.clone(),
+        handled: Arc::new(Default::default()),
+    };
+    let notices = tokio::spawn(crate::calls::handle_notices(notice_rx, services));
+
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
     let drain = Duration::from_secs(config.sip.drain_timeout_secs);
-    let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain));
+    let plumbing = CallPlumbing { admitter: admitter.clone(), notices: notice_tx };
+    let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain, plumbing));
 
     let api = tokio::net::TcpListener::bind(&config.api.listen)
         .await
         .map_err(|e| format!("API {}: {e}", config.api.listen))?;
     info!(listener = %api.local_addr().map_err(|e| e.to_string())?, "API listener up");
+    let metrics = Metrics { stats, transports: transports.clone(), snapshot, admitter, records, webhooks };
     let app = Router::new()
         .route("/health", get(health_handler))
         .with_state(health.clone())
-        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state((stats, transports.clone(), snapshot)))
-        .merge(api::router(api::ApiState::new(std::sync::Arc::new(store.clone()))));
+        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state(Arc::new(metrics)))
+        .merge(api::router(api::ApiState::with_live_calls(Arc::new(store.clone()), live)));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
             error!("API: {e}");
@@ -84,8 +140,53 @@ async fn run(config: Config) -> Result<(), String> {
     health.store(DRAINING, Ordering::SeqCst);
     let _ = ctl_tx.send(Control::Drain).await;
     let stats = driver.await.map_err(|e| e.to_string())?;
-    info!(?stats, "stopped");
+    info!(?stats, "switch stopped");
+    // Every call's notice is handled before the records and webhooks are flushed.
+    let _ = notices.await;
+    let written = record_writer.shutdown().await;
+    info!(?written, "call records flushed");
+    let delivered = webhook_driver.shutdown(Duration::from_secs(5)).await;
+    info!(?delivered, "webhooks flushed");
     Ok(())
+}
+
+/// The host peers reach us at: the configured one, else the first listener's address, else
+/// (a wildcard listener) this host's primary address.
+fn advertised_host(config: &Config, listeners: &[(engine::TransportKind, std::net::SocketAddr)]) -> String {
+    if let Some(a) = &config.sip.advertise {
+        return a.clone();
+    }
+    let ip = listeners.first().map(|l| l.1.ip());
+    match ip {
+        Some(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => primary_address().unwrap_or_else(|| "127.0.0.1".to_owned()),
+    }
+}
+
+/// The address this host sends from toward the world: a UDP socket "connected" to a
+/// documentation address (nothing is sent) learns the route's source address.
+fn primary_address() -> Option<String> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("192.0.2.1:9").ok()?;
+    Some(sock.local_addr().ok()?.ip().to_string())
+}
+
+/// Where call records that cannot be stored at shutdown are kept: beside an SQLite file, else
+/// in the working directory.
+fn spool_path(config: &Config) -> std::path::PathBuf {
+    match config.database_url.strip_prefix("sqlite://") {
+        Some(path) => std::path::PathBuf::from(format!("{}.cdr-spool", path.split('?').next().unwrap_or(path))),
+        None => std::path::PathBuf::from("opentrunk.cdr-spool"),
+    }
+}
+
+struct Metrics {
+    stats: Arc<SwitchStats>,
+    transports: Transports,
+    snapshot: store::SnapshotHandle,
+    admitter: Arc<Admitter<engine::counters::LocalCounters>>,
+    records: crate::records::CdrSink,
+    webhooks: Webhooks,
 }
 
 async fn health_handler(State(h): State<Arc<AtomicU8>>) -> (StatusCode, Json<serde_json::Value>) {
@@ -97,33 +198,44 @@ async fn health_handler(State(h): State<Arc<AtomicU8>>) -> (StatusCode, Json<ser
 }
 
 /// Prometheus text exposition of the switch's counters.
-async fn metrics_handler(
-    State((stats, transports, snapshot)): State<(Arc<SwitchStats>, Transports, store::SnapshotHandle)>,
-) -> String {
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> String {
     use std::fmt::Write;
-    let mut out = String::with_capacity(2048);
+    let mut out = String::with_capacity(4096);
     let extra = [
-        ("opentrunk_sip_connections", "gauge", "open stream connections", transports.connection_count() as u64),
+        ("opentrunk_sip_connections", "gauge", "open stream connections", m.transports.connection_count() as u64),
         (
             "opentrunk_sip_datagrams_dropped_total",
             "counter",
             "datagrams dropped: switch queue full",
-            transports.dropped_datagrams(),
+            m.transports.dropped_datagrams(),
         ),
         (
             "opentrunk_config_generation",
             "gauge",
             "reloads of the configuration snapshot",
-            snapshot.current().generation,
+            m.snapshot.current().generation,
         ),
         (
             "opentrunk_config_resources",
             "gauge",
             "resources in the configuration snapshot",
-            snapshot.current().len() as u64,
+            m.snapshot.current().len() as u64,
+        ),
+        (
+            "opentrunk_policy_generation",
+            "gauge",
+            "configuration generation new calls are decided with",
+            m.admitter.generation(),
         ),
     ];
-    for (name, kind, help, value) in stats.families().into_iter().chain(extra) {
+    let families = m
+        .stats
+        .families()
+        .into_iter()
+        .chain(extra)
+        .chain(m.records.stats().families())
+        .chain(m.webhooks.counts().families());
+    for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     out

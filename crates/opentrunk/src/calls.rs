@@ -1,0 +1,273 @@
+//! What the running platform does around the switch's calls: keeps the call rules' policy
+//! current with the stored configuration, and turns the switch's call notices into live calls
+//! for the API, webhooks, spend and call records. The switch core only hands notices out; all
+//! of this runs in its own tasks, so none of it can slow a call.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use api::live_calls::CallDirection;
+use api::{LiveCall, LiveCallTable};
+use engine::admission::Policy;
+use engine::counters::{Counters, LocalCounters};
+use engine::switch::{CallNotice, CallReport, EndedBy};
+use engine::webhooks::{self, CallInfo, Destination, Event, EventKind, Hangup, HangupCause, HangupSource, Webhooks};
+use rustc_hash::FxHashMap;
+use store::{CallDetailRecord, RawJson, SnapshotHandle, Store};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+use trunking::numbering::NumberingPlan;
+use trunking::routing::AttemptOutcome;
+
+use crate::records::CdrSink;
+
+/// The connection kinds a customer's webhooks can be set on.
+const CONNECTION_KINDS: [&str; 4] = [
+    api::policy::CREDENTIAL_CONNECTION_KIND,
+    api::policy::IP_CONNECTION_KIND,
+    api::policy::FQDN_CONNECTION_KIND,
+    api::policy::UAC_CONNECTION_KIND,
+];
+
+/// How long one FQDN connection's host name may take to resolve while the policy is built.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds the first policy (so the switch never decides with an empty one once configured).
+pub async fn first_policy(store: &Store, snapshot: &SnapshotHandle, plan: &Arc<NumberingPlan>) -> Policy {
+    match build_policy(store, &snapshot.current(), plan).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("call policy: {e}; starting with no customers until the configuration loads");
+            empty_policy(plan)
+        }
+    }
+}
+
+fn empty_policy(plan: &Arc<NumberingPlan>) -> Policy {
+    let config = trunking::config::Config::builder(plan.clone()).build();
+    Policy { config: Arc::new(config), webhooks: FxHashMap::default(), generation: 0 }
+}
+
+/// Rebuilds the policy on every configuration change, for as long as the switch runs. A build
+/// that fails (a rate deck unreadable) keeps the previous policy: never a looser one.
+pub async fn keep_policy(
+    store: Store,
+    mut snapshot: SnapshotHandle,
+    plan: Arc<NumberingPlan>,
+    policy: watch::Sender<Arc<Policy>>,
+) {
+    while let Some(snap) = snapshot.changed().await {
+        match build_policy(&store, &snap, &plan).await {
+            Ok(p) => {
+                if policy.send(Arc::new(p)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(generation = snap.generation, "call policy not rebuilt, keeping the previous one: {e}"),
+        }
+    }
+}
+
+async fn build_policy(store: &Store, snap: &store::Snapshot, plan: &Arc<NumberingPlan>) -> Result<Policy, String> {
+    let decks = api::policy::load_rate_decks(store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
+    let resolved = resolve_fqdns(snap).await;
+    let (config, warnings) = api::policy::config_from_snapshot(snap, plan.clone(), &decks, &resolved);
+    for w in &warnings {
+        warn!("configuration: {w}");
+    }
+    let mut hooks = FxHashMap::default();
+    for kind in CONNECTION_KINDS {
+        for r in snap.of_kind(kind) {
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
+            if let Some(d) = Destination::from_connection(&doc) {
+                hooks.insert(r.id.clone(), Arc::new(d));
+            }
+        }
+    }
+    info!(generation = snap.generation, warnings = warnings.len(), "call policy built");
+    Ok(Policy { config: Arc::new(config), webhooks: hooks, generation: snap.generation })
+}
+
+/// The addresses of every FQDN record's host name (names that do not resolve are left out:
+/// their connection then matches no source address).
+async fn resolve_fqdns(snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
+    let mut out = HashMap::new();
+    for r in snap.of_kind(api::policy::FQDN_RECORD_KIND) {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
+        let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()) else { continue };
+        if out.contains_key(host) {
+            continue;
+        }
+        let lookup = tokio::net::lookup_host((host.trim_end_matches('.'), 0));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => {
+                out.insert(host.to_owned(), addrs.map(|a| a.ip()).collect());
+            }
+            _ => warn!(fqdn = host, "FQDN does not resolve; its connection matches no address for now"),
+        }
+    }
+    out
+}
+
+/// Where call notices go.
+pub struct CallServices {
+    pub live: Arc<LiveCallTable>,
+    pub webhooks: Option<Webhooks>,
+    pub records: CdrSink,
+    pub counters: Arc<LocalCounters>,
+    /// Notices handled (a test waits on it through the metrics).
+    pub handled: Arc<AtomicU64>,
+}
+
+/// Handles notices until the switch stops sending them.
+pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, services: CallServices) {
+    // What each live call's events need, by call control id.
+    let mut calls: HashMap<String, (CallInfo, Option<Arc<Destination>>)> = HashMap::new();
+    while let Some(notice) = rx.recv().await {
+        match notice {
+            CallNotice::Initiated { call_control_id, a_call_id: _, context } => {
+                let info = CallInfo {
+                    call_control_id: call_control_id.clone(),
+                    call_leg_id: call_control_id.clone(),
+                    call_session_id: call_control_id.clone(),
+                    connection_id: context.connection_id.clone(),
+                    from: context.from.clone(),
+                    to: context.to.clone(),
+                    direction: webhooks::Direction::Outgoing,
+                    start_time: context.started,
+                };
+                services.live.insert(LiveCall {
+                    call_control_id: call_control_id.clone(),
+                    call_leg_id: call_control_id.clone(),
+                    call_session_id: call_control_id.clone(),
+                    connection_id: context.connection_id.clone(),
+                    account_id: context.account_id.clone(),
+                    from: context.from.clone(),
+                    to: context.to.clone(),
+                    direction: CallDirection::Outgoing,
+                    started_at_ms: unix_ms(context.started),
+                    answered_at_ms: None,
+                    client_state: None,
+                });
+                send(&services, &context.webhook, &info, EventKind::Initiated, context.started);
+                calls.insert(call_control_id, (info, context.webhook));
+            }
+            CallNotice::Answered { call_control_id, at } => {
+                services.live.answered(&call_control_id, unix_ms(at));
+                if let Some((info, hook)) = calls.get(&call_control_id) {
+                    send(&services, hook, info, EventKind::Answered, at);
+                }
+            }
+            CallNotice::Ended(report) => {
+                let id = report.context.call_control_id.clone();
+                services.live.remove(&id);
+                if let Some((info, hook)) = calls.remove(&id) {
+                    let hangup = Hangup {
+                        cause: hangup_cause(&report),
+                        source: match report.ended_by {
+                            EndedBy::Caller => HangupSource::Caller,
+                            EndedBy::Callee => HangupSource::Callee,
+                            EndedBy::System => HangupSource::Unknown,
+                        },
+                        sip_status: (report.status != 200 || report.answered_at.is_none()).then_some(report.status),
+                        end_time: report.ended_at,
+                    };
+                    send(&services, &hook, &info, EventKind::Hangup(hangup), report.ended_at);
+                    if let (Some((rate, _)), Some(cost)) = (report.context.rate, report.cost) {
+                        let kind = EventKind::Cost(webhooks::CallCost {
+                            billed_duration_secs: u64::from(report.billed_sec),
+                            rate,
+                            cost,
+                            currency: "USD".into(),
+                        });
+                        send(&services, &hook, &info, kind, report.ended_at);
+                    }
+                }
+                if let (Some(profile), Some(cost)) = (&report.context.profile_id, report.cost) {
+                    let day = engine::admission::timestamp(report.ended_at).utc_day();
+                    Counters::add_spend(&*services.counters, profile, day, cost).await;
+                }
+                match record_of(*report) {
+                    Ok(r) => services.records.submit(r),
+                    Err(e) => warn!("call record not made: {e}"),
+                }
+            }
+        }
+        services.handled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn send(services: &CallServices, hook: &Option<Arc<Destination>>, info: &CallInfo, kind: EventKind, at: SystemTime) {
+    if let (Some(w), Some(d)) = (&services.webhooks, hook) {
+        w.enqueue(d.clone(), Event { occurred_at: at, call: info.clone(), kind });
+    }
+}
+
+fn hangup_cause(r: &CallReport) -> HangupCause {
+    match (r.answered_at, r.ended_by) {
+        (Some(_), EndedBy::System) => HangupCause::TimeLimit,
+        (Some(_), _) => HangupCause::NormalClearing,
+        (None, EndedBy::Caller) => HangupCause::OriginatorCancel,
+        (None, _) => HangupCause::for_final_status(r.status),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The store's record of a call.
+fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
+    let started_ms = unix_ms(r.context.started);
+    let ts = |t: SystemTime| store::cdr_timestamp(unix_ms(t));
+    let attempts = r
+        .attempts
+        .iter()
+        .map(|a| store::RouteAttempt {
+            carrier_id: a.route.carrier_id.clone(),
+            gateway: a.route.host.clone(),
+            port: a.route.port,
+            transport: a.route.transport.as_str().to_owned(),
+            target: a.target.map(|t| t.to_string()),
+            outcome: match a.outcome {
+                AttemptOutcome::Response(code) => store::AttemptOutcome::Response { sip_response_code: code },
+                AttemptOutcome::Timeout => store::AttemptOutcome::Timeout,
+                AttemptOutcome::TransportError => store::AttemptOutcome::TransportError,
+            },
+            started_at: ts(a.started),
+            ended_at: ts(a.ended),
+        })
+        .collect();
+    Ok(CallDetailRecord {
+        id: store::new_cdr_id(started_ms).map_err(|e| e.to_string())?,
+        account_id: r.context.account_id,
+        connection_id: r.context.connection_id,
+        outbound_voice_profile_id: r.context.profile_id,
+        direction: store::Direction::Outbound,
+        a_leg_call_id: r.a_call_id,
+        b_leg_call_id: r.b_call_id,
+        from_received: r.context.from_received,
+        to_received: r.context.to_received,
+        from_sent: r.from_sent,
+        to_sent: r.to_sent,
+        started_at: ts(r.context.started),
+        answered_at: r.answered_at.map(ts),
+        ended_at: ts(r.ended_at),
+        call_sec: r.call_sec,
+        billed_sec: r.billed_sec,
+        rate: r.context.rate.map(|(rate, _)| rate.to_string()),
+        cost: r.cost.map(|c| c.to_string()),
+        sip_response_code: r.status,
+        reason_code: r.reason.map(|c| c.code().to_owned()).filter(|c| !c.is_empty()),
+        hangup_source: match r.ended_by {
+            EndedBy::Caller => store::HangupSource::Caller,
+            EndedBy::Callee => store::HangupSource::Callee,
+            EndedBy::System => store::HangupSource::System,
+        },
+        route_attempts: attempts,
+        trace: RawJson::of(&r.context.trace).map_err(|e| e.to_string())?,
+    })
+}
