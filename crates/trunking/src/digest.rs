@@ -329,14 +329,18 @@ impl DigestRealm {
     }
 
     /// The `Proxy-Authenticate` (or `WWW-Authenticate`) values for a `407` (`401`): one per
-    /// algorithm, SHA-256 first then MD5 (RFC 8760 section 2.4: most preferred first), sharing
-    /// one nonce so a client that reads either header (or both glued together) answers it.
-    /// `stale` tells the client its password was right and only the nonce was old.
+    /// algorithm, MD5 first then SHA-256, sharing one nonce so a client that reads either
+    /// header (or both glued together) answers it. `stale` tells the client its password was
+    /// right and only the nonce was old.
+    ///
+    /// MD5 comes first although RFC 8760 section 2.4 orders by preference: many deployed
+    /// PBXes and test tools (SIPp among them) read only the first challenge and give up on an
+    /// algorithm they do not know, and every carrier's customers must be able to register.
     pub fn challenges(&self, now: Timestamp, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
         vec![
-            self.challenge(DigestAlgorithm::Sha256, &nonce, stale),
             self.challenge(DigestAlgorithm::Md5, &nonce, stale),
+            self.challenge(DigestAlgorithm::Sha256, &nonce, stale),
         ]
     }
 

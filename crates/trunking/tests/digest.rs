@@ -102,11 +102,11 @@ fn stored_digest_matches_the_api() {
 // Challenges and round trips.
 
 #[test]
-fn challenges_sha256_first_then_md5_with_one_nonce() {
+fn challenges_md5_first_then_sha256_with_one_nonce() {
     let r = realm().with_opaque("op1");
     let c = r.challenges(T0, false);
     assert_eq!(c.len(), 2);
-    let (sha, md5) = (auth(&c[0]), auth(&c[1]));
+    let (md5, sha) = (auth(&c[0]), auth(&c[1]));
     assert_eq!(sha.param("algorithm").unwrap(), "SHA-256");
     assert_eq!(md5.param("algorithm").unwrap(), "MD5");
     for a in [&sha, &md5] {
@@ -119,7 +119,7 @@ fn challenges_sha256_first_then_md5_with_one_nonce() {
     }
     assert_eq!(sha.param("nonce"), md5.param("nonce"));
     let nonce = sha.param("nonce").unwrap();
-    assert_eq!(c[1], format!(r#"Digest realm="{REALM}", nonce="{nonce}", opaque="op1", algorithm=MD5, qop="auth""#));
+    assert_eq!(c[0], format!(r#"Digest realm="{REALM}", nonce="{nonce}", opaque="op1", algorithm=MD5, qop="auth""#));
 
     let stale = realm().challenges(T0, true);
     assert!(stale.iter().all(|c| auth(c).param("stale").as_deref() == Some("true")));
@@ -204,7 +204,7 @@ fn every_verdict_and_fault() {
     let mut tampered = nonce.clone().into_bytes();
     tampered[12] = if tampered[12] == b'0' { b'1' } else { b'0' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let foreign = DigestRealm::new(REALM, [9; 32], DEFAULT_NONCE_LIFETIME_MS).challenges(T0, false).remove(1);
+    let foreign = DigestRealm::new(REALM, [9; 32], DEFAULT_NONCE_LIFETIME_MS).challenges(T0, false).remove(0);
     let other_realm =
         answer(&format!(r#"Digest realm="other.example", nonce="{nonce}", algorithm=MD5, qop="auth""#), PASSWORD, 1);
     let no_qop = answer(&format!(r#"Digest realm="{REALM}", nonce="{nonce}""#), PASSWORD, 1);
