@@ -307,13 +307,15 @@ impl Core {
     }
 
     /// Transactions a drain must wait for: those still owing a final response, and INVITEs
-    /// whose error response still waits for its ACK. The rest only absorb retransmissions.
+    /// whose error response still waits for its ACK (the rest only absorb retransmissions);
+    /// and calls up or waiting for admission.
     pub fn busy_transactions(&self) -> usize {
         self.servers
             .values()
             .filter(|e| !e.final_sent || (e.txn.is_invite() && e.txn.state() == ServerState::Completed))
             .count()
-            + self.call_entries()
+            + self.calls()
+            + self.pending.len()
     }
 
     /// Stop taking new calls: new INVITEs (and OPTIONS pings, so load balancers notice) get
