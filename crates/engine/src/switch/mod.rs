@@ -438,11 +438,15 @@ impl Core {
                 let target = self.servers.get(key).and_then(|e| TransactionKey::cancel_target(e.txn.request()).ok());
                 match target.filter(|t| self.servers.get(t).is_some_and(|e| e.txn.is_invite())) {
                     Some(t) => {
+                        // The CANCEL's 200 first, then the INVITE's 487 (the order of 9.2,
+                        // and what callers expect).
+                        self.respond(key, 200, "OK", now);
+                        self.pump(key);
                         if !self.cancel_call(&t, now) && self.servers.get(&t).is_some_and(|e| !e.final_sent) {
                             self.respond(&t, 487, "Request Terminated", now);
                             self.pump(&t);
                         }
-                        (200, "OK")
+                        return;
                     }
                     None => (481, "Call/Transaction Does Not Exist"),
                 }
@@ -949,7 +953,7 @@ mod tests {
         // Cancelled while its admission runs: 487 for the INVITE, 200 for the CANCEL; the
         // admission's answer is then dropped.
         core.handle_inbound(udp(&request("CANCEL", "z9hG4bKc1", "CANCEL")), t0);
-        assert_eq!(statuses(&sent(&mut core)), vec![487, 200]);
+        assert_eq!(statuses(&sent(&mut core)), vec![200, 487]);
         refuse_admissions(&mut core, t0);
         assert!(sent(&mut core).is_empty());
         // The INVITE already has its final answer: the CANCEL gets 200 and changes nothing.
