@@ -17,7 +17,7 @@ mod support;
 use corpus::Outcome;
 
 /// Methods `opentrunk serve` answers today; the door gives the others 501 (with Allow).
-const SERVED: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"];
+const SERVED: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO"];
 
 /// The status the running switch must send for a message, `None` for silence.
 fn wire_expectation(file: &str, outcome: Outcome, msg: Option<&Message>) -> Option<u16> {
@@ -33,9 +33,11 @@ fn wire_expectation(file: &str, outcome: Outcome, msg: Option<&Message>) -> Opti
             None => None, // a response matching no transaction: dropped
             Some(_) if !served => Some(501),
             Some(Method::Options) => Some(200),
-            // No connection can match a caller until call routing exists.
-            Some(Method::Invite) => Some(403),
-            Some(Method::Bye) => Some(481),
+            // No connection is configured: the switch asks the caller for credentials; an
+            // INVITE inside a dialog we do not have is 481 like any other in-dialog request.
+            Some(Method::Invite) if msg.is_some_and(|m| m.to().is_ok_and(|t| t.tag().is_some())) => Some(481),
+            Some(Method::Invite) => Some(407),
+            Some(m) if ["BYE", "UPDATE", "INFO"].contains(&m.as_str()) => Some(481),
             Some(m) => panic!("{file}: no wire expectation for {m}"),
         },
     }
