@@ -98,7 +98,7 @@ async fn resolve_fqdns(snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
     for r in snap.of_kind(api::policy::FQDN_RECORD_KIND) {
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
         let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()) else { continue };
-        if out.contains_key(host) {
+        if out.contains_key(host) || reserved_name(host) {
             continue;
         }
         let lookup = tokio::net::lookup_host((host.trim_end_matches('.'), 0));
@@ -110,6 +110,15 @@ async fn resolve_fqdns(snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
         }
     }
     out
+}
+
+/// Names RFC 2606 and RFC 6761 reserve (`.test`, `.example`, `.invalid`, `.localhost`,
+/// `example.com` ...): they never name a customer's host, so they are never looked up (no query
+/// leaves the machine for them).
+fn reserved_name(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    let under = |d: &str| h == d || h.ends_with(&format!(".{d}"));
+    ["test", "example", "invalid", "localhost", "example.com", "example.net", "example.org"].into_iter().any(under)
 }
 
 /// Where call notices go.
@@ -270,4 +279,19 @@ fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
         route_attempts: attempts,
         trace: RawJson::of(&r.context.trace).map_err(|e| e.to_string())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserved_name;
+
+    #[test]
+    fn reserved_names_are_never_looked_up() {
+        for name in ["pbx.example.com", "EXAMPLE.org.", "a.b.test", "x.invalid", "localhost", "host.example"] {
+            assert!(reserved_name(name), "{name}");
+        }
+        for name in ["pbx.customer.com", "examplecom.net", "sip.telnyx.com", "testing.io"] {
+            assert!(!reserved_name(name), "{name}");
+        }
+    }
 }
