@@ -91,22 +91,32 @@ async fn build_policy(store: &Store, snap: &store::Snapshot, plan: &Arc<Numberin
     Ok(Policy { config: Arc::new(config), webhooks: hooks, generation: snap.generation })
 }
 
-/// The addresses of every FQDN record's host name (names that do not resolve are left out:
-/// their connection then matches no source address).
+/// The addresses of every FQDN record's host name, looked up concurrently (names that do not
+/// resolve are left out: their connection then matches no source address).
 async fn resolve_fqdns(snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
-    let mut out = HashMap::new();
+    let mut names = std::collections::BTreeSet::new();
     for r in snap.of_kind(api::policy::FQDN_RECORD_KIND) {
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
-        let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()) else { continue };
-        if out.contains_key(host) || reserved_name(host) {
-            continue;
+        if let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()).filter(|h| !reserved_name(h)) {
+            names.insert(host.to_owned());
         }
-        let lookup = tokio::net::lookup_host((host.trim_end_matches('.'), 0));
-        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-            Ok(Ok(addrs)) => {
-                out.insert(host.to_owned(), addrs.map(|a| a.ip()).collect());
+    }
+    let mut lookups = tokio::task::JoinSet::new();
+    for host in names {
+        lookups.spawn(async move {
+            let lookup = tokio::net::lookup_host((host.trim_end_matches('.').to_owned(), 0));
+            let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await;
+            (host, found.ok().and_then(Result::ok).map(|a| a.map(|a| a.ip()).collect::<Vec<_>>()))
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(done) = lookups.join_next().await {
+        match done {
+            Ok((host, Some(addrs))) => {
+                out.insert(host, addrs);
             }
-            _ => warn!(fqdn = host, "FQDN does not resolve; its connection matches no address for now"),
+            Ok((host, None)) => warn!(fqdn = host, "FQDN does not resolve; its connection matches no address for now"),
+            Err(e) => warn!("FQDN lookup task: {e}"),
         }
     }
     out
