@@ -135,10 +135,13 @@ fn sent<'a>(msgs: &'a [Traced], method: &str) -> Vec<&'a Traced> {
 }
 
 /// The first response with `status` to the request whose CSeq is `cseq`, sent or received.
-fn response<'a>(msgs: &'a [Traced], received: bool, status: u16, cseq: u32) -> &'a Traced {
-    msgs.iter()
-        .find(|m| m.received == received && m.status() == Some(status) && m.cseq().0 == cseq)
-        .unwrap_or_else(|| panic!("no {status} to CSeq {cseq} (received: {received}) among {msgs:#?}"))
+fn response(msgs: &[Traced], received: bool, status: u16, cseq: u32) -> &Traced {
+    msgs.iter().find(|m| m.received == received && m.status() == Some(status) && m.cseq().0 == cseq).unwrap_or_else(
+        || {
+            let lines: Vec<&str> = msgs.iter().map(Traced::start_line).collect();
+            panic!("no {status} to CSeq {cseq} (received: {received}) among {lines:#?}")
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
