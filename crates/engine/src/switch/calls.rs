@@ -265,11 +265,11 @@ impl Core {
 
     /// Calls alive (admitted and not yet ended) and channel leases held.
     pub fn calls(&self) -> usize {
-        self.calls.values().filter(|c| !c.reported).count()
+        self.live_calls
     }
 
     pub fn leases_held(&self) -> usize {
-        self.calls.values().filter(|c| c.lease.as_ref().is_some_and(ChannelLease::is_held)).count()
+        self.leases_held
     }
 
     /// Calls still owing work (setting up, answered, or finishing their transactions).
@@ -377,6 +377,8 @@ impl Core {
             reported: false,
         };
         self.calls.insert(id, entry);
+        self.live_calls += 1;
+        self.leases_held += 1;
         bump(&self.stats.calls);
         self.drive(id, now);
     }
@@ -574,9 +576,11 @@ impl Core {
     fn finish(&mut self, entry: &mut CallEntry, status: u16, reason: Option<Reason>, by: EndedBy, now: Instant) {
         if let Some(mut lease) = entry.lease.take() {
             lease.release();
+            self.leases_held -= 1;
         }
         let Some(context) = entry.context.take() else { return };
         entry.reported = true;
+        self.live_calls -= 1;
         let started = context.started;
         let call_ms = entry.answered_at.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
         let (billed, cost) = match (entry.answered_at, context.rate) {

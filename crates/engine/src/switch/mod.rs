@@ -257,6 +257,10 @@ pub struct Core {
     a_invites: HashMap<TransactionKey, u64>,
     next_call: u64,
     next_txn: u64,
+    /// Calls admitted and not yet ended, and those holding their channels (kept as counts:
+    /// the gauges are published after every call step).
+    live_calls: usize,
+    leases_held: usize,
 }
 
 impl Core {
@@ -280,6 +284,8 @@ impl Core {
             a_invites: HashMap::new(),
             next_call: 1,
             next_txn: 1,
+            live_calls: 0,
+            leases_held: 0,
         }
     }
 
