@@ -321,6 +321,24 @@ impl Call {
             req.push_header(HeaderName::Privacy, "id");
         }
         req.push_header(HeaderName::UserAgent, &self.setup.product);
+        // RFC 4028: the caller's session timer request goes end to end; the answer's
+        // Session-Expires comes back the same way and both legs refresh through us.
+        for name in [HeaderName::SessionExpires, HeaderName::MinSe] {
+            for v in self.setup.invite.header_values(name) {
+                req.push_header(name, v);
+            }
+        }
+        // Only the `timer` option: the others (100rel above all) are the caller's with us, and
+        // we do not acknowledge reliable provisionals on its behalf.
+        let timer = self
+            .setup
+            .invite
+            .header_values(HeaderName::Supported)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("timer"));
+        if timer {
+            req.push_header(HeaderName::Supported, "timer");
+        }
         let (content_type, body) = self.offer_for_b();
         if !body.is_empty() {
             req.set_body(body, content_type.as_deref());
@@ -551,6 +569,11 @@ impl Call {
         self.answered = Some(dialog);
         let mut a = self.response_for_a(resp.status().unwrap_or(200), resp.reason().unwrap_or("OK"));
         a.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+        for name in [HeaderName::SessionExpires, HeaderName::Require] {
+            for v in resp.header_values(name) {
+                a.push_header(name, v);
+            }
+        }
         let (ct, body) = self.answer_for_a(resp);
         if !body.is_empty() {
             a.set_body(body, ct.as_deref());
@@ -827,6 +850,32 @@ mod tests {
         let first = invite_of(&drain(&mut call), 0);
         call.handle_b_response(0, &b_response(&first, 401, "Unauthorized", "", ""), now);
         assert_eq!(status_of(&drain(&mut call)[0]), 401);
+    }
+
+    #[test]
+    fn session_timers_asked_by_the_caller_reach_the_carrier_and_its_interval_ends_a_silent_call() {
+        let now = Instant::now();
+        let mut s = setup(vec![route("198.51.100.1")]);
+        let text = String::from_utf8(s.invite.to_bytes().to_vec()).unwrap().replace(
+            "CSeq: 10 INVITE\r\n",
+            "CSeq: 10 INVITE\r\nSupported: 100rel, timer\r\nSession-Expires: 1800;refresher=uac\r\nMin-SE: 90\r\n",
+        );
+        s.invite = parse(&text);
+        let mut call = Call::new(s, now);
+        let b = invite_of(&drain(&mut call), 0);
+        assert_eq!(b.header(HeaderName::SessionExpires), Some("1800;refresher=uac"));
+        assert_eq!(b.header(HeaderName::MinSe), Some("90"));
+        assert_eq!(b.header(HeaderName::Supported), Some("timer"));
+        let ok = b_response(&b, 200, "OK", "Session-Expires: 1800;refresher=uac\r\nRequire: timer\r\n", SDP);
+        call.handle_b_response(0, &ok, now);
+        let Action::RespondA(a) = &drain(&mut call)[0] else { panic!() };
+        assert_eq!(a.header(HeaderName::SessionExpires), Some("1800;refresher=uac"));
+        assert_eq!(a.header(HeaderName::Require), Some("timer"));
+        // No refresh within the interval: both legs get a BYE.
+        assert_eq!(call.poll_timeout(), Some(now + Duration::from_secs(1800)));
+        call.handle_timeout(now + Duration::from_secs(1800));
+        let byes = drain(&mut call).iter().filter(|a| matches!(a, Action::Request { request, .. } if request.method().is_some_and(|m| m.as_str() == "BYE"))).count();
+        assert_eq!(byes, 2);
     }
 
     #[test]
