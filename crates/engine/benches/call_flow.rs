@@ -75,6 +75,7 @@ fn admitted(counters: &LocalCounters, call_control_id: &str, received: SystemTim
     let lease = counters.acquire(&limits, call_control_id).expect("unlimited");
     Admission::Admit(Box::new(AdmittedCall {
         context: CallContext {
+            direction: engine::admission::Direction::Outbound,
             call_control_id: call_control_id.to_owned(),
             account_id: "acct".into(),
             connection_id: "conn".into(),
@@ -103,6 +104,8 @@ fn admitted(counters: &LocalCounters, call_control_id: &str, received: SystemTim
         caller: "+12125550100".into(),
         anonymous: false,
         lease,
+        b_headers: Vec::new(),
+        timeouts: None,
     }))
 }
 

@@ -53,9 +53,19 @@ pub struct AdmissionRequest {
     pub call_control_id: String,
 }
 
+/// Which way a call goes, seen from the customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A customer's call out to the carriers.
+    Outbound,
+    /// A carrier's call to a customer's number.
+    Inbound,
+}
+
 /// Who the call belongs to and what it is worth: what its record and events are made of.
 #[derive(Debug)]
 pub struct CallContext {
+    pub direction: Direction,
     pub call_control_id: String,
     pub account_id: String,
     pub connection_id: String,
@@ -81,10 +91,15 @@ pub struct AdmittedCall {
     /// `targets[i]`: where `routes[i]`'s INVITE goes; `None` when its name did not resolve
     /// (the attempt then fails as a transport error and the call fails over).
     pub targets: Vec<Option<Target>>,
-    /// The caller number presented to carriers, and whether anonymously.
+    /// The caller number presented on the B-leg, and whether anonymously.
     pub caller: String,
     pub anonymous: bool,
     pub lease: ChannelLease,
+    /// Header fields for the B-leg INVITE besides the call's own.
+    pub b_headers: Vec<(HeaderName, String)>,
+    /// The 1xx and 2xx timeouts when the rules set them (an inbound connection's own), else the
+    /// switch's.
+    pub timeouts: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 /// How a new call is answered.
@@ -180,6 +195,7 @@ impl<C: Counters> Admitter<C> {
         };
         let connection = config.connection(identified.connection);
         let mut context = CallContext {
+            direction: Direction::Outbound,
             call_control_id: req.call_control_id.clone(),
             account_id: connection.account_id.to_string(),
             connection_id: connection.id.to_string(),
@@ -230,7 +246,16 @@ impl<C: Counters> Admitter<C> {
             targets.push(self.locate(route).await);
         }
         context.trace = trace;
-        Admission::Admit(Box::new(AdmittedCall { context, routes, targets, caller, anonymous, lease }))
+        Admission::Admit(Box::new(AdmittedCall {
+            context,
+            routes,
+            targets,
+            caller,
+            anonymous,
+            lease,
+            b_headers: Vec::new(),
+            timeouts: None,
+        }))
     }
 
     /// The first RFC 3263 target of a route's gateway.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use api::live_calls::CallDirection;
 use api::{LiveCall, LiveCallTable};
-use engine::admission::Policy;
+use engine::admission::{Direction, Policy};
 use engine::counters::{Counters, LocalCounters};
 use engine::switch::{CallNotice, CallReport, EndedBy};
 use engine::webhooks::{self, CallInfo, Destination, Event, EventKind, Hangup, HangupCause, HangupSource, Webhooks};
@@ -155,7 +155,10 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     connection_id: context.connection_id.clone(),
                     from: context.from.clone(),
                     to: context.to.clone(),
-                    direction: webhooks::Direction::Outgoing,
+                    direction: match context.direction {
+                        Direction::Outbound => webhooks::Direction::Outgoing,
+                        Direction::Inbound => webhooks::Direction::Incoming,
+                    },
                     start_time: context.started,
                 };
                 services.live.insert(LiveCall {
@@ -166,7 +169,10 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     account_id: context.account_id.clone(),
                     from: context.from.clone(),
                     to: context.to.clone(),
-                    direction: CallDirection::Outgoing,
+                    direction: match context.direction {
+                        Direction::Outbound => CallDirection::Outgoing,
+                        Direction::Inbound => CallDirection::Incoming,
+                    },
                     started_at_ms: unix_ms(context.started),
                     answered_at_ms: None,
                     client_state: None,
@@ -265,7 +271,10 @@ fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
         account_id: r.context.account_id,
         connection_id: r.context.connection_id,
         outbound_voice_profile_id: r.context.profile_id,
-        direction: store::Direction::Outbound,
+        direction: match r.context.direction {
+            Direction::Outbound => store::Direction::Outbound,
+            Direction::Inbound => store::Direction::Inbound,
+        },
         a_leg_call_id: r.a_call_id,
         b_leg_call_id: r.b_call_id,
         from_received: r.context.from_received,

@@ -110,6 +110,9 @@ pub struct CallSetup {
     pub product: String,
     /// The client nonce of our digest answers to carriers (drawn by the driver).
     pub cnonce: String,
+    /// Header fields the rules want on the B-leg INVITE (an inbound call's
+    /// `P-Asserted-Identity` as the carrier sent it).
+    pub b_headers: Vec<(HeaderName, String)>,
 }
 
 /// What the driver must do.
@@ -319,6 +322,9 @@ impl Call {
                 &format!("<sip:{}@{}>", self.setup.caller, self.setup.local),
             );
             req.push_header(HeaderName::Privacy, "id");
+        }
+        for (name, value) in &self.setup.b_headers {
+            req.push_header(*name, value);
         }
         req.push_header(HeaderName::UserAgent, &self.setup.product);
         // RFC 4028: the caller's session timer request goes end to end; the answer's
@@ -722,6 +728,7 @@ mod tests {
             idle_limit: Duration::from_secs(7200),
             product: "opentrunk/test".into(),
             cnonce: "c0ffee".into(),
+            b_headers: Vec::new(),
         }
     }
 

@@ -145,6 +145,7 @@ pub enum CallNotice {
 /// The parts of a call's context that live-call views and events show.
 #[derive(Clone, Debug)]
 pub struct CallSummary {
+    pub direction: crate::admission::Direction,
     pub account_id: String,
     pub connection_id: String,
     pub from: String,
@@ -312,7 +313,9 @@ impl Core {
     }
 
     fn start_call(&mut self, id: u64, admitted: AdmittedCall, invite: Message, pending: Pending, now: Instant) {
-        let AdmittedCall { context, routes, targets, caller, anonymous, lease } = admitted;
+        let AdmittedCall { context, routes, targets, caller, anonymous, lease, b_headers, timeouts } = admitted;
+        let (timeout_1xx, timeout_2xx) =
+            timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
         let b_tag = self.new_tag();
         let b_call_id = format!("{}@{}", self.new_uuid(), self.config.local_host);
@@ -325,14 +328,16 @@ impl Core {
             a_tag: a_tag.clone(),
             b_call_id: b_call_id.clone(),
             b_tag: b_tag.clone(),
-            timeout_1xx: self.config.calls.timeout_1xx,
-            timeout_2xx: self.config.calls.timeout_2xx,
+            timeout_1xx,
+            timeout_2xx,
             idle_limit: self.config.calls.max_duration,
             product: self.config.product.clone(),
             cnonce: self.new_tag(),
+            b_headers,
         };
         let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let summary = CallSummary {
+            direction: context.direction,
             account_id: context.account_id.clone(),
             connection_id: context.connection_id.clone(),
             from: context.from_received.clone(),

@@ -791,6 +791,7 @@ mod tests {
                 ChannelLimits { account: ("acct".into(), Some(1)), profile: None, connection: ("conn".into(), None) };
             let lease = counters.acquire(&limits, &req.call_control_id).expect("a free channel");
             let context = CallContext {
+                direction: crate::admission::Direction::Outbound,
                 call_control_id: req.call_control_id.clone(),
                 account_id: "acct".into(),
                 connection_id: "conn".into(),
@@ -823,6 +824,8 @@ mod tests {
                 caller: "+12125550100".into(),
                 anonymous: false,
                 lease,
+                b_headers: Vec::new(),
+                timeouts: None,
             };
             core.admit(req.id, Admission::Admit(Box::new(admitted)), now);
         }
