@@ -194,6 +194,8 @@ pub(super) struct CallEntry {
     from_sent: Option<String>,
     to_sent: Option<String>,
     reported: bool,
+    /// The deadline this call has in the core's timer heap.
+    scheduled: Option<Instant>,
 }
 
 impl CallEntry {
@@ -380,6 +382,7 @@ impl Core {
             from_sent: None,
             to_sent: None,
             reported: false,
+            scheduled: None,
         };
         self.calls.insert(id, entry);
         self.live_calls += 1;
@@ -410,7 +413,13 @@ impl Core {
             self.publish_gauges();
             return;
         }
-        if let Some(at) = entry.deadline() {
+        // One deadline in the heap per call: a later one waits for the earlier to fire (an
+        // answered call's idle deadline moves with every message; pushing each would fill the
+        // heap for hours).
+        if let Some(at) = entry.deadline()
+            && entry.scheduled.is_none_or(|s| at < s)
+        {
+            entry.scheduled = Some(at);
             self.timers.push(std::cmp::Reverse((at, Due::Call(id))));
         }
         self.calls.insert(id, entry);
@@ -810,6 +819,10 @@ impl Core {
     /// A call's timer is due.
     pub(super) fn call_timeout(&mut self, id: u64, now: Instant) {
         let Some(c) = self.calls.get_mut(&id) else { return };
+        if c.scheduled.is_some_and(|s| s > now) {
+            return; // a deadline that moved earlier fires on its own entry
+        }
+        c.scheduled = None;
         if c.call.poll_timeout().is_some_and(|t| t <= now) {
             c.call.handle_timeout(now);
         }
