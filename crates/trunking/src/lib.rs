@@ -16,6 +16,7 @@ pub mod identify;
 pub mod numbering;
 pub mod outbound;
 pub mod rating;
+pub mod registrar;
 pub mod routing;
 pub mod time;
 pub mod trace;
