@@ -13,6 +13,7 @@ use tracing::info;
 
 mod cdr;
 mod rates;
+mod registrations;
 mod repository;
 mod snapshot;
 pub use cdr::{
@@ -20,6 +21,7 @@ pub use cdr::{
     is_cdr_timestamp, new_cdr_id,
 };
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
+pub use registrations::Registration;
 pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::cdr::{CallDetailRecord, CdrFilter};
 use crate::rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage, insert_rates, insert_resource_row};
+use crate::registrations::Registration;
 use crate::{
     ADMIN_KEY_HASH, RESOURCE_COLUMNS, Resource, ResourceRow, Store, StoreError, announce, claim_unique, conflict_or,
     constant_time_eq, hash_api_key, release_unique, resource, unix_now,
@@ -156,6 +157,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
 
     /// The call detail record `id`, of whichever account.
     async fn get_cdr(&self, id: &str) -> Result<Option<CallDetailRecord>, StoreError>;
+
+    /// Every registrar binding of a connection, expired ones not yet swept included, oldest
+    /// registration first.
+    async fn list_registrations(&self, connection_id: &str) -> Result<Vec<Registration>, StoreError>;
 }
 
 #[async_trait]
@@ -512,5 +517,9 @@ impl Repository for Store {
 
     async fn get_cdr(&self, id: &str) -> Result<Option<CallDetailRecord>, StoreError> {
         crate::cdr::get(&self.pool, id).await
+    }
+
+    async fn list_registrations(&self, connection_id: &str) -> Result<Vec<Registration>, StoreError> {
+        crate::registrations::list(&self.pool, connection_id).await
     }
 }

@@ -1,0 +1,179 @@
+//! The registrar's bindings (`registrations`): what a device of a credential connection bound
+//! with REGISTER, shared by every node (each keeps an in-memory cache; this is the truth a node
+//! starting or taking over reads). Written by the engine after each accepted REGISTER
+//! ([`crate::Store::upsert_registrations`], [`crate::Store::remove_registrations`]), swept by
+//! [`crate::Store::expire_registrations`], read by the API
+//! ([`crate::Repository::list_registrations`]).
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::StoreError;
+
+/// One binding of a contact to a credential connection's address of record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub connection_id: String,
+    /// The binding within its connection: the RFC 5626 instance and `reg-id` when given, else
+    /// the Contact URI ([`Registration::key_of`]).
+    pub binding_key: String,
+    pub account_id: String,
+    /// The AOR's user: the connection's SIP user name.
+    pub username: String,
+    /// The Contact URI as written.
+    pub contact: String,
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+    /// `q` in thousandths.
+    pub q: Option<u16>,
+    /// The Path values the REGISTER carried (RFC 3327), in order.
+    pub path: Vec<String>,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Where the REGISTER came from, and over what (`UDP`, `TCP`, `TLS`).
+    pub source_ip: String,
+    pub source_port: u16,
+    pub transport: String,
+    /// Calls go to the source rather than the Contact as written.
+    pub nat: bool,
+    pub user_agent: Option<String>,
+    /// The node that accepted the last REGISTER.
+    pub node: Option<String>,
+    /// Unix milliseconds: first bound, last refreshed, expiry.
+    pub registered_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+}
+
+impl Registration {
+    /// The binding key of a contact: `instance` + `reg-id` when both are given (RFC 5626
+    /// section 6: the flow, whatever the Contact), else the Contact URI.
+    pub fn key_of(contact: &str, instance: Option<&str>, reg_id: Option<u32>) -> String {
+        match (instance, reg_id) {
+            (Some(i), Some(r)) => format!("{i};reg-id={r}"),
+            _ => contact.to_owned(),
+        }
+    }
+}
+
+const COLUMNS: &str = "connection_id, binding_key, account_id, username, contact, instance, reg_id, q, path, call_id, \
+                       cseq, source_ip, source_port, transport, nat, user_agent, node, registered_at, updated_at, \
+                       expires_at";
+
+fn from_row(row: &AnyRow) -> Result<Registration, StoreError> {
+    let connection_id: String = row.try_get(0)?;
+    let bad = |what: &str| StoreError::Failed(format!("registration of {connection_id}: unreadable {what}"));
+    let small = |v: Option<i64>, what: &str| v.map(|v| u32::try_from(v).map_err(|_| bad(what))).transpose();
+    let path: String = row.try_get(8)?;
+    Ok(Registration {
+        binding_key: row.try_get(1)?,
+        account_id: row.try_get(2)?,
+        username: row.try_get(3)?,
+        contact: row.try_get(4)?,
+        instance: row.try_get(5)?,
+        reg_id: small(row.try_get(6)?, "reg_id")?,
+        q: small(row.try_get(7)?, "q")?.map(|q| u16::try_from(q).map_err(|_| bad("q"))).transpose()?,
+        path: serde_json::from_str(&path).map_err(|_| bad("path"))?,
+        call_id: row.try_get(9)?,
+        cseq: small(Some(row.try_get(10)?), "cseq")?.unwrap_or_default(),
+        source_ip: row.try_get(11)?,
+        source_port: u16::try_from(row.try_get::<i64, _>(12)?).map_err(|_| bad("source_port"))?,
+        transport: row.try_get(13)?,
+        nat: row.try_get::<i64, _>(14)? != 0,
+        user_agent: row.try_get(15)?,
+        node: row.try_get(16)?,
+        registered_at: row.try_get(17)?,
+        updated_at: row.try_get(18)?,
+        expires_at: row.try_get(19)?,
+        connection_id,
+    })
+}
+
+impl crate::Store {
+    /// Adds or replaces bindings (by connection and binding key), all or nothing.
+    pub async fn upsert_registrations(&self, bindings: &[Registration]) -> Result<(), StoreError> {
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO registrations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17, $18, $19, $20) ON CONFLICT (connection_id, binding_key) DO UPDATE SET \
+             account_id = excluded.account_id, username = excluded.username, contact = excluded.contact, \
+             instance = excluded.instance, reg_id = excluded.reg_id, q = excluded.q, path = excluded.path, \
+             call_id = excluded.call_id, cseq = excluded.cseq, source_ip = excluded.source_ip, \
+             source_port = excluded.source_port, transport = excluded.transport, nat = excluded.nat, \
+             user_agent = excluded.user_agent, node = excluded.node, registered_at = excluded.registered_at, \
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at"
+        );
+        let mut tx = self.pool.begin().await?;
+        for b in bindings {
+            let path = serde_json::to_string(&b.path).map_err(|e| StoreError::Failed(e.to_string()))?;
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&b.connection_id)
+                .bind(&b.binding_key)
+                .bind(&b.account_id)
+                .bind(&b.username)
+                .bind(&b.contact)
+                .bind(&b.instance)
+                .bind(b.reg_id.map(i64::from))
+                .bind(b.q.map(i64::from))
+                .bind(path)
+                .bind(&b.call_id)
+                .bind(i64::from(b.cseq))
+                .bind(&b.source_ip)
+                .bind(i64::from(b.source_port))
+                .bind(&b.transport)
+                .bind(i64::from(b.nat))
+                .bind(&b.user_agent)
+                .bind(&b.node)
+                .bind(b.registered_at)
+                .bind(b.updated_at)
+                .bind(b.expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes bindings of a connection by key; returns how many were there.
+    pub async fn remove_registrations(&self, connection_id: &str, keys: &[&str]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for key in keys {
+            removed += sqlx::query("DELETE FROM registrations WHERE connection_id = $1 AND binding_key = $2")
+                .bind(connection_id)
+                .bind(*key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Removes every binding that expired at or before `now_ms` (Unix ms); returns how many.
+    pub async fn expire_registrations(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM registrations WHERE expires_at <= $1").bind(now_ms).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every binding of a SIP user name, oldest registration first.
+    pub async fn registrations_of_user(&self, username: &str) -> Result<Vec<Registration>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM registrations WHERE username = $1 ORDER BY registered_at, binding_key");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(username).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+}
+
+/// Every binding of a connection, expired or not (expiry is the sweep's), oldest registration
+/// first.
+pub(crate) async fn list(pool: &sqlx::AnyPool, connection_id: &str) -> Result<Vec<Registration>, StoreError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM registrations WHERE connection_id = $1 ORDER BY registered_at, binding_key");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connection_id).fetch_all(pool).await?;
+    rows.iter().map(from_row).collect()
+}

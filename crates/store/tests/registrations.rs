@@ -1,0 +1,113 @@
+//! Registrar bindings on both backends: every field survives the round trip, an upsert replaces
+//! the binding of the same key, removal is by key and connection, the expiry sweep takes only
+//! what expired, and two nodes on one PostgreSQL database see each other's bindings.
+
+mod support;
+
+use store::{Registration, Repository};
+
+const T0: i64 = 1_767_312_000_000;
+
+fn binding(connection: &str, contact: &str, expires_at: i64) -> Registration {
+    Registration {
+        connection_id: connection.into(),
+        binding_key: Registration::key_of(contact, None, None),
+        account_id: "acct-a".into(),
+        username: format!("user{connection}"),
+        contact: contact.into(),
+        instance: None,
+        reg_id: None,
+        q: None,
+        path: Vec::new(),
+        call_id: "reg-1@192.0.2.10".into(),
+        cseq: 1,
+        source_ip: "192.0.2.10".into(),
+        source_port: 5060,
+        transport: "UDP".into(),
+        nat: false,
+        user_agent: None,
+        node: None,
+        registered_at: T0,
+        updated_at: T0,
+        expires_at,
+    }
+}
+
+fn full() -> Registration {
+    let instance = "\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"";
+    Registration {
+        binding_key: Registration::key_of("sip:alice@10.0.0.7:5060;ob", Some(instance), Some(2)),
+        instance: Some(instance.into()),
+        reg_id: Some(2),
+        q: Some(700),
+        path: vec!["<sip:edge1.example.net;lr>".into(), "<sip:edge2.example.net;lr>".into()],
+        cseq: u32::MAX,
+        source_ip: "2001:db8::7".into(),
+        source_port: 65_535,
+        transport: "TLS".into(),
+        nat: true,
+        user_agent: Some("Z 5.4.12 v2.10.13.2-mod".into()),
+        node: Some("node-1".into()),
+        updated_at: T0 + 5_000,
+        ..binding("conn-1", "sip:alice@10.0.0.7:5060;ob", T0 + 3_600_000)
+    }
+}
+
+#[tokio::test]
+async fn round_trip_every_field() {
+    for s in support::backends().await {
+        let b = full();
+        s.upsert_registrations(std::slice::from_ref(&b)).await.unwrap();
+        let minimal = binding("conn-1", "sip:alice@192.0.2.10", T0 + 60_000);
+        s.upsert_registrations(std::slice::from_ref(&minimal)).await.unwrap();
+        assert_eq!(s.list_registrations("conn-1").await.unwrap(), vec![b.clone(), minimal], "{:?}", s.backend());
+        assert_eq!(s.registrations_of_user("userconn-1").await.unwrap().len(), 2);
+        assert!(s.list_registrations("conn-2").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn upsert_replaces_by_key_and_removal_is_by_key() {
+    for s in support::backends().await {
+        let first = binding("conn-1", "sip:alice@192.0.2.10", T0 + 60_000);
+        let other = binding("conn-2", "sip:alice@192.0.2.10", T0 + 60_000);
+        s.upsert_registrations(&[first.clone(), other.clone()]).await.unwrap();
+        // A refresh: same key, new expiry, CSeq and source.
+        let refreshed = Registration {
+            cseq: 2,
+            expires_at: T0 + 120_000,
+            updated_at: T0 + 60_000,
+            source_port: 40_000,
+            ..first.clone()
+        };
+        s.upsert_registrations(std::slice::from_ref(&refreshed)).await.unwrap();
+        assert_eq!(s.list_registrations("conn-1").await.unwrap(), vec![refreshed.clone()]);
+        // Removal names the connection: the other connection's binding of the same key stays.
+        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str(), "nothing"]).await.unwrap(), 1);
+        assert!(s.list_registrations("conn-1").await.unwrap().is_empty());
+        assert_eq!(s.list_registrations("conn-2").await.unwrap(), vec![other]);
+        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str()]).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_takes_only_what_expired() {
+    for s in support::backends().await {
+        let soon = binding("conn-1", "sip:a@192.0.2.1", T0 + 10_000);
+        let at = binding("conn-1", "sip:b@192.0.2.2", T0 + 20_000);
+        let later = binding("conn-1", "sip:c@192.0.2.3", T0 + 20_001);
+        s.upsert_registrations(&[soon, at, later.clone()]).await.unwrap();
+        assert_eq!(s.expire_registrations(T0 + 20_000).await.unwrap(), 2);
+        assert_eq!(s.list_registrations("conn-1").await.unwrap(), vec![later]);
+        assert_eq!(s.expire_registrations(T0 + 20_000).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn nodes_share_bindings() {
+    let Some((a, b)) = support::postgres_nodes().await else { return };
+    a.upsert_registrations(&[full()]).await.unwrap();
+    assert_eq!(b.list_registrations("conn-1").await.unwrap(), vec![full()]);
+    b.remove_registrations("conn-1", &[full().binding_key.as_str()]).await.unwrap();
+    assert!(a.list_registrations("conn-1").await.unwrap().is_empty());
+}
