@@ -311,6 +311,18 @@ pub fn free_udp_port(ip: &str) -> u16 {
     s.local_addr().expect("probe address").port()
 }
 
+/// Whether a UDP socket is bound to `addr` (IPv4), read from `/proc/net/udp` rather than by
+/// binding a probe, which could take the port from under the peer starting on it.
+pub fn udp_bound(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else { return false };
+    let local = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port());
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+}
+
 /// Where each SIPp run keeps its message log and screen, kept when a test fails.
 pub fn work_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ot-calls-{}-{test}", std::process::id()));
@@ -466,10 +478,7 @@ impl Running {
         }
         let running = s.spawn();
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        // Listening once the port cannot be bound any more.
-        wait_for(Duration::from_secs(5), &format!("SIPp {name} listening on {addr}"), || {
-            UdpSocket::bind(addr).is_err().then_some(())
-        });
+        wait_for(Duration::from_secs(5), &format!("SIPp {name} listening on {addr}"), || udp_bound(addr).then_some(()));
         (running, addr)
     }
 
