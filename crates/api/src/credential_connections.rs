@@ -16,18 +16,15 @@
 //!   needs the password again (422 at `/password`), since the digest is made of both.
 //! - `webhook_api_version` `texml` is accepted on create only (the update schema lists `1` and
 //!   `2`), and only with `outbound.call_parking_enabled` true.
-//! - `POST /v2/credential_connections/{id}/actions/check_registration_status` answers the
-//!   contract's `Registration Status` with `Not Registered` until a registrar exists.
+//! - `POST /v2/credential_connections/{id}/actions/check_registration_status` is served by
+//!   [`crate::registration_status`], from the registrar's stored bindings.
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::ApiState;
 use crate::connections_common::{self as cc, ConnectionType, Spec, Specs};
 use crate::fields::Fields;
-use crate::{ApiError, ApiState, Caller};
 
 const INBOUND: Specs = &[cc::INBOUND, &[cc::SIMULTANEOUS_RINGING]];
 const OUTBOUND: Specs = &[cc::OUTBOUND];
@@ -55,14 +52,4 @@ fn rules(f: &mut Fields, doc: &mut Value) {
 
 pub fn routes() -> Router<ApiState> {
     cc::routes(&CREDENTIAL_CONNECTION, "/credential_connections")
-        .route("/credential_connections/{id}/actions/check_registration_status", post(check_registration_status))
-}
-
-async fn check_registration_status(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (_, doc) = cc::fetch(&*s.store, &caller, CREDENTIAL_CONNECTION.kind, &id).await?;
-    Ok(Json(json!({ "data": cc::not_registered(doc["user_name"].as_str().unwrap_or_default()) })))
 }

@@ -33,6 +33,7 @@ pub mod policy;
 pub mod public_key;
 pub mod query;
 pub mod rate_decks;
+pub mod registration_status;
 pub mod uac_connections;
 
 pub use error::{ApiError, ErrorObject};
@@ -65,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(fqdn_connections::routes())
         .merge(detail_records::routes())
         .merge(live_calls::routes())
+        .merge(registration_status::routes())
         .merge(fqdns::routes())
         .merge(uac_connections::routes())
         .merge(connections::routes())

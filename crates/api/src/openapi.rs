@@ -652,6 +652,7 @@ mod tests {
         "/uac_connections",
         "/uac_connections/{id}",
         "/uac_connections/{id}/actions/check_registration_status",
+        "/sip_registration_status",
         "/ips",
         "/ips/{id}",
         "/fqdns",
