@@ -257,4 +257,19 @@ mod tests {
         assert!(Config::load(None, env("tls:127.0.0.1:5061")).unwrap_err().contains("TLS_CERT"));
         assert!(Config::load(None, env("udp:127.0.0.1:5060,tcp:[::1]:5060")).is_ok());
     }
+
+    #[test]
+    fn call_timeouts_and_the_advertised_host() {
+        let file = std::env::temp_dir().join(format!("ot-config-calls-{}.toml", std::process::id()));
+        std::fs::write(&file, "[calls]\ntimeout_1xx_secs = 2\ntimeout_2xx_secs = 30\n").unwrap();
+        let advertise = |k: &str| (k == "OPENTRUNK_SIP_ADVERTISE").then(|| "sbc.example.net".to_owned());
+        let c = Config::load(Some(&file), advertise).unwrap();
+        assert_eq!((c.calls.timeout_1xx_secs, c.calls.timeout_2xx_secs, c.calls.max_duration_secs), (2, 30, 14_400));
+        assert_eq!(c.sip.advertise.as_deref(), Some("sbc.example.net"));
+        std::fs::write(&file, "[calls]\ntimeout_2xx_secs = 0\n").unwrap();
+        assert!(Config::load(Some(&file), |_| None).unwrap_err().contains("calls"));
+        std::fs::write(&file, "[calls]\nring_forever = true\n").unwrap();
+        assert!(Config::load(Some(&file), |_| None).is_err(), "unknown keys are refused");
+        std::fs::remove_file(&file).ok();
+    }
 }
