@@ -453,8 +453,9 @@ pub fn register(
     // 8. Bindings.
     let mut removed = Vec::new();
     let mut current: Vec<Binding> = Vec::with_capacity(bindings.len() + offered.len());
-    for b in bindings {
-        if b.expires_at <= now || b.connection_id != connection.id {
+    // Another connection's bindings are not this request's to touch, even if handed in.
+    for b in bindings.iter().filter(|b| b.connection_id == connection.id) {
+        if b.expires_at <= now {
             removed.push(b.clone());
         } else {
             current.push(b.clone());

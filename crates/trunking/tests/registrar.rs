@@ -339,7 +339,12 @@ fn bindings_accumulate_refresh_and_go() {
     assert_eq!(reg.removed.len(), 1);
     assert_eq!(reg.removed[0].contact, "sip:alice@203.0.113.5:40002");
     // Expired bindings are dropped and reported for removal.
+    // Bindings of another connection handed in are neither kept nor removed.
+    let mut foreign = r.bindings[0].clone();
+    foreign.connection_id = "prefix-a".into();
+    r.bindings.push(foreign);
     let reg = r.ok(&contact("203.0.113.5:40003"), at(20 + 601));
+    assert_eq!(reg.removed.len(), 1);
     assert_eq!(reg.bindings.iter().map(|b| b.contact.as_str()).collect::<Vec<_>>(), ["sip:alice@203.0.113.5:40003"]);
     assert_eq!(reg.removed[0].contact, "sip:alice@203.0.113.5:40000");
     // `*` with Expires: 0 removes all.
