@@ -4,6 +4,13 @@
 //! typed [`trunking::config::Config`] the rules decide calls against; [`load_rate_decks`] reads
 //! the decks' rates, which live outside the snapshot.
 //!
+//! Inbound delivery comes from the same documents: a connection's `inbound` object (its
+//! `channel_limit`, `timeout_1xx_secs`/`timeout_2xx_secs`, `default_routing_method`,
+//! `simultaneous_ringing` and default primary/secondary/tertiary IP or FQDN), its
+//! `transport_protocol`, its IP records (address and port) or FQDN records (name, and the port
+//! of an `a` record: an `srv` record is located by SRV), a number's `voice.call_forwarding`, and
+//! the carriers' `inbound_ips`.
+//!
 //! The API validated every document when it was written, so a document that cannot be read here
 //! means a bug, a hand edit or a newer writer. Such a document never stops the platform and
 //! never loosens a rule: each fault is reported as a [`ConfigWarning`], and
@@ -12,9 +19,11 @@
 //!   cannot be read is left out of the configuration (so its calls are refused: a connection is
 //!   not recognised, a missing profile answers `D38`, an account `D10`, a deck `TM1`, a carrier
 //!   routes nothing), never given "no limit" or "every destination";
-//! - a field that only shapes presentation (number formats, gateway order) takes the API's
-//!   default; a list entry that cannot be read (a whitelisted country, an inbound IP) is dropped,
-//!   which only narrows what is allowed.
+//! - a field that only shapes presentation or timing (number formats, gateway or target order,
+//!   a transport, ringing timeouts, simultaneous ringing) takes the API's default; a list entry
+//!   that cannot be read (a whitelisted country, a carrier's inbound IP, an IP or FQDN record's
+//!   port, a default target naming no record of the connection) is dropped, which only narrows
+//!   what is allowed or where calls go; call forwarding that cannot be read is off.
 //!
 //! Absent and null mean the same for optional fields (the API writes `null` for some unset
 //! fields and leaves others out, e.g. an FQDN connection's `outbound.channel_limit`).
@@ -29,12 +38,14 @@ use serde_json::{Map, Value};
 use store::{Repository, Resource, Snapshot, StoreError};
 use trunking::config::{
     Account, AniFormat, AniOverrideType, CallingWindow, Config, Connection, ConnectionKind, DnisFormat, Id,
-    IpAuthentication, OutboundVoiceProfile, PhoneNumber, Platform,
+    InboundDelivery, InboundSettings, IpAuthentication, IpBlock, OutboundVoiceProfile, PhoneNumber, Platform,
 };
 use trunking::digest::StoredDigest;
 use trunking::numbering::{Country, E164, NumberingPlan};
 use trunking::rating::{self, BillingIncrement, RateDeck};
-use trunking::routing::{Carrier, Gateway, GatewayOrder, Transport};
+use trunking::routing::{
+    CallForwarding, Carrier, ForwardingType, FqdnTarget, Gateway, GatewayOrder, HostTargets, IpTarget, Transport,
+};
 
 use crate::connections_common as cc;
 
@@ -471,6 +482,23 @@ struct Addresses {
     /// FQDN connections with a record whose name has no resolved address (warned once the
     /// connection is known to authenticate by address).
     unresolved: HashMap<String, Vec<(String, String)>>,
+    /// Where each IP connection takes its calls: (IP record id, address, port), oldest first.
+    ip_targets: HashMap<String, Vec<(String, String, u16)>>,
+    /// Where each FQDN connection takes its calls: (FQDN record id, name, port of an `a`
+    /// record), oldest first.
+    fqdn_targets: HashMap<String, Vec<(String, String, Option<u16>)>>,
+}
+
+/// A record's `port`: 1 to 65535, `default` when absent or null.
+fn record_port(doc: &Map<String, Value>, default: u16) -> Result<u16, String> {
+    match given(doc, "port") {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("port is not 1 to 65535 ({v}); calls are not delivered to it")),
+    }
 }
 
 impl Addresses {
@@ -482,6 +510,8 @@ impl Addresses {
     ) -> Addresses {
         let mut by_connection: HashMap<String, Vec<IpAddr>> = HashMap::new();
         let mut unresolved: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut ip_targets: HashMap<String, Vec<(String, String, u16)>> = HashMap::new();
+        let mut fqdn_targets: HashMap<String, Vec<(String, String, Option<u16>)>> = HashMap::new();
         let mut add = |connection: &str, ip: IpAddr| {
             let list = by_connection.entry(connection.to_owned()).or_default();
             if !list.contains(&ip) {
@@ -504,7 +534,18 @@ impl Addresses {
                 continue;
             }
             match doc.get("ip_address").and_then(Value::as_str).map(str::parse::<IpAddr>) {
-                Some(Ok(ip)) => add(connection, ip.to_canonical()),
+                Some(Ok(ip)) => {
+                    let ip = ip.to_canonical();
+                    add(connection, ip);
+                    match record_port(&doc, 5060) {
+                        Ok(port) => ip_targets.entry(connection.to_owned()).or_default().push((
+                            r.id.clone(),
+                            ip.to_string(),
+                            port,
+                        )),
+                        Err(why) => w.push(IP_KIND, &r.id, why),
+                    }
+                }
                 _ => w.skipped(IP_KIND, &r.id, "ip_address is not an IP address"),
             }
         }
@@ -524,13 +565,25 @@ impl Addresses {
                 w.skipped(FQDN_RECORD_KIND, &r.id, "fqdn is missing or not a string");
                 continue;
             };
+            // Where its calls go: SRV locates an `srv` record; an `a` record has its port.
+            let port = match doc.get("dns_record_type").and_then(Value::as_str) {
+                Some("srv") => Ok(None),
+                Some("a") => record_port(&doc, 5060).map(Some),
+                other => Err(format!("dns_record_type {other:?} is not a or srv; calls are not delivered to it")),
+            };
+            match port {
+                Ok(port) => {
+                    fqdn_targets.entry(connection.to_owned()).or_default().push((r.id.clone(), host.to_owned(), port))
+                }
+                Err(why) => w.push(FQDN_RECORD_KIND, &r.id, why),
+            }
             let normal = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
             match resolved.get(host).or_else(|| resolved.get(&normal)).filter(|a| !a.is_empty()) {
                 Some(ips) => ips.iter().for_each(|ip| add(connection, ip.to_canonical())),
                 None => unresolved.entry(connection.to_owned()).or_default().push((r.id.clone(), host.to_owned())),
             }
         }
-        Addresses { by_connection, unresolved }
+        Addresses { by_connection, unresolved, ip_targets, fqdn_targets }
     }
 }
 
@@ -641,15 +694,11 @@ fn connection(
         Some(other) => return Err(format!("outbound.ani_override_type {other:?} is unknown")),
     };
 
-    let inbound = match object(&o, "inbound") {
-        Ok(i) => i,
-        Err(e) => {
-            w.push(kind, &r.id, format!("{e}; number formats take their defaults"));
-            None
-        }
-    };
+    // Unreadable, its inbound channel limit would be none: left out.
+    let inbound = object(&o, "inbound")?;
     let ani_number_format = format_field::<AniFormat>(inbound, "ani_number_format", kind, &r.id, w);
     let dnis_number_format = format_field::<DnisFormat>(inbound, "dnis_number_format", kind, &r.id, w);
+    let inbound = inbound_settings(t, r, &o, inbound, addresses, w)?;
 
     let mut conn_addresses = addresses.by_connection.get(&r.id).cloned().unwrap_or_default();
     conn_addresses.sort();
@@ -684,7 +733,110 @@ fn connection(
         channel_limit,
         ani_number_format,
         dnis_number_format,
+        inbound,
     })
+}
+
+/// The connection's `inbound` settings and where its calls go. Only an unreadable
+/// `channel_limit` is an error (the connection is left out); the rest take the contract's
+/// defaults with a warning.
+fn inbound_settings(
+    t: &ConnectionType,
+    r: &Resource,
+    o: &Map<String, Value>,
+    inbound: Option<&Map<String, Value>>,
+    addresses: &Addresses,
+    w: &mut Warnings,
+) -> Result<InboundSettings, String> {
+    let kind = t.stored;
+    let empty = Map::new();
+    let i = inbound.unwrap_or(&empty);
+    let channel_limit = limit(i, "channel_limit").map_err(|e| format!("inbound.{e}"))?;
+
+    let mut timeout = |key: &str, max: u64, default: u16| match given(i, key) {
+        None => default,
+        Some(v) => match v.as_u64().filter(|n| (1..=max).contains(n)).and_then(|n| u16::try_from(n).ok()) {
+            Some(n) => n,
+            None => {
+                w.push(kind, &r.id, format!("inbound.{key} is not 1 to {max} ({v}); {default} is used"));
+                default
+            }
+        },
+    };
+    let timeout_1xx_secs = timeout("timeout_1xx_secs", 120, InboundSettings::DEFAULT_TIMEOUT_1XX_SECS);
+    let timeout_2xx_secs = timeout("timeout_2xx_secs", 600, InboundSettings::DEFAULT_TIMEOUT_2XX_SECS);
+
+    let routing = match given(i, "default_routing_method") {
+        None => GatewayOrder::Sequential,
+        Some(v) => v.as_str().and_then(GatewayOrder::from_token).unwrap_or_else(|| {
+            w.push(kind, &r.id, format!("inbound.default_routing_method {v} is unknown; sequential"));
+            GatewayOrder::Sequential
+        }),
+    };
+    let simultaneous_ringing = match given(i, "simultaneous_ringing").map(|v| (v, v.as_str())) {
+        None | Some((_, Some("disabled"))) => false,
+        Some((_, Some("enabled"))) => true,
+        Some((v, _)) => {
+            w.push(kind, &r.id, format!("inbound.simultaneous_ringing {v} is unknown; disabled"));
+            false
+        }
+    };
+
+    // IP and FQDN connections deliver over their `transport_protocol` (UDP by default).
+    let transport = match given(o, "transport_protocol") {
+        None => Transport::Udp,
+        Some(v) => v.as_str().and_then(Transport::from_token).unwrap_or_else(|| {
+            w.push(kind, &r.id, format!("transport_protocol {v} is unknown; UDP"));
+            Transport::Udp
+        }),
+    };
+    let delivery = match t.kind {
+        ConnectionKind::Credential | ConnectionKind::Uac => InboundDelivery::Registrations,
+        ConnectionKind::Ip => {
+            let records = addresses.ip_targets.get(&r.id).map_or(&[][..], Vec::as_slice);
+            let ids: Vec<&str> = records.iter().map(|(id, _, _)| id.as_str()).collect();
+            let listed = records
+                .iter()
+                .map(|(_, address, port)| IpTarget { address: address.clone(), port: *port, transport })
+                .collect();
+            InboundDelivery::Ips(designated(listed, &ids, i, "ip", kind, &r.id, w))
+        }
+        ConnectionKind::Fqdn => {
+            let records = addresses.fqdn_targets.get(&r.id).map_or(&[][..], Vec::as_slice);
+            let ids: Vec<&str> = records.iter().map(|(id, _, _)| id.as_str()).collect();
+            let listed = records
+                .iter()
+                .map(|(_, fqdn, port)| FqdnTarget { fqdn: fqdn.clone(), port: *port, transport })
+                .collect();
+            InboundDelivery::Fqdns(designated(listed, &ids, i, "fqdn", kind, &r.id, w))
+        }
+    };
+    Ok(InboundSettings { delivery, routing, channel_limit, timeout_1xx_secs, timeout_2xx_secs, simultaneous_ringing })
+}
+
+/// The targets with the positions of `default_primary_<what>_id`, `default_secondary_...` and
+/// `default_tertiary_...` among them (`ids` are the targets' record ids, in order). One that
+/// names no target of the connection is ignored.
+fn designated<T>(
+    listed: Vec<T>,
+    ids: &[&str],
+    inbound: &Map<String, Value>,
+    what: &str,
+    kind: &'static str,
+    id: &str,
+    w: &mut Warnings,
+) -> HostTargets<T> {
+    let mut position = |rank: &str| {
+        let key = format!("default_{rank}_{what}_id");
+        let named = given(inbound, &key)?;
+        let found = named.as_str().and_then(|n| ids.iter().position(|i| *i == n));
+        if found.is_none() {
+            w.push(kind, id, format!("inbound.{key} {named} names no {what} of the connection; ignored"));
+        }
+        found
+    };
+    let (primary, secondary, tertiary) = (position("primary"), position("secondary"), position("tertiary"));
+    HostTargets { listed, primary, secondary, tertiary }
 }
 
 /// `ani_override` as E.164: with its `+`, as E.164 digits without it (FQDN connections store
@@ -788,7 +940,47 @@ fn phone_number(
             None
         }
     };
-    Ok(PhoneNumber { e164: number.into(), account_id: r.account_id.as_str().into(), connection_id })
+    let call_forwarding = call_forwarding(r, &o, w);
+    Ok(PhoneNumber { e164: number.into(), account_id: r.account_id.as_str().into(), connection_id, call_forwarding })
+}
+
+/// `voice.call_forwarding`: enabled (by default), a type and a +E.164 number forward calls.
+/// Anything unreadable turns forwarding off: the call then ends where it would without it.
+fn call_forwarding(r: &Resource, o: &Map<String, Value>, w: &mut Warnings) -> CallForwarding {
+    let read = || -> Result<CallForwarding, String> {
+        let Some(voice) = object(o, "voice")? else { return Ok(CallForwarding::default()) };
+        let Some(cf) = object(voice, "call_forwarding").map_err(|e| format!("voice.{e}"))? else {
+            return Ok(CallForwarding::default());
+        };
+        let enabled = match given(cf, "call_forwarding_enabled") {
+            None => true,
+            Some(v) => v.as_bool().ok_or_else(|| format!("call_forwarding_enabled is not true/false ({v})"))?,
+        };
+        let forwarding_type = match optional_str(cf, "forwarding_type")? {
+            None => None,
+            Some("always") => Some(ForwardingType::Always),
+            Some("on-failure") => Some(ForwardingType::OnFailure),
+            Some(other) => return Err(format!("forwarding_type {other:?} is unknown")),
+        };
+        let forwards_to = match optional_str(cf, "forwards_to")? {
+            None | Some("") => None,
+            Some(n) => {
+                let digits = n.strip_prefix('+').unwrap_or("");
+                let e164 = (7..=15).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && !digits.starts_with('0');
+                if !e164 {
+                    return Err(format!("forwards_to {n:?} is not +E.164"));
+                }
+                Some(n.to_owned())
+            }
+        };
+        Ok(CallForwarding { enabled, forwarding_type, forwards_to })
+    };
+    read().unwrap_or_else(|e| {
+        w.push(PHONE_NUMBER_KIND, &r.id, format!("voice.call_forwarding: {e}; forwarding is off"));
+        CallForwarding::default()
+    })
 }
 
 fn carrier(r: &Resource, o: Map<String, Value>, w: &mut Warnings) -> Result<Carrier, String> {
@@ -840,8 +1032,8 @@ fn carrier(r: &Resource, o: Map<String, Value>, w: &mut Warnings) -> Result<Carr
     let mut inbound_ips = Vec::new();
     for v in o.get("inbound_ips").and_then(Value::as_array).into_iter().flatten() {
         match v.as_str() {
-            Some(s) => inbound_ips.push(s.to_owned()),
-            None => w.push(CARRIER_KIND, &r.id, format!("inbound_ips: {v} is not a string; dropped")),
+            Some(s) if IpBlock::parse(s).is_some() => inbound_ips.push(s.to_owned()),
+            _ => w.push(CARRIER_KIND, &r.id, format!("inbound_ips: {v} is not an address or CIDR block; dropped")),
         }
     }
 

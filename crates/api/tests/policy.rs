@@ -18,14 +18,18 @@ use sip::{Framing, Message};
 use store::{Repository, Resource, Store};
 use trunking::Reason;
 use trunking::config::{
-    AniFormat, AniOverrideType, CallingWindow, Config, ConnectionKind, DnisFormat, IpAuthentication,
+    AniFormat, AniOverrideType, CallingWindow, Config, ConnectionKind, DnisFormat, InboundDelivery, InboundSettings,
+    IpAuthentication,
 };
 use trunking::digest::{DigestRealm, ReplayGuard, StoredDigest};
 use trunking::identify::{AuthMethod, CallFacts, Identification, identify};
+use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations};
 use trunking::numbering::{Country, NumberingPlan};
 use trunking::outbound::{OutboundDecision, OutboundRequest, Scope, Usage, decide};
 use trunking::rating::{BillingIncrement, parse_amount};
-use trunking::routing::{Gateway, GatewayOrder, Transport};
+use trunking::routing::{
+    ForwardingType, FqdnTarget, Gateway, GatewayOrder, HostTargets, IpTarget, RegisteredContact, Transport,
+};
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
 
@@ -568,5 +572,327 @@ async fn a_deck_that_cannot_be_built_is_an_error_naming_it() {
         let snapshot = store.load_snapshot(1).await.unwrap();
         let e = load_rate_decks(&store, &snapshot).await.unwrap_err().to_string();
         assert!(e.contains(deck_id) && e.contains("odd"), "{e}");
+    }
+}
+
+/// A PATCH that must succeed.
+async fn patch(app: &axum::Router, uri: &str, key: &str, body: Value) -> Value {
+    let (status, v) = common::call(app, "PATCH", uri, Some(key), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "PATCH {uri}: {v}");
+    v["data"].clone()
+}
+
+/// A carrier's INVITE to `user`.
+fn carrier_invite(user: &str, from: &str) -> Message {
+    let text = format!(
+        "INVITE sip:{user}@sip.opentrunk.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:{user}@sip.opentrunk.test>\r\n\
+         From: <sip:{from}@carrier.example.net>;tag=1928301774\r\n\
+         Call-ID: inbound-1@carrier.example.net\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:{from}@203.0.113.5:5060>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(text.into_bytes().into(), Framing::Datagram).expect("a well-formed INVITE")
+}
+
+#[tokio::test]
+async fn inbound_delivery_reaches_the_rules() {
+    for (app, store) in apps_and_stores().await {
+        let (account, key) = account_with(&app, json!({"name": "acme"})).await;
+        post(
+            &app,
+            "/v2/carriers",
+            OPERATOR,
+            json!({"name": "origin", "gateways": [{"host": "203.0.113.5"}], "inbound_ips": ["203.0.113.0/24", "198.51.100.9"]}),
+        )
+        .await;
+
+        let ip_conn = post(
+            &app,
+            "/v2/ip_connections",
+            &key,
+            json!({
+                "connection_name": "pbx-ip",
+                "transport_protocol": "TCP",
+                "inbound": {
+                    "channel_limit": 5,
+                    "timeout_1xx_secs": 5,
+                    "timeout_2xx_secs": 30,
+                    "default_routing_method": "sequential",
+                    "ani_number_format": "+E.164",
+                    "dnis_number_format": "national",
+                },
+            }),
+        )
+        .await;
+        let ip_conn = id(&ip_conn);
+        let mut ips = Vec::new();
+        for (address, port) in [("10.0.0.1", Some(5070)), ("10.0.0.2", None), ("10.0.0.3", None)] {
+            let mut body = json!({"connection_id": ip_conn, "ip_address": address});
+            if let Some(p) = port {
+                body["port"] = json!(p);
+            }
+            ips.push(id(&post(&app, "/v2/ips", &key, body).await));
+        }
+        patch(
+            &app,
+            &format!("/v2/ip_connections/{ip_conn}"),
+            &key,
+            json!({"inbound": {"default_primary_ip_id": ips[2], "default_secondary_ip_id": ips[0]}}),
+        )
+        .await;
+
+        let fqdn_conn = post(
+            &app,
+            "/v2/fqdn_connections",
+            &key,
+            json!({"connection_name": "pbx-fqdn", "transport_protocol": "TLS", "inbound": {"default_routing_method": "round-robin"}}),
+        )
+        .await;
+        let fqdn_conn = id(&fqdn_conn);
+        for body in [
+            json!({"connection_id": fqdn_conn, "fqdn": "pbx.acme.example", "dns_record_type": "srv"}),
+            json!({"connection_id": fqdn_conn, "fqdn": "backup.acme.example", "dns_record_type": "a", "port": 5080}),
+        ] {
+            post(&app, "/v2/fqdns", &key, body).await;
+        }
+
+        let cred = post(
+            &app,
+            "/v2/credential_connections",
+            &key,
+            json!({
+                "connection_name": "pbx-cred",
+                "user_name": "acmeinbound1",
+                "password": "s3cretpass",
+                "inbound": {"simultaneous_ringing": "enabled", "dnis_number_format": "sip_username"},
+            }),
+        )
+        .await;
+        let cred = id(&cred);
+
+        for (number, connection) in [("+13122000001", &ip_conn), ("+13122000002", &fqdn_conn), ("+13122000003", &cred)]
+        {
+            post(
+                &app,
+                "/v2/phone_numbers",
+                OPERATOR,
+                json!({"phone_number": number, "account_id": account, "connection_id": connection}),
+            )
+            .await;
+        }
+        let numbers =
+            common::call(&app, "GET", "/v2/phone_numbers?filter[phone_number]=3122000001", Some(&key), None).await;
+        let number_id = numbers.1["data"][0]["id"].as_str().expect("the number").to_owned();
+        patch(
+            &app,
+            &format!("/v2/phone_numbers/{number_id}/voice"),
+            &key,
+            json!({"call_forwarding": {"forwarding_type": "on-failure", "forwards_to": "+13122009999"}}),
+        )
+        .await;
+
+        let (config, warnings) = configuration(&store, &[]).await;
+        // The FQDN connection authenticates by address and its names are not resolved here.
+        assert!(warnings.iter().all(|w| w.detail.contains("no resolved address")), "{warnings:#?}");
+
+        // The IP connection: its IPs with their ports, the connection's transport, defaults.
+        let c = config.connection(config.connection_by_id(&ip_conn).expect("the IP connection"));
+        let tcp = |address: &str, port: u16| IpTarget { address: address.into(), port, transport: Transport::Tcp };
+        assert_eq!(
+            c.inbound,
+            InboundSettings {
+                delivery: InboundDelivery::Ips(HostTargets {
+                    listed: vec![tcp("10.0.0.1", 5070), tcp("10.0.0.2", 5060), tcp("10.0.0.3", 5060)],
+                    primary: Some(2),
+                    secondary: Some(0),
+                    tertiary: None,
+                }),
+                routing: GatewayOrder::Sequential,
+                channel_limit: Some(5),
+                timeout_1xx_secs: 5,
+                timeout_2xx_secs: 30,
+                simultaneous_ringing: false,
+            }
+        );
+        // The FQDN connection: SRV for the srv record, the a record's port.
+        let c = config.connection(config.connection_by_id(&fqdn_conn).expect("the FQDN connection"));
+        let tls = |fqdn: &str, port| FqdnTarget { fqdn: fqdn.into(), port, transport: Transport::Tls };
+        assert_eq!(
+            c.inbound.delivery,
+            InboundDelivery::Fqdns(HostTargets::listed(vec![
+                tls("pbx.acme.example", None),
+                tls("backup.acme.example", Some(5080))
+            ]))
+        );
+        assert_eq!((c.inbound.routing, c.inbound.channel_limit), (GatewayOrder::RoundRobin, None));
+        assert_eq!((c.inbound.timeout_1xx_secs, c.inbound.timeout_2xx_secs), (3, 90), "the contract's defaults");
+        // The credential connection: its registrations, all rung at once.
+        let c = config.connection(config.connection_by_id(&cred).expect("the credential connection"));
+        assert_eq!((&c.inbound.delivery, c.inbound.simultaneous_ringing), (&InboundDelivery::Registrations, true));
+
+        let n = config.number("+13122000001").expect("the number");
+        assert_eq!(n.call_forwarding.active(), Some((ForwardingType::OnFailure, "+13122009999")));
+        assert_eq!(config.number("+13122000002").expect("a number").call_forwarding.active(), None);
+        assert_eq!(config.carrier_at(ip("203.0.113.200")).map(|c| c.name.as_str()), Some("origin"));
+        assert_eq!(config.carrier_at(ip("198.51.100.9")).map(|c| c.name.as_str()), Some("origin"));
+        assert!(config.carrier_at(ip("198.51.100.10")).is_none());
+
+        // A carrier's call to the IP connection's number in national form, decided by the rules.
+        let msg = carrier_invite("3122000001", "3122005555");
+        let mut trace = Trace::new();
+        let req = InboundRequest {
+            message: &msg,
+            source: ip("203.0.113.5"),
+            registered: &NoRegistrations,
+            rotation: 0,
+            now: NOON,
+        };
+        let InboundDecision::Route(call) = inbound::decide(&config, &req, &mut trace) else {
+            panic!("not routed: {trace:#?}");
+        };
+        assert_eq!(
+            call.routes,
+            vec![
+                InboundRoute::Ip { host: "10.0.0.3".into(), port: 5060, transport: Transport::Tcp },
+                InboundRoute::Ip { host: "10.0.0.1".into(), port: 5070, transport: Transport::Tcp },
+                InboundRoute::Forward { number: "+13122009999".into() },
+            ]
+        );
+        assert_eq!((call.ani.as_str(), call.dnis.as_str()), ("+13122005555", "3122000001"));
+        assert_eq!(call.channels.connection.1, Some(5));
+
+        // The credential connection's number: its registered contact, else RG1.
+        let msg = carrier_invite("+13122000003", "+13122005555");
+        let contact = RegisteredContact { uri: "sip:acmeinbound1@10.9.0.1:5062".into(), q: None, registered_at: NOON };
+        let registered = HashMap::from([(cred.clone(), vec![contact])]);
+        let req = InboundRequest {
+            message: &msg,
+            source: ip("203.0.113.5"),
+            registered: &registered,
+            rotation: 0,
+            now: NOON,
+        };
+        let InboundDecision::Route(call) = inbound::decide(&config, &req, &mut Trace::new()) else {
+            panic!("not routed");
+        };
+        assert_eq!(call.routes, vec![InboundRoute::Contact { uri: "sip:acmeinbound1@10.9.0.1:5062".into() }]);
+        assert_eq!(call.dnis, "acmeinbound1");
+        let req = InboundRequest { registered: &NoRegistrations, ..req };
+        assert_eq!(inbound::decide(&config, &req, &mut Trace::new()), InboundDecision::Reject(Reason::RG1));
+    }
+}
+
+#[tokio::test]
+async fn unreadable_inbound_fields_never_loosen_a_limit() {
+    for (app, store) in apps_and_stores().await {
+        let (account, key) = account_with(&app, json!({"name": "acme"})).await;
+        let ip_conn = id(&post(&app, "/v2/ip_connections", &key, json!({"connection_name": "pbx-ip"})).await);
+        let ip_record =
+            id(&post(&app, "/v2/ips", &key, json!({"connection_id": ip_conn, "ip_address": "10.0.0.1"})).await);
+        let outbound = json!({"ip_authentication_method": "tech-prefixp-charge-info"});
+        // An unreadable inbound channel limit, or an inbound that is no object: left out.
+        put(
+            &store,
+            "ip_connection",
+            "ipc-inbound-limit",
+            &account,
+            json!({"active": true, "outbound": outbound, "inbound": {"channel_limit": "x"}}),
+        )
+        .await;
+        put(
+            &store,
+            "ip_connection",
+            "ipc-inbound",
+            &account,
+            json!({"active": true, "outbound": outbound, "inbound": []}),
+        )
+        .await;
+        // Timing and order that cannot be read take the contract's defaults; a default IP that
+        // names no IP of the connection is ignored.
+        put(
+            &store,
+            "ip_connection",
+            "ipc-odd",
+            &account,
+            json!({
+                "active": true,
+                "outbound": outbound,
+                "transport_protocol": "SCTP",
+                "inbound": {
+                    "timeout_1xx_secs": 0,
+                    "timeout_2xx_secs": "long",
+                    "default_routing_method": "random",
+                    "default_primary_ip_id": ip_record,
+                },
+            }),
+        )
+        .await;
+        // An IP whose port cannot be read still identifies its connection, but takes no calls.
+        put(
+            &store,
+            "ip",
+            "ip-port",
+            &account,
+            json!({"connection_id": "ipc-odd", "ip_address": "10.0.0.9", "port": 0}),
+        )
+        .await;
+        // Call forwarding to something that is no number is off.
+        put(
+            &store,
+            "phone_number",
+            "pn-forward",
+            &account,
+            json!({"phone_number": "+13122000001", "voice": {"call_forwarding": {"forwarding_type": "always", "forwards_to": "12345"}}}),
+        )
+        .await;
+        // A carrier's inbound IP that is no address.
+        put(
+            &store,
+            "carrier",
+            "carrier-odd",
+            "operator",
+            json!({"enabled": true, "priority": 1, "prefixes": [], "gateways": [{"host": "192.0.2.99"}], "inbound_ips": ["not-an-ip", "192.0.2.0/24"]}),
+        )
+        .await;
+
+        let (config, warnings) = configuration(&store, &[]).await;
+        let one = |id: &str| {
+            let w = warned(&warnings, id);
+            assert_eq!(w.len(), 1, "{id}: {warnings:#?}");
+            w[0].to_owned()
+        };
+        assert!(one("ipc-inbound-limit").contains("inbound.channel_limit"));
+        assert!(one("ipc-inbound").ends_with("left out of the configuration"));
+        assert!(
+            config.connection_by_id("ipc-inbound-limit").is_none() && config.connection_by_id("ipc-inbound").is_none()
+        );
+        let odd = warned(&warnings, "ipc-odd");
+        assert_eq!(odd.len(), 5, "{odd:#?}");
+        let c = config.connection(config.connection_by_id("ipc-odd").expect("kept"));
+        assert_eq!(c.inbound.delivery, InboundDelivery::Ips(HostTargets::listed(vec![])));
+        assert_eq!(
+            (c.inbound.timeout_1xx_secs, c.inbound.timeout_2xx_secs, c.inbound.routing),
+            (3, 90, GatewayOrder::Sequential)
+        );
+        assert!(one("ip-port").contains("port"));
+        assert_eq!(config.connections_at(ip("10.0.0.9")).count(), 1, "the address still identifies it");
+        assert!(one("pn-forward").contains("forwarding is off"));
+        assert_eq!(config.number("+13122000001").expect("kept").call_forwarding.active(), None);
+        assert!(one("carrier-odd").contains("not-an-ip"));
+        assert!(config.carrier_at(ip("192.0.2.7")).is_some());
+        // The good IP connection is untouched.
+        let good = config.connection(config.connection_by_id(&ip_conn).expect("the IP connection"));
+        assert_eq!(
+            good.inbound.delivery,
+            InboundDelivery::Ips(HostTargets::listed(vec![IpTarget {
+                address: "10.0.0.1".into(),
+                port: 5060,
+                transport: Transport::Udp
+            }]))
+        );
     }
 }

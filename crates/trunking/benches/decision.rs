@@ -10,14 +10,15 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 use trunking::config::{
-    Account, AniOverrideType, Config, Connection, ConnectionKind, IpAuthentication, OutboundVoiceProfile, PhoneNumber,
+    Account, AniOverrideType, Config, Connection, ConnectionKind, InboundDelivery, InboundSettings, IpAuthentication,
+    OutboundVoiceProfile, PhoneNumber,
 };
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
 use trunking::numbering::{Country, NumberingPlan};
 use trunking::outbound::{OutboundDecision, OutboundRequest, Scope, Usage, decide};
 use trunking::rating::{BillingIncrement, RateDeck};
-use trunking::routing::{Carrier, GatewayOrder};
+use trunking::routing::{Carrier, GatewayOrder, HostTargets, IpTarget, Transport};
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
 
@@ -130,6 +131,11 @@ fn platform() -> Config {
             channel_limit: Some(20),
             ani_number_format: Default::default(),
             dnis_number_format: Default::default(),
+            inbound: InboundSettings::new(InboundDelivery::Ips(HostTargets::listed(vec![IpTarget {
+                address: format!("10.1.{third}.{}", c % 256),
+                port: 5060,
+                transport: Transport::Udp,
+            }]))),
         });
     }
     for n in 0..NUMBERS {
@@ -139,6 +145,7 @@ fn platform() -> Config {
             e164: format!("+131220{n:05}").into(),
             account_id: format!("acc-{}", c % accounts).into(),
             connection_id: Some(format!("conn-{c}").into()),
+            call_forwarding: Default::default(),
         });
     }
     b.build()

@@ -1,12 +1,14 @@
 //! The configuration the rules read: accounts, connections, outbound voice profiles, phone
 //! numbers, carriers and rate decks as typed plain data, with the indexes the hot path needs
-//! (source address, SIP user name, IP token, number) built once per configuration change. The
-//! engine builds a [`Config`] from the store's snapshot (and the addresses its FQDNs resolve to)
-//! and swaps it whole; a call decision never touches the database.
+//! (source address, SIP user name, IP token, number, a carrier's origination addresses) built
+//! once per configuration change. The engine builds a [`Config`] from the store's snapshot (and
+//! the addresses its FQDNs resolve to) and swaps it whole; a call decision never touches the
+//! database.
 
 use std::collections::HashMap as StdHashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use rustc_hash::FxBuildHasher;
@@ -15,7 +17,7 @@ use crate::caller_id::NumberOwners;
 use crate::digest::StoredDigest;
 use crate::numbering::{Country, E164, NumberingPlan};
 use crate::rating::{BillingIncrement, RateDeck};
-use crate::routing::Carrier;
+use crate::routing::{CallForwarding, Carrier, FqdnTarget, GatewayOrder, HostTargets, IpTarget};
 
 /// The configuration's maps hash with FxHash: their keys (ids, addresses, tokens, numbers) are
 /// written by the operator, not the network, and a request only looks keys up, so a fast hash
@@ -102,6 +104,131 @@ pub struct Connection {
     pub channel_limit: Option<u32>,
     pub ani_number_format: AniFormat,
     pub dnis_number_format: DnisFormat,
+    /// How calls to its numbers are delivered (`inbound`).
+    pub inbound: InboundSettings,
+}
+
+/// Where a connection's inbound calls go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundDelivery {
+    /// An IP connection's IPs (`/v2/ips`), with its default primary, secondary and tertiary.
+    Ips(HostTargets<IpTarget>),
+    /// An FQDN connection's FQDN records (`/v2/fqdns`), with its default FQDNs.
+    Fqdns(HostTargets<FqdnTarget>),
+    /// The contacts registered at call time: a credential connection's devices (a UAC
+    /// connection's PBX, reached over the registration the platform keeps with it).
+    Registrations,
+}
+
+/// A connection's `inbound` settings, as the inbound decision reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundSettings {
+    pub delivery: InboundDelivery,
+    /// `default_routing_method`: `sequential` (the contract's default) or `round-robin`.
+    pub routing: GatewayOrder,
+    /// `channel_limit`: concurrent inbound calls to the connection's numbers; `None`: no limit.
+    pub channel_limit: Option<u32>,
+    /// `timeout_1xx_secs` (1-120): how long a target may take to send a provisional response.
+    pub timeout_1xx_secs: u16,
+    /// `timeout_2xx_secs` (1-600): how long a call may ring unanswered.
+    pub timeout_2xx_secs: u16,
+    /// `simultaneous_ringing` `enabled`: every registered contact is rung at once.
+    pub simultaneous_ringing: bool,
+}
+
+impl InboundSettings {
+    /// The contract's defaults for `timeout_1xx_secs` and `timeout_2xx_secs`.
+    pub const DEFAULT_TIMEOUT_1XX_SECS: u16 = 3;
+    pub const DEFAULT_TIMEOUT_2XX_SECS: u16 = 90;
+
+    /// Settings with the contract's defaults, delivering to `delivery`.
+    pub fn new(delivery: InboundDelivery) -> InboundSettings {
+        InboundSettings {
+            delivery,
+            routing: GatewayOrder::Sequential,
+            channel_limit: None,
+            timeout_1xx_secs: InboundSettings::DEFAULT_TIMEOUT_1XX_SECS,
+            timeout_2xx_secs: InboundSettings::DEFAULT_TIMEOUT_2XX_SECS,
+            simultaneous_ringing: false,
+        }
+    }
+
+    pub fn timeout_1xx(&self) -> Duration {
+        Duration::from_secs(u64::from(self.timeout_1xx_secs))
+    }
+
+    pub fn timeout_2xx(&self) -> Duration {
+        Duration::from_secs(u64::from(self.timeout_2xx_secs))
+    }
+}
+
+/// An address or a CIDR block a carrier's origination traffic comes from (`inbound_ips`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpBlock {
+    /// The network address (host bits cleared).
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpBlock {
+    /// `203.0.113.7`, `203.0.113.0/24`, `2001:db8::/32`. Host bits set under the mask are
+    /// cleared (`203.0.113.7/24` is `203.0.113.0/24`); an IPv4-mapped IPv6 address alone is
+    /// the IPv4 one, as the source addresses it is compared with are.
+    pub fn parse(s: &str) -> Option<IpBlock> {
+        let s = s.trim();
+        let (address, prefix) = match s.split_once('/') {
+            Some((a, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (a, Some(p.parse::<u8>().ok()?)),
+            Some(_) => return None,
+            None => (s, None),
+        };
+        let ip: IpAddr = address.parse().ok()?;
+        let (ip, max) = match (ip, prefix) {
+            (IpAddr::V6(v6), None) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), 32),
+                None => (ip, 128),
+            },
+            (IpAddr::V4(_), _) => (ip, 32),
+            (IpAddr::V6(_), Some(_)) => (ip, 128),
+        };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return None;
+        }
+        Some(IpBlock { network: mask(ip, prefix), prefix })
+    }
+
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// One address (`/32`, `/128`).
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.network.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Whether `ip` (made canonical first) is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+}
+
+/// `ip` with every bit past `prefix` cleared.
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & m).into())
+        }
+    }
 }
 
 /// A calling window: when calls may start (UTC seconds of the day, `start` inclusive, `end`
@@ -139,6 +266,8 @@ pub struct PhoneNumber {
     pub account_id: Id,
     /// The connection it is pointed at, if any.
     pub connection_id: Option<Id>,
+    /// Where its calls go instead of, or after, the connection (`call_forwarding`).
+    pub call_forwarding: CallForwarding,
 }
 
 /// Platform-wide rules an operator sets.
@@ -169,6 +298,12 @@ pub struct Config {
     by_user: HashMap<Arc<str>, usize>,
     /// `X-Telnyx-Token` -> connection.
     by_token: HashMap<Arc<str>, usize>,
+    /// Origination source address -> enabled carrier (single addresses of `inbound_ips`).
+    carrier_by_address: HashMap<IpAddr, usize>,
+    /// The CIDR blocks of enabled carriers' `inbound_ips`, longest prefix first.
+    carrier_blocks: Vec<(IpBlock, usize)>,
+    /// Per connection, the counter ids its inbound calls are counted under: (account, connection).
+    inbound_counters: Vec<(Id, Id)>,
 }
 
 /// A connection as the rules see it: its index in the configuration (cheap to pass around).
@@ -192,6 +327,9 @@ impl Config {
                 by_address: HashMap::default(),
                 by_user: HashMap::default(),
                 by_token: HashMap::default(),
+                carrier_by_address: HashMap::default(),
+                carrier_blocks: Vec::new(),
+                inbound_counters: Vec::new(),
             },
         }
     }
@@ -252,7 +390,29 @@ impl Config {
     pub fn connection_of_token(&self, token: &str) -> Option<ConnectionRef> {
         self.by_token.get(token).copied().map(ConnectionRef)
     }
+
+    /// The enabled carrier whose `inbound_ips` hold `ip`: an address listed alone first, then
+    /// the most specific block. Disabled carriers send no origination traffic.
+    pub fn carrier_at(&self, ip: IpAddr) -> Option<&Carrier> {
+        let ip = ip.to_canonical();
+        let i = self
+            .carrier_by_address
+            .get(&ip)
+            .copied()
+            .or_else(|| self.carrier_blocks.iter().find(|(block, _)| block.contains(ip)).map(|(_, i)| *i))?;
+        self.carriers.get(i)
+    }
+
+    /// The counter ids a connection's inbound calls are counted under (account, connection):
+    /// apart from its outbound calls, which the connection's and account's outbound limits
+    /// (`D1`, `D3`) count alone.
+    pub fn inbound_counters(&self, r: ConnectionRef) -> &(Id, Id) {
+        &self.inbound_counters[r.0]
+    }
 }
+
+/// The prefix of the counter ids inbound calls are counted under ([`Config::inbound_counters`]).
+pub const INBOUND_COUNTER_PREFIX: &str = "inbound:";
 
 /// Who owns a number: the account of a platform number.
 impl NumberOwners for Config {
@@ -331,6 +491,26 @@ impl ConfigBuilder {
         }
         c.by_user = users.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
         c.by_token = tokens.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        c.inbound_counters = c
+            .connections
+            .iter()
+            .map(|conn| {
+                let key = |id: &str| Id::from(format!("{INBOUND_COUNTER_PREFIX}{id}"));
+                (key(&conn.account_id), key(&conn.id))
+            })
+            .collect();
+        // Origination sources: the API refuses overlapping blocks across carriers; a hand-built
+        // overlap goes to the first carrier listed (the most specific block still wins).
+        for (i, carrier) in c.carriers.iter().enumerate().filter(|(_, carrier)| carrier.enabled) {
+            for block in carrier.inbound_ips.iter().filter_map(|s| IpBlock::parse(s)) {
+                if block.is_single() {
+                    c.carrier_by_address.entry(block.network()).or_insert(i);
+                } else if !c.carrier_blocks.iter().any(|(b, _)| *b == block) {
+                    c.carrier_blocks.push((block, i));
+                }
+            }
+        }
+        c.carrier_blocks.sort_by_key(|(block, _)| std::cmp::Reverse(block.prefix()));
         self.config
     }
 }

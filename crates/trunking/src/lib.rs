@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod config;
 pub mod digest;
 pub mod identify;
+pub mod inbound;
 pub mod numbering;
 pub mod outbound;
 pub mod rating;

@@ -9,14 +9,14 @@ use std::sync::{Arc, LazyLock};
 use rust_decimal::Decimal;
 use sip::{Framing, Message};
 use trunking::config::{
-    Account, AniOverrideType, Config, ConfigBuilder, Connection, ConnectionKind, IpAuthentication,
-    OutboundVoiceProfile, PhoneNumber, Platform,
+    Account, AniOverrideType, Config, ConfigBuilder, Connection, ConnectionKind, InboundDelivery, InboundSettings,
+    IpAuthentication, OutboundVoiceProfile, PhoneNumber, Platform,
 };
 use trunking::digest::{DigestRealm, StoredDigest};
 use trunking::numbering::{Country, NumberingPlan};
 use trunking::outbound::{Scope, Usage};
 use trunking::rating::{BillingIncrement, RateDeck};
-use trunking::routing::{Carrier, Gateway, GatewayOrder, Transport};
+use trunking::routing::{Carrier, Gateway, GatewayOrder, HostTargets, IpTarget, Transport};
 use trunking::time::Timestamp;
 
 pub const REALM: &str = "sip.opentrunk.test";
@@ -59,6 +59,12 @@ pub fn ip_connection(id: &str, account: &str, addresses: &[&str]) -> Connection 
         channel_limit: None,
         ani_number_format: Default::default(),
         dnis_number_format: Default::default(),
+        inbound: InboundSettings::new(InboundDelivery::Ips(HostTargets::listed(
+            addresses
+                .iter()
+                .map(|a| IpTarget { address: a.to_string(), port: 5060, transport: Transport::Udp })
+                .collect(),
+        ))),
     }
 }
 
@@ -100,6 +106,7 @@ pub fn platform_with(
 ) -> Config {
     let mut cred = ip_connection("cred", "acc-a", &[]);
     cred.kind = ConnectionKind::Credential;
+    cred.inbound.delivery = InboundDelivery::Registrations;
     cred.credentials = Some(("alice".into(), StoredDigest::from_password("alice", REALM, "secret123")));
 
     let mut token = ip_connection("token", "acc-a", &["192.0.2.10"]);
@@ -152,12 +159,19 @@ pub fn platform_with(
             e164: "+13125550100".into(),
             account_id: "acc-a".into(),
             connection_id: Some("prefix-a".into()),
+            call_forwarding: Default::default(),
         })
-        .number(PhoneNumber { e164: "+13125550101".into(), account_id: "acc-a".into(), connection_id: None })
+        .number(PhoneNumber {
+            e164: "+13125550101".into(),
+            account_id: "acc-a".into(),
+            connection_id: None,
+            call_forwarding: Default::default(),
+        })
         .number(PhoneNumber {
             e164: "+13125550111".into(),
             account_id: "acc-b".into(),
             connection_id: Some("prefix-b".into()),
+            call_forwarding: Default::default(),
         })
         .platform(Platform { forbidden_prefixes: vec!["1809".into()] });
     for c in connections {
