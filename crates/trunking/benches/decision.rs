@@ -1,6 +1,7 @@
 //! The full outbound decision for a typical INVITE (facts read from the parsed message,
 //! identification, every outbound check, rating, the route plan, with the trace kept) against a
-//! platform of 10,000 connections, 100,000 numbers and a 1,000,000-prefix rate deck.
+//! platform of 10,000 connections, 100,000 numbers and a 1,000,000-prefix rate deck; and the
+//! inbound decision for a carrier's INVITE to one of those numbers.
 //!
 //! `cargo bench -p trunking --bench decision`
 
@@ -15,6 +16,7 @@ use trunking::config::{
 };
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
+use trunking::inbound::{self, InboundDecision, InboundRequest, NoRegistrations};
 use trunking::numbering::{Country, NumberingPlan};
 use trunking::outbound::{OutboundDecision, OutboundRequest, Scope, Usage, decide};
 use trunking::rating::{BillingIncrement, RateDeck};
@@ -29,6 +31,11 @@ use fixture::carrier;
 
 fn round_robin(mut c: Carrier) -> Carrier {
     c.routing = GatewayOrder::RoundRobin;
+    c
+}
+
+fn inbound_from(mut c: Carrier, blocks: &[&str]) -> Carrier {
+    c.inbound_ips = blocks.iter().map(|b| b.to_string()).collect();
     c
 }
 
@@ -88,7 +95,7 @@ fn platform() -> Config {
 
     let mut b = Config::builder(plan)
         .rate_deck("deck".into(), Arc::new(deck), BillingIncrement::PER_MINUTE)
-        .carrier(round_robin(carrier("c1", 1, &[])))
+        .carrier(round_robin(inbound_from(carrier("c1", 1, &[]), &["203.0.113.0/24", "198.51.100.0/24"])))
         .carrier(round_robin(carrier("c2", 2, &["1"])))
         .carrier(round_robin(carrier("c3", 3, &["44"])));
     let accounts = CONNECTIONS / 4;
@@ -218,6 +225,34 @@ fn bench(c: &mut Criterion) {
     });
     let plan = config.numbering();
     c.bench_function("part: destination (dial)", |b| b.iter(|| black_box(plan.dial(black_box("+13125550199"), None))));
+
+    // A carrier's call to connection 4242's number, in national form (read as E.164 first).
+    let text = format!(
+        "INVITE sip:31220{conn:05}@sip.opentrunk.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:31220{conn:05}@sip.opentrunk.test>\r\n\
+         From: <sip:+13125550199@carrier.example.net>;tag=1928301774\r\n\
+         Call-ID: b84b4c76e66710@carrier.example.net\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:+13125550199@203.0.113.5:5060>\r\n\
+         P-Asserted-Identity: <sip:+13125550199@carrier.example.net>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let msg = sip::Message::parse(text.into_bytes().into(), sip::Framing::Datagram).expect("an INVITE");
+    let mut rotation = 0u64;
+    let mut run = || {
+        rotation += 1;
+        let mut trace = Trace::new();
+        let source = std::net::IpAddr::from([203, 0, 113, 5]);
+        let req = InboundRequest { message: &msg, source, registered: &NoRegistrations, rotation, now };
+        match inbound::decide(&config, &req, &mut trace) {
+            InboundDecision::Route(call) => black_box((call.routes.len(), trace.len())),
+            InboundDecision::Reject(r) => panic!("rejected {r:?}: {trace:#?}"),
+        }
+    };
+    run();
+    c.bench_function("inbound decision (carrier block, national number, IP connection)", |b| b.iter(&mut run));
 }
 
 criterion_group!(benches, bench);
