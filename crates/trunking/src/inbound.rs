@@ -5,8 +5,9 @@
 //! 1. `inbound.source`: the source address is one of an enabled carrier's `inbound_ips` (an
 //!    address or a CIDR block). The product documentation gives no response for origination
 //!    from elsewhere; such a request is refused `403 Unknown source D27` (the D25-D29 range,
-//!    "Authentication or connection validation failed"), as unknown sources are on the
-//!    customer side.
+//!    "Authentication or connection validation failed"; the catalog's row for a source nothing
+//!    in the configuration matches). No challenge is offered: carriers are recognised by
+//!    address only.
 //! 2. `inbound.number`: the called number (the Request-URI's user part, or the `tel:` number)
 //!    read as E.164, with or without its `+`, else as a national number (the carriers carry no
 //!    numbering country, so as the contract reads a blank localization: US rules, then GB);
