@@ -95,6 +95,7 @@ fn admitted(counters: &LocalCounters, call_control_id: &str, received: SystemTim
             transport: trunking::routing::Transport::Udp,
             user: "12125551212".into(),
             credentials: None,
+            request_uri: None,
         }],
         targets: vec![Some(Target {
             kind: TransportKind::Udp,

@@ -18,6 +18,9 @@ use trunking::catalog::Reason;
 use trunking::config::Config;
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
+use trunking::inbound::{
+    self, InboundCall, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations,
+};
 use trunking::outbound::{Caller, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
 use trunking::time::Timestamp;
@@ -138,6 +141,7 @@ pub struct Admitter<C> {
     replay: Mutex<ReplayGuard>,
     rotation: AtomicU64,
     locator: Option<Locator>,
+    registrations: Arc<dyn Registrations + Send + Sync>,
 }
 
 /// Nonces that may be answered at most once are remembered this many at a time.
@@ -158,7 +162,14 @@ impl<C: Counters> Admitter<C> {
             replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
             rotation: AtomicU64::new(0),
             locator,
+            registrations: Arc::new(NoRegistrations),
         }
+    }
+
+    /// Where inbound calls find a credential connection's registered contacts.
+    pub fn with_registrations(mut self, registrations: Arc<dyn Registrations + Send + Sync>) -> Admitter<C> {
+        self.registrations = registrations;
+        self
     }
 
     pub fn counters(&self) -> &Arc<C> {
@@ -170,9 +181,13 @@ impl<C: Counters> Admitter<C> {
         self.policy.borrow().generation
     }
 
-    /// Decides one INVITE.
+    /// Decides one INVITE: a carrier's (by its source address) is an inbound call, anything
+    /// else a customer's outbound call.
     pub async fn admit(&self, req: AdmissionRequest) -> Admission {
         let policy = self.policy.borrow().clone();
+        if policy.config.carrier_at(req.source.ip()).is_some() {
+            return self.admit_inbound(&policy, req).await;
+        }
         let config = &*policy.config;
         let now = timestamp(req.received);
         let facts = CallFacts::of(&req.invite, req.source.ip());
@@ -256,6 +271,139 @@ impl<C: Counters> Admitter<C> {
             b_headers: Vec::new(),
             timeouts: None,
         }))
+    }
+
+    /// A carrier's call to one of the platform's numbers.
+    async fn admit_inbound(&self, policy: &Policy, req: AdmissionRequest) -> Admission {
+        let now = timestamp(req.received);
+        let mut trace = Trace::new();
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let decision = inbound::decide(
+            &policy.config,
+            &InboundRequest {
+                message: &req.invite,
+                source: req.source.ip(),
+                registered: &*self.registrations,
+                rotation,
+                now,
+            },
+            &mut trace,
+        );
+        let call = match decision {
+            InboundDecision::Route(call) => call,
+            // Not yet any customer's call: nobody to record it for.
+            InboundDecision::Reject(reason) => return Admission::refuse(reason, None),
+        };
+        let mut context = CallContext {
+            direction: Direction::Inbound,
+            call_control_id: req.call_control_id.clone(),
+            account_id: call.account_id.to_string(),
+            connection_id: call.connection_id.to_string(),
+            profile_id: None,
+            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            to_received: match req.invite.request_uri() {
+                Some(Ok(uri)) => uri.user().unwrap_or_default().to_owned(),
+                _ => String::new(),
+            },
+            destination: Some(call.number.to_string()),
+            rate: None,
+            webhook: policy.webhooks.get(call.connection_id.as_ref()).cloned(),
+            started: req.received,
+            trace: Trace::new(),
+        };
+        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+            Ok(lease) => lease,
+            Err(scope) => {
+                context.trace = trace;
+                return Admission::refuse(scope.limit_reason(), Some(context));
+            }
+        };
+        let mut routes = Vec::new();
+        let mut targets = Vec::new();
+        for route in &call.routes {
+            self.inbound_targets(route, &call, &mut routes, &mut targets).await;
+        }
+        let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
+        context.trace = trace;
+        Admission::Admit(Box::new(AdmittedCall {
+            context,
+            routes,
+            targets,
+            caller: call.ani.clone(),
+            anonymous: false,
+            lease,
+            b_headers,
+            timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+        }))
+    }
+
+    /// The routes (and where each goes) an inbound route stands for: an IP is one; an FQDN is
+    /// every target RFC 3263 finds for it, in order; a registered contact is one.
+    async fn inbound_targets(
+        &self,
+        route: &InboundRoute,
+        call: &InboundCall,
+        routes: &mut Vec<RouteTarget>,
+        targets: &mut Vec<Option<Target>>,
+    ) {
+        let target = |host: &str, port: u16, transport, request_uri: Option<String>| RouteTarget {
+            carrier_id: call.connection_id.to_string(),
+            host: host.to_owned(),
+            port,
+            transport,
+            user: call.dnis.clone(),
+            credentials: None,
+            request_uri,
+        };
+        match route {
+            InboundRoute::Ip { host, port, transport } => {
+                let r = target(host, *port, *transport, None);
+                targets.push(self.locate(&r).await);
+                routes.push(r);
+            }
+            InboundRoute::Fqdn { name, port, transport } => {
+                let r = target(name, port.unwrap_or(0), *transport, None);
+                let uri = match port {
+                    Some(p) => format!("sip:{}@{name}:{p}", call.dnis),
+                    None => format!("sip:{}@{name}", call.dnis),
+                };
+                let uri = match transport {
+                    trunking::routing::Transport::Udp => uri,
+                    t => format!("{uri};transport={}", t.as_str().to_ascii_lowercase()),
+                };
+                let found = match (&self.locator, sip::uri::parse_uri(&uri)) {
+                    (Some(locator), Ok(sip::Uri::Sip(parsed))) => locator.locate(&parsed).await.unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                if found.is_empty() {
+                    // Unresolvable: the attempt fails as a transport error and the call moves on.
+                    targets.push(None);
+                    routes.push(r);
+                    return;
+                }
+                for t in found {
+                    routes.push(RouteTarget { port: t.addr.port(), request_uri: Some(uri.clone()), ..r.clone() });
+                    targets.push(Some(t));
+                }
+            }
+            InboundRoute::Contact { uri } => {
+                let parsed = sip::uri::parse_uri(uri);
+                let Ok(sip::Uri::Sip(sip_uri)) = parsed else {
+                    return;
+                };
+                let host = match sip_uri.host {
+                    sip::Host::Ipv6(ip) => ip.to_string(),
+                    h => h.to_string(),
+                };
+                let r =
+                    target(&host, sip_uri.port.unwrap_or(5060), trunking::routing::Transport::Udp, Some(uri.clone()));
+                targets.push(self.locate(&r).await);
+                routes.push(r);
+            }
+            // Forwarding to the PSTN goes out through the outbound path (its rules, limits and
+            // rating): not delivered from here yet.
+            InboundRoute::Forward { .. } => {}
+        }
     }
 
     /// The first RFC 3263 target of a route's gateway.

@@ -38,6 +38,9 @@ pub struct RouteTarget {
     pub user: String,
     /// The carrier's digest login, answered when it challenges our INVITE (401/407).
     pub credentials: Option<CarrierLogin>,
+    /// The Request-URI as is (a registered contact's), instead of one made of `user`, `host`
+    /// and `port`.
+    pub request_uri: Option<String>,
 }
 
 /// A carrier's digest user name and password.
@@ -68,11 +71,15 @@ impl RouteTarget {
                 credentials: a
                     .credentials()
                     .map(|c| CarrierLogin { username: c.username.to_owned(), password: c.password.to_owned() }),
+                request_uri: None,
             })
             .collect()
     }
 
     pub fn uri(&self) -> String {
+        if let Some(uri) = &self.request_uri {
+            return uri.clone();
+        }
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         match self.transport {
             Transport::Udp => format!("sip:{}@{host}:{}", self.user, self.port),
@@ -710,6 +717,7 @@ mod tests {
             transport: Transport::Udp,
             user: "13125550199".into(),
             credentials: None,
+            request_uri: None,
         }
     }
 

@@ -811,6 +811,7 @@ mod tests {
                 transport: trunking::routing::Transport::Udp,
                 user: "12125551212".into(),
                 credentials: None,
+                request_uri: None,
             };
             let target = crate::dns::Target {
                 kind: TransportKind::Udp,

@@ -1,0 +1,175 @@
+//! Inbound calls through `opentrunk serve` with real peers on loopback: SIPp as the carrier
+//! delivering a call for one of the platform's numbers (from its `inbound_ips`), SIPp as the
+//! customer's PBXes at the IPs of an IP connection. Sequential delivery fails over from a `503`
+//! to the next IP, a `486` is not failed over, round-robin spreads calls evenly, and the
+//! numbers nobody can take get the product's responses.
+//!
+//! Skipped with one line when SIPp is missing, except where `OPENTRUNK_REQUIRE_SIPP=1` (CI).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+mod peers;
+mod support;
+
+use peers::*;
+
+/// The carrier's address (its `inbound_ips`), and the PBXes of the customer.
+const CARRIER_IP: &str = "127.0.0.2";
+const PBX_IPS: [&str; 3] = ["127.0.0.3", "127.0.0.6", "127.0.0.7"];
+/// The platform number the carrier calls.
+const NUMBER: &str = "+12125550123";
+
+struct Platform {
+    server: support::Server,
+    account: Account,
+    dir: std::path::PathBuf,
+    before: (u64, Option<u64>),
+}
+
+impl Platform {
+    fn new(test: &str) -> Platform {
+        let server = start_switch("");
+        let before = generations(&server);
+        let account = account(&server, "acme", None);
+        let body = json!({
+            "name": "origination",
+            "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
+            "inbound_ips": [CARRIER_IP],
+        });
+        create(&server, "/v2/carriers", OPERATOR_KEY, body);
+        Platform { server, account, dir: work_dir(test), before }
+    }
+
+    /// An IP connection delivering to `pbxs` in `routing` order, and `NUMBER` pointed at it.
+    fn connection(&self, routing: &str, pbxs: &[SocketAddr]) -> Value {
+        let c = create(
+            &self.server,
+            "/v2/ip_connections",
+            &self.account.key,
+            json!({"connection_name": "office", "inbound": {"default_routing_method": routing}}),
+        );
+        for pbx in pbxs {
+            create(
+                &self.server,
+                "/v2/ips",
+                &self.account.key,
+                json!({"connection_id": id(&c), "ip_address": pbx.ip().to_string(), "port": pbx.port()}),
+            );
+        }
+        self.number(NUMBER, Some(&id(&c)));
+        c
+    }
+
+    fn number(&self, number: &str, connection: Option<&str>) {
+        let mut body = json!({"phone_number": number, "account_id": self.account.id});
+        if let Some(c) = connection {
+            body["connection_id"] = json!(c);
+        }
+        create(&self.server, "/v2/phone_numbers", OPERATOR_KEY, body);
+    }
+
+    fn applied(&mut self) {
+        wait_config_applied(&self.server, self.before);
+        self.before = generations(&self.server);
+    }
+
+    /// The carrier calling `dial` through the switch.
+    fn carrier_call(&self, name: &str, scenario_file: &str, dial: &str) -> Sipp {
+        Sipp::pbx(&self.dir, name, scenario_file, &self.server, CARRIER_IP, dial)
+    }
+
+    fn pbx(&self, name: &str, scenario_file: &str, ip: &str, calls: Option<u64>) -> (Running, SocketAddr) {
+        Running::gateway(&self.dir, name, scenario_file, ip, calls)
+    }
+}
+
+#[test]
+fn sequential_delivery_fails_over_from_503_to_the_next_ip() {
+    if !sipp_available() {
+        return;
+    }
+    let mut p = Platform::new("inbound-sequential");
+    let (first, at_1) = p.pbx("pbx-1", "carrier_503.xml", PBX_IPS[0], Some(1));
+    let (second, at_2) = p.pbx("pbx-2", "carrier_answer.xml", PBX_IPS[1], Some(1));
+    let conn = p.connection("sequential", &[at_1, at_2]);
+    p.applied();
+
+    let carrier = p.carrier_call("carrier", "pbx_call.xml", NUMBER).run();
+    carrier.assert_succeeded("the carrier's call", 1);
+    first.wait(Duration::from_secs(15)).assert_succeeded("PBX 1 (503)", 1);
+    let second = second.wait(Duration::from_secs(15));
+    second.assert_succeeded("PBX 2 (answers)", 1);
+    let invite = second.requests("INVITE");
+    assert!(invite[0].contains("12125550123@"), "the number reaches the PBX: {invite:?}");
+    assert!(!second.messages.contains(&carrier.call_ids()[0]), "the carrier's Call-ID stays on its leg");
+
+    let cdr = wait_for(Duration::from_secs(10), "the inbound call's record", || {
+        cdrs(&p.server, &format!("&filter[connection_id]={}", id(&conn))).into_iter().next()
+    });
+    assert_eq!((&cdr["direction"], &cdr["sip_response_code"]), (&json!("inbound"), &json!(200)), "{cdr}");
+    let attempts = cdr["route_attempts"].as_array().unwrap_or_else(|| panic!("route_attempts: {cdr}"));
+    assert_eq!(attempts.len(), 2, "{cdr}");
+    assert_eq!((&attempts[0]["port"], &attempts[0]["sip_response_code"]), (&json!(at_1.port()), &json!(503)));
+    assert_eq!((&attempts[1]["port"], &attempts[1]["sip_response_code"]), (&json!(at_2.port()), &json!(200)));
+}
+
+#[test]
+fn busy_is_returned_to_the_carrier_without_trying_the_next_ip() {
+    if !sipp_available() {
+        return;
+    }
+    let mut p = Platform::new("inbound-busy");
+    let (first, at_1) = p.pbx("pbx-1", "carrier_486.xml", PBX_IPS[0], Some(1));
+    let (second, at_2) = p.pbx("pbx-2", "carrier_answer.xml", PBX_IPS[1], None);
+    p.connection("sequential", &[at_1, at_2]);
+    p.applied();
+
+    let carrier = p.carrier_call("carrier", "pbx_refused.xml", NUMBER).run();
+    carrier.assert_succeeded("the carrier's refused call", 1);
+    assert!(carrier.last_final().is_some_and(|l| l.starts_with("SIP/2.0 486")), "{:?}", carrier.last_final());
+    first.wait(Duration::from_secs(15)).assert_succeeded("PBX 1 (486)", 1);
+    let second = second.stop(Duration::from_secs(10));
+    assert!(second.requests("INVITE").is_empty(), "PBX 2 never hears of the call:\n{}", second.messages);
+}
+
+#[test]
+fn round_robin_spreads_300_calls_evenly_over_three_ips() {
+    if !sipp_available() {
+        return;
+    }
+    let mut p = Platform::new("inbound-round-robin");
+    let pbxs: Vec<(Running, SocketAddr)> =
+        PBX_IPS.iter().enumerate().map(|(i, ip)| p.pbx(&format!("pbx-{i}"), "carrier_answer.xml", ip, None)).collect();
+    let addrs: Vec<SocketAddr> = pbxs.iter().map(|(_, a)| *a).collect();
+    p.connection("round-robin", &addrs);
+    p.applied();
+
+    let carrier = p.carrier_call("carrier", "pbx_call.xml", NUMBER).args(["-m", "300", "-r", "60", "-d", "100"]).run();
+    carrier.assert_succeeded("the carrier's 300 calls", 300);
+    for (i, (pbx, _)) in pbxs.into_iter().enumerate() {
+        let run = pbx.stop(Duration::from_secs(15));
+        let got = run.requests("INVITE").len();
+        assert!((90..=110).contains(&got), "PBX {i} took {got} of 300 calls (within 10% of 100 expected)");
+    }
+    wait_metric(&p.server, "opentrunk_channels_held", 0.0, Duration::from_secs(10));
+}
+
+#[test]
+fn numbers_nobody_can_take_get_the_product_responses() {
+    if !sipp_available() {
+        return;
+    }
+    let mut p = Platform::new("inbound-refused");
+    p.number("+12125550155", None);
+    p.applied();
+    for (dial, expected) in [("+12125550199", "SIP/2.0 404"), ("+12125550155", "SIP/2.0 480 No destination number D21")]
+    {
+        let run = p.carrier_call(&format!("carrier-{}", &dial[1..]), "pbx_refused.xml", dial).run();
+        run.assert_succeeded("a refused call", 1);
+        let status = run.last_final().unwrap_or_default().to_owned();
+        assert!(status.starts_with(expected), "{dial}: {status}");
+    }
+}
