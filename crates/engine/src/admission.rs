@@ -141,7 +141,7 @@ pub struct Admitter<C> {
     replay: Mutex<ReplayGuard>,
     rotation: AtomicU64,
     locator: Option<Locator>,
-    registrations: Arc<dyn Registrations + Send + Sync>,
+    registrar: Option<Arc<crate::registrar::Registrar>>,
 }
 
 /// Nonces that may be answered at most once are remembered this many at a time.
@@ -162,13 +162,13 @@ impl<C: Counters> Admitter<C> {
             replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
             rotation: AtomicU64::new(0),
             locator,
-            registrations: Arc::new(NoRegistrations),
+            registrar: None,
         }
     }
 
     /// Where inbound calls find a credential connection's registered contacts.
-    pub fn with_registrations(mut self, registrations: Arc<dyn Registrations + Send + Sync>) -> Admitter<C> {
-        self.registrations = registrations;
+    pub fn with_registrar(mut self, registrar: Arc<crate::registrar::Registrar>) -> Admitter<C> {
+        self.registrar = Some(registrar);
         self
     }
 
@@ -283,7 +283,10 @@ impl<C: Counters> Admitter<C> {
             &InboundRequest {
                 message: &req.invite,
                 source: req.source.ip(),
-                registered: &*self.registrations,
+                registered: match &self.registrar {
+                    Some(r) => &**r as &dyn Registrations,
+                    None => &NoRegistrations,
+                },
                 rotation,
                 now,
             },
@@ -397,7 +400,13 @@ impl<C: Counters> Admitter<C> {
                 };
                 let r =
                     target(&host, sip_uri.port.unwrap_or(5060), trunking::routing::Transport::Udp, Some(uri.clone()));
-                targets.push(self.locate(&r).await);
+                // Behind NAT: the flow its REGISTER came over, not the Contact as written.
+                let flow = self.registrar.as_ref().and_then(|reg| reg.flow(&call.connection_id, uri));
+                let located = match flow {
+                    Some((addr, kind)) => Some(Target { kind, addr, host: host.clone() }),
+                    None => self.locate(&r).await,
+                };
+                targets.push(located);
                 routes.push(r);
             }
             // Forwarding to the PSTN goes out through the outbound path (its rules, limits and

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod calls;
 mod config;
 mod records;
+mod registrations;
 mod serve;
 mod sip_cli;
 

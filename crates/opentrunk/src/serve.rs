@@ -10,11 +10,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use engine::admission::Admitter;
+use engine::registrar::Registrar;
 use engine::switch::{CallPlumbing, CallTimers, Control, Core, SwitchConfig, SwitchStats};
 use engine::webhooks::{WebhookConfig, Webhooks};
 use engine::{TlsSettings, Transports};
 use serde_json::json;
 use tracing::{error, info, warn};
+use trunking::registrar::RegistrarRules;
 
 use crate::records::CdrWriterConfig;
 
@@ -71,7 +73,21 @@ async fn run(config: Config) -> Result<(), String> {
             None
         }
     };
-    let admitter = Arc::new(Admitter::new(policy_rx, counters.clone(), realm, locator));
+    // The registrar: credential connections' devices register here; their bindings are kept
+    // in memory for calls and written to the store.
+    let registrar_realm = trunking::digest::DigestRealm::new(
+        api::connections_common::digest::REALM,
+        rand::random::<[u8; 32]>(),
+        trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
+    );
+    let (binding_tx, binding_rx) = tokio::sync::mpsc::unbounded_channel();
+    let registrar = Arc::new(
+        Registrar::new(policy_rx.clone(), RegistrarRules::default(), registrar_realm).with_changes(binding_tx),
+    );
+    crate::registrations::restore(&store, &snapshot.current(), &registrar).await;
+    tokio::spawn(crate::registrations::keep(store.clone(), registrar.clone(), binding_rx));
+    let admitter =
+        Arc::new(Admitter::new(policy_rx, counters.clone(), realm, locator).with_registrar(registrar.clone()));
 
     let limits = config.transport_limits();
     let tls = TlsSettings { server: tls_server(&config)?, client: None };
@@ -115,7 +131,7 @@ async fn run(config: Config) -> Result<(), String> {
 
     let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
     let drain = Duration::from_secs(config.sip.drain_timeout_secs);
-    let plumbing = CallPlumbing { admitter: admitter.clone(), notices: notice_tx };
+    let plumbing = CallPlumbing { admitter: admitter.clone(), notices: notice_tx, registrar: Some(registrar) };
     let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain, plumbing));
 
     let api = tokio::net::TcpListener::bind(&config.api.listen)

@@ -87,8 +87,10 @@ impl SwitchConfig {
 impl Default for SwitchConfig {
     fn default() -> Self {
         // Only what the switch serves today; the rest answers 501 with this list in Allow.
-        let methods =
-            ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO"].iter().map(|m| (*m).to_owned()).collect();
+        let methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "REGISTER"]
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect();
         let policy = Policy { methods, ..Policy::default() };
         SwitchConfig {
             timers: Timers::default(),
@@ -229,6 +231,7 @@ enum Served {
     Options,
     Invite,
     Cancel,
+    Register,
     Other,
 }
 
@@ -261,6 +264,8 @@ pub struct Core {
     /// the gauges are published after every call step).
     live_calls: usize,
     leases_held: usize,
+    registrations: VecDeque<crate::registrar::RegistrationRequest>,
+    pending_registrations: HashMap<u64, TransactionKey>,
 }
 
 impl Core {
@@ -286,6 +291,8 @@ impl Core {
             next_txn: 1,
             live_calls: 0,
             leases_held: 0,
+            registrations: VecDeque::new(),
+            pending_registrations: HashMap::new(),
         }
     }
 
@@ -393,6 +400,7 @@ impl Core {
             Some(Method::Options) => Served::Options,
             Some(Method::Invite) if msg.to().is_ok_and(|t| t.tag().is_none()) => Served::Invite,
             Some(Method::Cancel) => Served::Cancel,
+            Some(Method::Register) => Served::Register,
             Some(_) => Served::Other,
         };
         let Some(key) = self.new_server_transaction(&msg, inbound, now) else { return };
@@ -438,6 +446,19 @@ impl Core {
                 self.new_invite(key, msg, inbound, now);
                 return;
             }
+            Served::Register => {
+                // Answered by the registrar.
+                let id = self.next_call;
+                self.next_call += 1;
+                self.pending_registrations.insert(id, key.clone());
+                self.registrations.push_back(crate::registrar::RegistrationRequest {
+                    id,
+                    message: msg.clone(),
+                    source: inbound.remote,
+                    transport: inbound.kind,
+                });
+                return;
+            }
             Served::Cancel => {
                 // RFC 3261 section 9.2: a CANCEL matching an INVITE transaction gets 200; the
                 // INVITE ends with 487 unless it already has its final answer.
@@ -465,6 +486,18 @@ impl Core {
 
     fn respond(&mut self, key: &TransactionKey, status: u16, reason: &str, now: Instant) {
         self.respond_with(key, status, reason, &[], now);
+    }
+
+    /// REGISTERs to answer (the driver answers each with [`Core::answer_registration`]).
+    pub fn poll_registration(&mut self) -> Option<crate::registrar::RegistrationRequest> {
+        self.registrations.pop_front()
+    }
+
+    /// The registrar's answer to REGISTER `id`.
+    pub fn answer_registration(&mut self, id: u64, answer: crate::registrar::RegistrationAnswer, now: Instant) {
+        let Some(key) = self.pending_registrations.remove(&id) else { return };
+        self.respond_with(&key, answer.status, answer.phrase, &answer.headers, now);
+        self.pump(&key);
     }
 
     /// A final or provisional answer from the switch itself, with extra header fields.
@@ -622,6 +655,8 @@ pub enum Control {
 pub struct CallPlumbing<C> {
     pub admitter: Arc<crate::admission::Admitter<C>>,
     pub notices: tokio::sync::mpsc::UnboundedSender<CallNotice>,
+    /// Answers REGISTERs; without one they are refused (403).
+    pub registrar: Option<Arc<crate::registrar::Registrar>>,
 }
 
 /// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
@@ -651,6 +686,14 @@ pub async fn run<C: crate::counters::Counters + 'static>(
         }
         while let Some(notice) = core.poll_notice() {
             let _ = plumbing.notices.send(notice);
+        }
+        // The registrar decides in memory (it never waits): answered in place.
+        while let Some(req) = core.poll_registration() {
+            let answer = match &plumbing.registrar {
+                Some(r) => r.handle(&req, SystemTime::now()),
+                None => crate::registrar::RegistrationAnswer { status: 403, phrase: "Forbidden", headers: Vec::new() },
+            };
+            core.answer_registration(req.id, answer, Instant::now());
         }
         flush(&mut core, &transports);
         if core.is_draining() && core.busy_transactions() == 0 {

@@ -1,0 +1,140 @@
+//! The registrar's bindings in the store: every change written (so a restart, and later the
+//! other nodes, know who is registered), the stored ones restored at start, and expired ones
+//! swept. The switch answers REGISTERs from memory; nothing here is on a call's path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use engine::registrar::{BindingChange, Registrar};
+use store::{Registration, Store};
+use tokio::sync::mpsc;
+use tracing::warn;
+use trunking::registrar::{Binding, Flow};
+use trunking::routing::Transport;
+use trunking::time::Timestamp;
+
+/// How often expired bindings are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+fn to_row(b: &Binding, account_id: &str) -> Registration {
+    Registration {
+        connection_id: b.connection_id.to_string(),
+        binding_key: Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id),
+        account_id: account_id.to_owned(),
+        username: b.username.to_string(),
+        contact: b.contact.clone(),
+        instance: b.instance.clone(),
+        reg_id: b.reg_id,
+        q: b.q,
+        path: b.path.clone(),
+        call_id: b.call_id.clone(),
+        cseq: b.cseq,
+        source_ip: b.source.address.ip().to_string(),
+        source_port: b.source.address.port(),
+        transport: b.source.transport.as_str().to_owned(),
+        nat: b.nat,
+        user_agent: b.user_agent.clone(),
+        node: None,
+        registered_at: b.registered_at.as_millis() as i64,
+        updated_at: b.updated_at.as_millis() as i64,
+        expires_at: b.expires_at.as_millis() as i64,
+    }
+}
+
+fn from_row(r: Registration) -> Option<Binding> {
+    let ip = r.source_ip.parse().ok()?;
+    let ms = |v: i64| Timestamp(u64::try_from(v).unwrap_or(0));
+    Some(Binding {
+        connection_id: r.connection_id.as_str().into(),
+        username: r.username.as_str().into(),
+        contact: r.contact,
+        instance: r.instance,
+        reg_id: r.reg_id,
+        q: r.q,
+        path: r.path,
+        call_id: r.call_id,
+        cseq: r.cseq,
+        source: Flow {
+            address: SocketAddr::new(ip, r.source_port),
+            transport: Transport::from_token(&r.transport).unwrap_or(Transport::Udp),
+        },
+        nat: r.nat,
+        user_agent: r.user_agent,
+        registered_at: ms(r.registered_at),
+        updated_at: ms(r.updated_at),
+        expires_at: ms(r.expires_at),
+    })
+}
+
+/// The stored bindings of every credential connection in `snapshot` that have not expired.
+pub async fn restore(store: &Store, snapshot: &store::Snapshot, registrar: &Registrar) {
+    use store::Repository;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut restored = Vec::new();
+    for c in snapshot.of_kind(api::policy::CREDENTIAL_CONNECTION_KIND) {
+        match store.list_registrations(&c.id).await {
+            Ok(rows) => restored.extend(rows.into_iter().filter(|r| r.expires_at > now).filter_map(from_row)),
+            Err(e) => warn!(connection = %c.id, "registrations not restored: {e}"),
+        }
+    }
+    registrar.restore(restored);
+}
+
+/// Writes every change of the bindings, and sweeps expired ones, until the registrar is gone.
+pub async fn keep(store: Store, registrar: Arc<Registrar>, mut changes: mpsc::UnboundedReceiver<BindingChange>) {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            change = changes.recv() => {
+                let Some(change) = change else { return };
+                let rows: Vec<Registration> = change.bound.iter().map(|b| to_row(b, &change.account_id)).collect();
+                if let Err(e) = store.upsert_registrations(&rows).await {
+                    warn!("registrations not stored: {e}");
+                }
+                for b in &change.removed {
+                    let key = Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id);
+                    if let Err(e) = store.remove_registrations(&b.connection_id, &[key.as_str()]).await {
+                        warn!("registration not removed from the store: {e}");
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                registrar.expire(SystemTime::now());
+                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                if let Err(e) = store.expire_registrations(now).await {
+                    warn!("expired registrations not swept from the store: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binding_survives_the_store_unchanged() {
+        let b = Binding {
+            connection_id: "conn-1".into(),
+            username: "alice".into(),
+            contact: "sip:alice@192.168.1.20:5060".into(),
+            instance: Some("\"<urn:uuid:00000000-0000-1000-8000-000a95a0e128>\"".into()),
+            reg_id: Some(1),
+            q: Some(500),
+            path: vec!["<sip:edge.example.net;lr>".into()],
+            call_id: "reg-1@192.168.1.20".into(),
+            cseq: 7,
+            source: Flow { address: "203.0.113.9:40123".parse().unwrap(), transport: Transport::Tcp },
+            nat: true,
+            user_agent: Some("baresip".into()),
+            registered_at: Timestamp(1_700_000_000_000),
+            updated_at: Timestamp(1_700_000_060_000),
+            expires_at: Timestamp(1_700_003_660_000),
+        };
+        let row = to_row(&b, "acct-1");
+        assert_eq!(row.account_id, "acct-1");
+        assert_eq!(from_row(row), Some(b));
+    }
+}

@@ -1,0 +1,179 @@
+//! The registrar with a device on loopback: a SIP user agent (a UDP socket here, speaking plain
+//! RFC 3261, answering the digest challenge with `trunking::digest::authorization` as a phone
+//! does) registers to a credential connection, the API reports it registered, a carrier's call
+//! to the connection's number rings it (SIPp as the carrier), and after it unregisters the same
+//! call gets `480 User not registered RG1`.
+//!
+//! Skipped with one line when SIPp is missing, except where `OPENTRUNK_REQUIRE_SIPP=1` (CI).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use sip::headers::HeaderName;
+use sip::{Framing, Message, Method};
+
+mod peers;
+mod support;
+
+use peers::*;
+
+const CARRIER_IP: &str = "127.0.0.2";
+const DEVICE_IP: &str = "127.0.0.3";
+const NUMBER: &str = "+12125550123";
+const USER: &str = "alice2024";
+const PASSWORD: &str = "correct-horse-battery";
+
+/// A phone: one UDP socket, registering and taking calls.
+struct Device {
+    sock: UdpSocket,
+    server: SocketAddr,
+    cseq: u32,
+}
+
+impl Device {
+    fn new(server: SocketAddr) -> Device {
+        let sock = UdpSocket::bind((DEVICE_IP, 0)).expect("bind the device");
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Device { sock, server, cseq: 0 }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    fn recv(&self) -> Message {
+        let mut buf = [0u8; 65_535];
+        let (n, _) = self.sock.recv_from(&mut buf).expect("a message for the device");
+        Message::parse(Bytes::copy_from_slice(&buf[..n]), Framing::Datagram).expect("the switch sends valid SIP")
+    }
+
+    fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), self.server).unwrap();
+    }
+
+    fn register_once(&mut self, expires: u32, authorization: Option<&str>) -> Message {
+        self.cseq += 1;
+        let me = self.addr();
+        let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        self.send(&format!(
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreg{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{USER}@{server}>;tag=dev1\r\nTo: <sip:{USER}@{server}>\r\n\
+             Call-ID: registration-1@{me}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{USER}@{me}>\r\n\
+             Expires: {expires}\r\nUser-Agent: loopback-phone\r\n{auth}Content-Length: 0\r\n\r\n",
+            server = self.server,
+            cseq = self.cseq,
+        ));
+        loop {
+            let m = self.recv();
+            if m.status().is_some_and(|s| s >= 200) {
+                return m;
+            }
+        }
+    }
+
+    /// REGISTER, answer the challenge, return the final answer.
+    fn register(&mut self, expires: u32) -> Message {
+        let challenge = self.register_once(expires, None);
+        assert_eq!(challenge.status(), Some(401), "a registration is challenged first");
+        let header = challenge.header(HeaderName::WwwAuthenticate).expect("WWW-Authenticate").to_owned();
+        let parsed = sip::Auth::parse(&header).expect("a digest challenge");
+        let uri = format!("sip:{}", self.server);
+        let answer = trunking::digest::authorization(&parsed, "REGISTER", &uri, USER, PASSWORD, "0a4f113b", 1)
+            .expect("an answerable challenge");
+        self.register_once(expires, Some(&answer))
+    }
+
+    /// Takes one call: 180, 200 with SDP, the ACK, then the caller's BYE with its 200.
+    fn answer_a_call(&self) -> Message {
+        let invite = self.recv();
+        assert_eq!(invite.method(), Some(Method::Invite), "{invite:?}");
+        let reply = |status: u16, reason: &str, body: &str| {
+            let mut r = invite.response_to(status, reason, Some("device-tag"));
+            r.push_header(HeaderName::Contact, &format!("<sip:{USER}@{}>", self.addr()));
+            if !body.is_empty() {
+                r.set_body(Bytes::from(body.to_owned()), Some("application/sdp"));
+            }
+            self.sock.send_to(&r.to_bytes(), self.server).unwrap();
+        };
+        reply(180, "Ringing", "");
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {DEVICE_IP}\r\ns=-\r\nc=IN IP4 {DEVICE_IP}\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+        );
+        reply(200, "OK", &sdp);
+        let mut saw_ack = false;
+        loop {
+            let m = self.recv();
+            match m.method() {
+                Some(Method::Ack) => saw_ack = true,
+                Some(Method::Bye) => {
+                    assert!(saw_ack, "the ACK came before the BYE");
+                    let ok = m.response_to(200, "OK", None);
+                    self.sock.send_to(&ok.to_bytes(), self.server).unwrap();
+                    return invite;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_registered_device_takes_its_numbers_calls_and_an_unregistered_one_gets_rg1() {
+    if !sipp_available() {
+        return;
+    }
+    let server = start_switch("");
+    let before = generations(&server);
+    let account = account(&server, "acme", None);
+    let body = json!({
+        "name": "origination",
+        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
+        "inbound_ips": [CARRIER_IP],
+    });
+    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    let conn = create(
+        &server,
+        "/v2/credential_connections",
+        &account.key,
+        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
+    );
+    create(
+        &server,
+        "/v2/phone_numbers",
+        OPERATOR_KEY,
+        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
+    );
+    wait_config_applied(&server, before);
+
+    let mut device = Device::new(server.sip);
+    let ok = device.register(600);
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let contact = ok.header(HeaderName::Contact).expect("the bound contact");
+    assert!(contact.contains(&device.addr().to_string()) && contact.contains("expires="), "{contact}");
+
+    let path = format!("/v2/credential_connections/{}/actions/check_registration_status", id(&conn));
+    let (code, status) = api(&server, "POST", &path, &account.key, None);
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["data"]["status"], "Registered", "{status}");
+
+    let dir = work_dir("registrar");
+    let carrier = Sipp::pbx(&dir, "carrier", "pbx_call.xml", &server, CARRIER_IP, NUMBER).spawn();
+    let invite = device.answer_a_call();
+    assert!(
+        invite.request_uri_str().is_some_and(|u| u.starts_with(&format!("sip:{USER}@{}", device.addr()))),
+        "the call is sent to the registered contact: {:?}",
+        invite.request_uri_str()
+    );
+    carrier.wait(Duration::from_secs(30)).assert_succeeded("the carrier's call to the registered device", 1);
+
+    // Unregistered: nobody takes the number's calls.
+    let gone = device.register(0);
+    assert_eq!(gone.status(), Some(200), "{gone:?}");
+    assert!(gone.header(HeaderName::Contact).is_none(), "no contact left: {gone:?}");
+    let refused = Sipp::pbx(&dir, "carrier-2", "pbx_refused.xml", &server, CARRIER_IP, NUMBER).run();
+    refused.assert_succeeded("the refused call", 1);
+    let last = refused.last_final().unwrap_or_default();
+    assert!(last.starts_with("SIP/2.0 480 User not registered RG1"), "{last}");
+}
