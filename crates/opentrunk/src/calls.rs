@@ -35,91 +35,111 @@ const CONNECTION_KINDS: [&str; 4] = [
 /// How long one FQDN connection's host name may take to resolve while the policy is built.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Builds the first policy (so the switch never decides with an empty one once configured).
-pub async fn first_policy(store: &Store, snapshot: &SnapshotHandle, plan: &Arc<NumberingPlan>) -> Policy {
-    match build_policy(store, &snapshot.current(), plan).await {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("call policy: {e}; starting with no customers until the configuration loads");
-            empty_policy(plan)
+/// Where the call rules' policy comes from: the store, the numbering plan, and the resolver
+/// FQDN connections' host names are looked up with (the configured one, else the system's).
+pub struct PolicySource {
+    pub store: Store,
+    pub plan: Arc<NumberingPlan>,
+    pub resolver: Option<Arc<engine::Locator>>,
+}
+
+impl PolicySource {
+    /// The first policy (so the switch never decides with an empty one once configured).
+    pub async fn first(&self, snapshot: &SnapshotHandle) -> Policy {
+        match self.build(&snapshot.current()).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("call policy: {e}; starting with no customers until the configuration loads");
+                let config = trunking::config::Config::builder(self.plan.clone()).build();
+                Policy { config: Arc::new(config), webhooks: FxHashMap::default(), generation: 0 }
+            }
         }
     }
-}
 
-fn empty_policy(plan: &Arc<NumberingPlan>) -> Policy {
-    let config = trunking::config::Config::builder(plan.clone()).build();
-    Policy { config: Arc::new(config), webhooks: FxHashMap::default(), generation: 0 }
-}
-
-/// Rebuilds the policy on every configuration change, for as long as the switch runs. A build
-/// that fails (a rate deck unreadable) keeps the previous policy: never a looser one.
-pub async fn keep_policy(
-    store: Store,
-    mut snapshot: SnapshotHandle,
-    plan: Arc<NumberingPlan>,
-    policy: watch::Sender<Arc<Policy>>,
-) {
-    while let Some(snap) = snapshot.changed().await {
-        match build_policy(&store, &snap, &plan).await {
-            Ok(p) => {
-                if policy.send(Arc::new(p)).is_err() {
-                    return;
+    /// Rebuilds the policy on every configuration change, for as long as the switch runs. A
+    /// build that fails (a rate deck unreadable) keeps the previous policy: never a looser one.
+    pub async fn keep(self, mut snapshot: SnapshotHandle, policy: watch::Sender<Arc<Policy>>) {
+        while let Some(snap) = snapshot.changed().await {
+            match self.build(&snap).await {
+                Ok(p) => {
+                    if policy.send(Arc::new(p)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(generation = snap.generation, "call policy not rebuilt, keeping the previous one: {e}")
                 }
             }
-            Err(e) => warn!(generation = snap.generation, "call policy not rebuilt, keeping the previous one: {e}"),
         }
     }
-}
 
-async fn build_policy(store: &Store, snap: &store::Snapshot, plan: &Arc<NumberingPlan>) -> Result<Policy, String> {
-    let decks = api::policy::load_rate_decks(store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
-    let resolved = resolve_fqdns(snap).await;
-    let (config, warnings) = api::policy::config_from_snapshot(snap, plan.clone(), &decks, &resolved);
-    for w in &warnings {
-        warn!("configuration: {w}");
+    async fn build(&self, snap: &store::Snapshot) -> Result<Policy, String> {
+        let decks = api::policy::load_rate_decks(&self.store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
+        let resolved = self.resolve_fqdns(snap).await;
+        let (config, warnings) = api::policy::config_from_snapshot(snap, self.plan.clone(), &decks, &resolved);
+        for w in &warnings {
+            warn!("configuration: {w}");
+        }
+        let mut hooks = FxHashMap::default();
+        for kind in CONNECTION_KINDS {
+            for r in snap.of_kind(kind) {
+                let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
+                if let Some(d) = Destination::from_connection(&doc) {
+                    hooks.insert(r.id.clone(), Arc::new(d));
+                }
+            }
+        }
+        info!(generation = snap.generation, warnings = warnings.len(), "call policy built");
+        Ok(Policy { config: Arc::new(config), webhooks: hooks, generation: snap.generation })
     }
-    let mut hooks = FxHashMap::default();
-    for kind in CONNECTION_KINDS {
-        for r in snap.of_kind(kind) {
+
+    /// The addresses of every FQDN record's host name, looked up concurrently (names that do
+    /// not resolve are left out: their connection then matches no source address).
+    async fn resolve_fqdns(&self, snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
+        let mut names = std::collections::BTreeSet::new();
+        for r in snap.of_kind(api::policy::FQDN_RECORD_KIND) {
             let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
-            if let Some(d) = Destination::from_connection(&doc) {
-                hooks.insert(r.id.clone(), Arc::new(d));
+            if let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()).filter(|h| !reserved_name(h)) {
+                names.insert(host.to_owned());
             }
         }
+        let mut lookups = tokio::task::JoinSet::new();
+        for host in names {
+            let resolver = self.resolver.clone();
+            lookups.spawn(async move {
+                let found = tokio::time::timeout(RESOLVE_TIMEOUT, addresses_of(host.clone(), resolver)).await;
+                (host, found.ok().flatten())
+            });
+        }
+        let mut out = HashMap::new();
+        while let Some(done) = lookups.join_next().await {
+            match done {
+                Ok((host, Some(addrs))) => {
+                    out.insert(host, addrs);
+                }
+                Ok((host, None)) => {
+                    warn!(fqdn = host, "FQDN does not resolve; its connection matches no address for now")
+                }
+                Err(e) => warn!("FQDN lookup task: {e}"),
+            }
+        }
+        out
     }
-    info!(generation = snap.generation, warnings = warnings.len(), "call policy built");
-    Ok(Policy { config: Arc::new(config), webhooks: hooks, generation: snap.generation })
 }
 
-/// The addresses of every FQDN record's host name, looked up concurrently (names that do not
-/// resolve are left out: their connection then matches no source address).
-async fn resolve_fqdns(snap: &store::Snapshot) -> HashMap<String, Vec<IpAddr>> {
-    let mut names = std::collections::BTreeSet::new();
-    for r in snap.of_kind(api::policy::FQDN_RECORD_KIND) {
-        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
-        if let Some(host) = doc.get("fqdn").and_then(|v| v.as_str()).filter(|h| !reserved_name(h)) {
-            names.insert(host.to_owned());
+/// A host name's addresses: A/AAAA through the configured resolver (a SIP URI with a port
+/// asks for nothing else), else the system's.
+async fn addresses_of(host: String, resolver: Option<Arc<engine::Locator>>) -> Option<Vec<IpAddr>> {
+    let name = host.trim_end_matches('.');
+    match resolver {
+        Some(locator) => {
+            let uri = format!("sip:{name}:5060");
+            let Ok(sip::Uri::Sip(parsed)) = sip::uri::parse_uri(&uri) else { return None };
+            let targets = locator.locate(&parsed).await.ok()?;
+            Some(targets.into_iter().map(|t| t.addr.ip()).collect())
         }
+        None => Some(tokio::net::lookup_host((name, 0)).await.ok()?.map(|a| a.ip()).collect()),
     }
-    let mut lookups = tokio::task::JoinSet::new();
-    for host in names {
-        lookups.spawn(async move {
-            let lookup = tokio::net::lookup_host((host.trim_end_matches('.').to_owned(), 0));
-            let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await;
-            (host, found.ok().and_then(Result::ok).map(|a| a.map(|a| a.ip()).collect::<Vec<_>>()))
-        });
-    }
-    let mut out = HashMap::new();
-    while let Some(done) = lookups.join_next().await {
-        match done {
-            Ok((host, Some(addrs))) => {
-                out.insert(host, addrs);
-            }
-            Ok((host, None)) => warn!(fqdn = host, "FQDN does not resolve; its connection matches no address for now"),
-            Err(e) => warn!("FQDN lookup task: {e}"),
-        }
-    }
-    out
 }
 
 /// Names RFC 2606 and RFC 6761 reserve (`.test`, `.example`, `.invalid`, `.localhost`,

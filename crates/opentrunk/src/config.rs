@@ -63,6 +63,9 @@ pub struct SipConfig {
     /// own is not it (a wildcard listener, NAT); default: the first listener's, or this
     /// host's primary address for a wildcard one.
     pub advertise: Option<String>,
+    /// DNS servers (`IP:PORT`) for locating gateways and customers' FQDNs (RFC 3263); empty:
+    /// the system's resolver (`/etc/resolv.conf`).
+    pub dns_servers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -111,6 +114,7 @@ impl Default for SipConfig {
             drain_timeout_secs: 32,
             max_transactions: 200_000,
             advertise: None,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -143,6 +147,9 @@ impl Config {
         }
         if let Some(v) = set(env("OPENTRUNK_SIP_ADVERTISE")) {
             c.sip.advertise = Some(v);
+        }
+        if let Some(v) = set(env("OPENTRUNK_DNS_SERVERS")) {
+            c.sip.dns_servers = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         if let Some(v) = set(env("OPENTRUNK_API_LISTEN")) {
             c.api.listen = v;
@@ -192,10 +199,23 @@ impl Config {
         if self.calls.timeout_1xx_secs == 0 || self.calls.timeout_2xx_secs == 0 || self.calls.max_duration_secs == 0 {
             return Err("calls: timeout_1xx_secs, timeout_2xx_secs and max_duration_secs must be above 0".into());
         }
+        self.dns_servers()?;
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err("sip timers: need 0 < t1_ms <= t2_ms".into());
         }
         Ok(())
+    }
+
+    pub fn dns_servers(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        self.sip
+            .dns_servers
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("sip.dns_servers `{s}`: expected IP or IP:PORT"))
+            })
+            .collect()
     }
 
     pub fn listeners(&self) -> Result<Vec<ListenSpec>, String> {
@@ -266,6 +286,10 @@ mod tests {
         let c = Config::load(Some(&file), advertise).unwrap();
         assert_eq!((c.calls.timeout_1xx_secs, c.calls.timeout_2xx_secs, c.calls.max_duration_secs), (2, 30, 14_400));
         assert_eq!(c.sip.advertise.as_deref(), Some("sbc.example.net"));
+        let dns = |k: &str| (k == "OPENTRUNK_DNS_SERVERS").then(|| "127.0.0.1:5353, ::1".to_owned());
+        let c = Config::load(None, dns).unwrap();
+        assert_eq!(c.dns_servers().unwrap(), ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert!(Config::load(None, |k: &str| (k == "OPENTRUNK_DNS_SERVERS").then(|| "resolver".to_owned())).is_err());
         std::fs::write(&file, "[calls]\ntimeout_2xx_secs = 0\n").unwrap();
         assert!(Config::load(Some(&file), |_| None).unwrap_err().contains("calls"));
         std::fs::write(&file, "[calls]\nring_forever = true\n").unwrap();

@@ -55,9 +55,6 @@ async fn run(config: Config) -> Result<(), String> {
     let plan = tokio::task::spawn_blocking(|| Arc::new(trunking::numbering::NumberingPlan::new()))
         .await
         .map_err(|e| e.to_string())?;
-    let first = crate::calls::first_policy(&store, &snapshot, &plan).await;
-    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));
-    tokio::spawn(crate::calls::keep_policy(store.clone(), snapshot.clone(), plan, policy_tx));
     let counters = Arc::new(engine::counters::LocalCounters::new());
     // Nonces are HMACs under a key of this process: after a restart, a caller answering an old
     // nonce is asked again (stale=true), never refused.
@@ -66,13 +63,32 @@ async fn run(config: Config) -> Result<(), String> {
         rand::random::<[u8; 32]>(),
         trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
     );
-    let locator = match engine::Locator::system() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warn!("DNS resolver unavailable ({e}): carriers' gateways named by DNS are unreachable");
-            None
+    let resolver = |what: &str| {
+        let located = if config.sip.dns_servers.is_empty() {
+            engine::Locator::system()
+        } else {
+            config
+                .dns_servers()
+                .and_then(|s| engine::Locator::with_nameservers(s).map_err(|e| e.to_string()))
+                .map_err(engine::LocateError::Other)
+        };
+        match located {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!("DNS resolver unavailable ({e}): {what} named by DNS are unreachable");
+                None
+            }
         }
     };
+    let locator = resolver("carriers' gateways and FQDN connections");
+    let source = crate::calls::PolicySource {
+        store: store.clone(),
+        plan,
+        resolver: resolver("FQDN connections' sources").map(Arc::new),
+    };
+    let first = source.first(&snapshot).await;
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));
+    tokio::spawn(source.keep(snapshot.clone(), policy_tx));
     // The registrar: credential connections' devices register here; their bindings are kept
     // in memory for calls and written to the store.
     let registrar_realm = trunking::digest::DigestRealm::new(
