@@ -613,11 +613,13 @@ impl Spool {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/pg.rs"]
+mod pg_wire;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    use std::io::Read as _;
-    use std::net::{SocketAddr, TcpStream};
     use std::sync::atomic::AtomicBool;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -625,7 +627,7 @@ mod tests {
 
     /// 2026-01-02T00:00:00.000Z.
     const T0: i64 = 1_767_312_000_000;
-    const PG_ADDR: &str = "127.0.0.1:5432";
+    use super::pg_wire::{PG_ADDR, pg_simple_query};
 
     /// A unique name for this process and test: the pid, a sequence and the time, last (the
     /// store tests' cleanup of stale `ot_test_` schemas reads it there).
@@ -751,52 +753,6 @@ mod tests {
     impl Drop for PgSchema {
         fn drop(&mut self) {
             let _ = pg_simple_query(&format!("DROP SCHEMA {} CASCADE", self.name));
-        }
-    }
-
-    /// One statement over PostgreSQL's wire protocol (v3, simple query) as `postgres` on
-    /// database `test` with trust authentication: enough to make and drop a schema without a
-    /// client library in this crate.
-    fn pg_simple_query(sql: &str) -> Result<(), String> {
-        let addr: SocketAddr = PG_ADDR.parse().expect("address");
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        let mut startup = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
-        for kv in ["user", "postgres", "database", "test"] {
-            startup.extend_from_slice(kv.as_bytes());
-            startup.push(0);
-        }
-        startup.push(0);
-        let mut msg = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(&startup);
-        s.write_all(&msg).map_err(|e| e.to_string())?;
-        pg_until_ready(&mut s)?;
-        let mut q = vec![b'Q'];
-        q.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-        q.extend_from_slice(sql.as_bytes());
-        q.push(0);
-        s.write_all(&q).map_err(|e| e.to_string())?;
-        pg_until_ready(&mut s)?;
-        let _ = s.write_all(&[b'X', 0, 0, 0, 4]);
-        Ok(())
-    }
-
-    /// Reads backend messages up to ReadyForQuery; an ErrorResponse, or a request for a
-    /// password, is an error.
-    fn pg_until_ready(s: &mut TcpStream) -> Result<(), String> {
-        let mut error = None;
-        loop {
-            let mut head = [0u8; 5];
-            s.read_exact(&mut head).map_err(|e| e.to_string())?;
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            let mut body = vec![0u8; len.saturating_sub(4)];
-            s.read_exact(&mut body).map_err(|e| e.to_string())?;
-            match head[0] {
-                b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => return Err("PostgreSQL asks for a password".into()),
-                b'E' => error = Some(String::from_utf8_lossy(&body).replace('\0', " ")),
-                b'Z' => return error.map_or(Ok(()), Err),
-                _ => {}
-            }
         }
     }
 

@@ -9,8 +9,7 @@
 //! unless `OPENTRUNK_REQUIRE_SDK=1` makes that a failure. New resources need only more test
 //! functions under tests/sdk/.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -19,9 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod support;
 
 const ADMIN_KEY: &str = "KEYsdk-tests-operator-key";
-const PG_ADDR: &str = "127.0.0.1:5432";
-const PG_DB: &str = "test";
-const PG_USER: &str = "postgres";
+use support::pg::{PG_ADDR, PG_DB, PG_USER, pg_simple_query};
 /// Exit code of `scripts/sdk-venv` when Python's venv or PyPI is unavailable.
 const SDK_UNAVAILABLE: i32 = 3;
 
@@ -128,63 +125,6 @@ impl PgSchema {
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let _ = pg_simple_query(&format!("DROP SCHEMA {} CASCADE", self.name));
-    }
-}
-
-/// One statement over PostgreSQL's wire protocol (v3, simple query) as `postgres` on database
-/// `test`, with the trust authentication the test server uses: enough to make and drop a
-/// schema without a client library.
-fn pg_simple_query(sql: &str) -> Result<(), String> {
-    let addr: SocketAddr = PG_ADDR.parse().expect("address");
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let mut startup = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
-    for (k, v) in [("user", PG_USER), ("database", PG_DB)] {
-        startup.extend_from_slice(k.as_bytes());
-        startup.push(0);
-        startup.extend_from_slice(v.as_bytes());
-        startup.push(0);
-    }
-    startup.push(0);
-    let mut msg = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&startup);
-    s.write_all(&msg).map_err(|e| e.to_string())?;
-    pg_until_ready(&mut s)?;
-    let mut q = vec![b'Q'];
-    q.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-    q.extend_from_slice(sql.as_bytes());
-    q.push(0);
-    s.write_all(&q).map_err(|e| e.to_string())?;
-    pg_until_ready(&mut s)?;
-    let _ = s.write_all(&[b'X', 0, 0, 0, 4]);
-    Ok(())
-}
-
-/// Reads backend messages up to ReadyForQuery; an ErrorResponse or an authentication request
-/// other than "ok" is an error.
-fn pg_until_ready(s: &mut TcpStream) -> Result<(), String> {
-    let mut error = None;
-    loop {
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).map_err(|e| e.to_string())?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len.saturating_sub(4)];
-        s.read_exact(&mut body).map_err(|e| e.to_string())?;
-        match head[0] {
-            b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => {
-                return Err("PostgreSQL asks for a password; the tests expect trust authentication".into());
-            }
-            b'E' => {
-                let fields: Vec<String> = body
-                    .split(|b| *b == 0)
-                    .filter(|f| f.first().is_some_and(|t| matches!(t, b'C' | b'M')))
-                    .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-                    .collect();
-                error = Some(fields.join(" "));
-            }
-            b'Z' => return error.map_or(Ok(()), Err),
-            _ => {}
-        }
     }
 }
 

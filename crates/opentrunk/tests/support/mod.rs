@@ -2,6 +2,8 @@
 //! loopback-only network namespace when their messages name foreign hosts.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
