@@ -9,7 +9,10 @@
 //! `simultaneous_ringing` and default primary/secondary/tertiary IP or FQDN), its
 //! `transport_protocol`, its IP records (address and port) or FQDN records (name, and the port
 //! of an `a` record: an `srv` record is located by SRV), a number's `voice.call_forwarding`, and
-//! the carriers' `inbound_ips`.
+//! the carriers' `inbound_ips`. A credential or UAC connection's `sip_uri_calling_preference`
+//! (top level in the contract) goes with its inbound settings; unreadable, it is `disabled`.
+//! The platform's SIP domain and unidentified-source rate are the operator's, not the store's:
+//! [`config_from_snapshot_with`] takes them.
 //!
 //! The API validated every document when it was written, so a document that cannot be read here
 //! means a bug, a hand edit or a newer writer. Such a document never stops the platform and
@@ -39,6 +42,7 @@ use store::{Repository, Resource, Snapshot, StoreError};
 use trunking::config::{
     Account, AniFormat, AniOverrideType, CallingWindow, Config, Connection, ConnectionKind, DnisFormat, Id,
     InboundDelivery, InboundSettings, IpAuthentication, IpBlock, OutboundVoiceProfile, PhoneNumber, Platform,
+    SipUriCalling, UriCallingSettings,
 };
 use trunking::digest::StoredDigest;
 use trunking::numbering::{Country, E164, NumberingPlan};
@@ -114,8 +118,20 @@ pub fn config_from_snapshot(
     decks: &HashMap<String, Arc<RateDeck>>,
     resolved: &HashMap<String, Vec<IpAddr>>,
 ) -> (Config, Vec<ConfigWarning>) {
+    config_from_snapshot_with(snapshot, plan, decks, resolved, UriCallingSettings::default())
+}
+
+/// [`config_from_snapshot`] with the operator's SIP URI calling settings (the platform's SIP
+/// domain and its equivalent hosts, the unidentified-source rate).
+pub fn config_from_snapshot_with(
+    snapshot: &Snapshot,
+    plan: Arc<NumberingPlan>,
+    decks: &HashMap<String, Arc<RateDeck>>,
+    resolved: &HashMap<String, Vec<IpAddr>>,
+    uri_calling: UriCallingSettings,
+) -> (Config, Vec<ConfigWarning>) {
     let mut w = Warnings(Vec::new());
-    let mut b = Config::builder(plan.clone());
+    let mut b = Config::builder(plan.clone()).uri_calling(uri_calling);
 
     // Rate decks first: accounts are checked against the decks that made it in.
     let mut deck_ids: Vec<&str> = Vec::new();
@@ -811,7 +827,32 @@ fn inbound_settings(
             InboundDelivery::Fqdns(designated(listed, &ids, i, "fqdn", kind, &r.id, w))
         }
     };
-    Ok(InboundSettings { delivery, routing, channel_limit, timeout_1xx_secs, timeout_2xx_secs, simultaneous_ringing })
+    let sip_uri_calling = sip_uri_calling(t, r, o, w);
+    Ok(InboundSettings {
+        delivery,
+        routing,
+        channel_limit,
+        timeout_1xx_secs,
+        timeout_2xx_secs,
+        simultaneous_ringing,
+        sip_uri_calling,
+    })
+}
+
+/// `sip_uri_calling_preference` of a credential or UAC connection (the only types the contract
+/// gives it; others are `disabled`). Absent, it is the product's default, `disabled`; unreadable,
+/// too, which only narrows who may call.
+fn sip_uri_calling(t: &ConnectionType, r: &Resource, o: &Map<String, Value>, w: &mut Warnings) -> SipUriCalling {
+    if !matches!(t.kind, ConnectionKind::Credential | ConnectionKind::Uac) {
+        return SipUriCalling::Disabled;
+    }
+    match given(o, "sip_uri_calling_preference") {
+        None => SipUriCalling::Disabled,
+        Some(v) => v.as_str().and_then(SipUriCalling::from_token).unwrap_or_else(|| {
+            w.push(t.stored, &r.id, format!("sip_uri_calling_preference {v} is unknown; disabled"));
+            SipUriCalling::Disabled
+        }),
+    }
 }
 
 /// The targets with the positions of `default_primary_<what>_id`, `default_secondary_...` and

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
-use api::policy::{ConfigWarning, config_from_snapshot, load_rate_decks, load_rate_decks_in_pages, utc_time_of_day};
+use api::policy::{
+    ConfigWarning, config_from_snapshot, config_from_snapshot_with, load_rate_decks, load_rate_decks_in_pages,
+    utc_time_of_day,
+};
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -19,7 +22,7 @@ use store::{Repository, Resource, Store};
 use trunking::Reason;
 use trunking::config::{
     AniFormat, AniOverrideType, CallingWindow, Config, ConnectionKind, DnisFormat, InboundDelivery, InboundSettings,
-    IpAuthentication,
+    IpAuthentication, SipUriCalling, UriCallingSettings,
 };
 use trunking::digest::{DigestRealm, ReplayGuard, StoredDigest};
 use trunking::identify::{AuthMethod, CallFacts, Identification, identify};
@@ -32,6 +35,7 @@ use trunking::routing::{
 };
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
+use trunking::uri_calling::{self, UriCallDecision, UriCallRequest, UriCaller};
 
 mod common;
 
@@ -716,6 +720,7 @@ async fn inbound_delivery_reaches_the_rules() {
                 timeout_1xx_secs: 5,
                 timeout_2xx_secs: 30,
                 simultaneous_ringing: false,
+                sip_uri_calling: SipUriCalling::Disabled,
             }
         );
         // The FQDN connection: SRV for the srv record, the a record's port.
@@ -894,5 +899,138 @@ async fn unreadable_inbound_fields_never_loosen_a_limit() {
                 transport: Transport::Udp
             }]))
         );
+    }
+}
+
+/// An INVITE to `sip:{user}@{host}` from outside the platform.
+fn uri_invite(user: &str, host: &str) -> Message {
+    let text = format!(
+        "INVITE sip:{user}@{host} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:{user}@{host}>\r\n\
+         From: <sip:someone@elsewhere.example>;tag=1928301774\r\n\
+         Call-ID: uri-1@elsewhere.example\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:someone@203.0.113.5:5060>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(text.into_bytes().into(), Framing::Datagram).expect("a well-formed INVITE")
+}
+
+#[tokio::test]
+async fn sip_uri_calling_preference_reaches_the_rules() {
+    for (app, store) in apps_and_stores().await {
+        let (account, key) = account_with(&app, json!({"name": "acme"})).await;
+        let credential = |name: &str, user: &str, preference: Option<&str>| {
+            let mut body = json!({"connection_name": name, "user_name": user, "password": "s3cretpass"});
+            if let Some(p) = preference {
+                body["sip_uri_calling_preference"] = json!(p);
+            }
+            body
+        };
+        let mut ids = Vec::new();
+        for (name, user, preference) in [
+            ("default", "defaultuser", None),
+            ("off", "offuser", Some("disabled")),
+            ("inside", "insideuser", Some("internal")),
+            ("open", "openuser", Some("unrestricted")),
+        ] {
+            ids.push(id(&post(&app, "/v2/credential_connections", &key, credential(name, user, preference)).await));
+        }
+        let uac = id(&post(
+            &app,
+            "/v2/uac_connections",
+            &key,
+            json!({"connection_name": "uac", "sip_uri_calling_preference": "internal"}),
+        )
+        .await);
+        // Written by hand: a preference the contract does not have, and one on an IP connection
+        // (the contract gives it none).
+        put(
+            &store,
+            "credential_connection",
+            "cc-odd",
+            &account,
+            json!({"active": true, "outbound": {}, "user_name": "odduser", "sip_uri_calling_preference": "everyone"}),
+        )
+        .await;
+        put(
+            &store,
+            "ip_connection",
+            "ipc-uri",
+            &account,
+            json!({"active": true, "outbound": {}, "sip_uri_calling_preference": "unrestricted"}),
+        )
+        .await;
+
+        let (config, warnings) = configuration(&store, &[]).await;
+        let preference = |id: &str| {
+            config.connection(config.connection_by_id(id).unwrap_or_else(|| panic!("{id}"))).inbound.sip_uri_calling
+        };
+        let expected =
+            [SipUriCalling::Disabled, SipUriCalling::Disabled, SipUriCalling::Internal, SipUriCalling::Unrestricted];
+        for (id, want) in ids.iter().zip(expected) {
+            assert_eq!(preference(id), want, "{id}");
+            assert_eq!(warned(&warnings, id), Vec::<&str>::new(), "{id}");
+        }
+        assert_eq!(preference(&uac), SipUriCalling::Internal);
+        assert_eq!(preference("cc-odd"), SipUriCalling::Disabled);
+        assert!(
+            warned(&warnings, "cc-odd").iter().any(|w| w.contains("sip_uri_calling_preference \"everyone\"")),
+            "{warnings:#?}"
+        );
+        assert_eq!(preference("ipc-uri"), SipUriCalling::Disabled);
+        assert_eq!(warned(&warnings, "ipc-uri"), Vec::<&str>::new());
+
+        // A PATCH reaches the rules.
+        patch(
+            &app,
+            &format!("/v2/credential_connections/{}", ids[2]),
+            &key,
+            json!({"sip_uri_calling_preference": "unrestricted"}),
+        )
+        .await;
+        let (config, _) = configuration(&store, &[]).await;
+        let inside = config.connection(config.connection_by_id(&ids[2]).expect("kept"));
+        assert_eq!(inside.inbound.sip_uri_calling, SipUriCalling::Unrestricted);
+        // The snapshot carries no operator settings: the product's defaults.
+        assert_eq!(config.uri_calling(), &UriCallingSettings::default());
+
+        // End to end: the operator's domain and rate, a caller from outside, a registered phone.
+        let snapshot = store.load_snapshot(1).await.unwrap();
+        let settings = UriCallingSettings {
+            domain: "voice.acme.example".into(),
+            equivalent_hosts: vec!["127.0.0.1".into()],
+            unidentified_source_rate: amount("0.004"),
+        };
+        let (config, _) =
+            config_from_snapshot_with(&snapshot, PLAN.clone(), &HashMap::new(), &HashMap::new(), settings);
+        let phones: HashMap<String, Vec<RegisteredContact>> = ids
+            .iter()
+            .map(|id| {
+                let contact =
+                    RegisteredContact { uri: format!("sip:{id}@10.9.0.1:5062"), q: None, registered_at: NOON };
+                (id.clone(), vec![contact])
+            })
+            .collect();
+        let decide = |user: &str, host: &str| {
+            let msg = uri_invite(user, host);
+            let req = UriCallRequest { message: &msg, caller: None, registered: &phones, rotation: 0 };
+            uri_calling::decide(&config, &req, &mut Trace::new())
+        };
+        match decide("openuser", "voice.acme.example") {
+            UriCallDecision::Route(call) => {
+                assert_eq!(call.connection_id.as_ref(), ids[3]);
+                assert_eq!(call.account_id.as_ref(), account);
+                assert_eq!((call.caller, call.rate), (UriCaller::Unidentified, Some(amount("0.004"))));
+                assert_eq!(call.routes, vec![InboundRoute::Contact { uri: format!("sip:{}@10.9.0.1:5062", ids[3]) }]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decide("openuser", "127.0.0.1"), UriCallDecision::Route(_)));
+        assert_eq!(decide("openuser", "sip.opentrunk.local"), UriCallDecision::NotUriCall);
+        assert_eq!(decide("defaultuser", "voice.acme.example"), UriCallDecision::Reject(Reason::D30));
+        assert_eq!(decide("offuser", "voice.acme.example"), UriCallDecision::Reject(Reason::D30));
     }
 }

@@ -134,6 +134,73 @@ pub struct InboundSettings {
     pub timeout_2xx_secs: u16,
     /// `simultaneous_ringing` `enabled`: every registered contact is rung at once.
     pub simultaneous_ringing: bool,
+    /// `sip_uri_calling_preference`: who may call the connection's user name at the platform's
+    /// SIP domain (the product documentation counts it among the inbound settings; the contract
+    /// keeps it at the connection's top level).
+    pub sip_uri_calling: SipUriCalling,
+}
+
+/// `sip_uri_calling_preference`: who reaches a credential connection by `sip:user@<the
+/// platform's SIP domain>` ([`crate::uri_calling`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SipUriCalling {
+    /// Nobody: the product's default ("disabled by default").
+    #[default]
+    Disabled,
+    /// Only calls from connections of the same account.
+    Internal,
+    /// Anyone, including callers from outside the platform (billed at the unidentified-source
+    /// rate, [`UriCallingSettings::unidentified_source_rate`]).
+    Unrestricted,
+}
+
+impl SipUriCalling {
+    /// The contract's token (`disabled`, `internal`, `unrestricted`).
+    pub fn from_token(s: &str) -> Option<SipUriCalling> {
+        match s {
+            "disabled" => Some(SipUriCalling::Disabled),
+            "internal" => Some(SipUriCalling::Internal),
+            "unrestricted" => Some(SipUriCalling::Unrestricted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipUriCalling::Disabled => "disabled",
+            SipUriCalling::Internal => "internal",
+            SipUriCalling::Unrestricted => "unrestricted",
+        }
+    }
+}
+
+/// What the operator sets for SIP URI calling across the platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UriCallingSettings {
+    /// The platform's SIP domain: `sip:user@<domain>` names a credential connection's user.
+    pub domain: Arc<str>,
+    /// Hosts that mean the same as `domain` in a Request-URI: the switch's advertised host and
+    /// its own addresses (a device often writes the address it registered to).
+    pub equivalent_hosts: Vec<Arc<str>>,
+    /// USD per minute billed to the called connection's account for an `unrestricted` call
+    /// from a source no connection of the platform is identified as.
+    pub unidentified_source_rate: Decimal,
+}
+
+impl UriCallingSettings {
+    pub const DEFAULT_DOMAIN: &str = "sip.opentrunk.local";
+    /// The product documentation's price for unidentifiable sources: 0.002 USD per minute.
+    pub const DEFAULT_UNIDENTIFIED_SOURCE_RATE: Decimal = Decimal::from_parts(2, 0, 0, false, 3);
+}
+
+impl Default for UriCallingSettings {
+    fn default() -> Self {
+        UriCallingSettings {
+            domain: UriCallingSettings::DEFAULT_DOMAIN.into(),
+            equivalent_hosts: Vec::new(),
+            unidentified_source_rate: UriCallingSettings::DEFAULT_UNIDENTIFIED_SOURCE_RATE,
+        }
+    }
 }
 
 impl InboundSettings {
@@ -150,6 +217,7 @@ impl InboundSettings {
             timeout_1xx_secs: InboundSettings::DEFAULT_TIMEOUT_1XX_SECS,
             timeout_2xx_secs: InboundSettings::DEFAULT_TIMEOUT_2XX_SECS,
             simultaneous_ringing: false,
+            sip_uri_calling: SipUriCalling::Disabled,
         }
     }
 
@@ -290,6 +358,7 @@ pub struct Config {
     /// not copy it.
     rate_decks: HashMap<Id, (Arc<RateDeck>, BillingIncrement)>,
     platform: Platform,
+    uri_calling: UriCallingSettings,
     /// Built once at start (it compiles the numbering metadata) and shared by every configuration.
     plan: Arc<NumberingPlan>,
     /// Source address -> IP/FQDN connections whose outbound traffic may come from it.
@@ -323,6 +392,7 @@ impl Config {
                 carriers: Vec::new(),
                 rate_decks: HashMap::default(),
                 platform: Platform::default(),
+                uri_calling: UriCallingSettings::default(),
                 plan,
                 by_address: HashMap::default(),
                 by_user: HashMap::default(),
@@ -370,6 +440,11 @@ impl Config {
 
     pub fn platform(&self) -> &Platform {
         &self.platform
+    }
+
+    /// The platform's SIP domain, its equivalent hosts and the unidentified-source rate.
+    pub fn uri_calling(&self) -> &UriCallingSettings {
+        &self.uri_calling
     }
 
     pub fn numbering(&self) -> &NumberingPlan {
@@ -460,6 +535,24 @@ impl ConfigBuilder {
 
     pub fn platform(mut self, p: Platform) -> Self {
         self.config.platform = p;
+        self
+    }
+
+    /// SIP URI calling's platform settings (default: [`UriCallingSettings::default`]).
+    pub fn uri_calling(mut self, s: UriCallingSettings) -> Self {
+        self.config.uri_calling = s;
+        self
+    }
+
+    /// The platform's SIP domain (default `sip.opentrunk.local`).
+    pub fn sip_domain(mut self, domain: impl Into<Arc<str>>) -> Self {
+        self.config.uri_calling.domain = domain.into();
+        self
+    }
+
+    /// USD per minute for `unrestricted` SIP URI calls from unidentified sources (default 0.002).
+    pub fn unidentified_source_rate(mut self, per_minute: Decimal) -> Self {
+        self.config.uri_calling.unidentified_source_rate = per_minute;
         self
     }
 

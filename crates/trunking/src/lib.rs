@@ -21,6 +21,7 @@ pub mod registrar;
 pub mod routing;
 pub mod time;
 pub mod trace;
+pub mod uri_calling;
 
 pub use catalog::{Reason, Response};
 pub use time::Timestamp;
