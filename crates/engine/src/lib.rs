@@ -8,6 +8,7 @@ pub mod dns;
 pub mod registrar;
 pub mod switch;
 pub mod transport;
+pub mod uac;
 pub mod webhooks;
 
 pub use dns::{LocateError, Locator, Target};
