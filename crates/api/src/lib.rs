@@ -147,17 +147,8 @@ pub async fn fetch(
 
 /// The current time as the contract writes it: `2018-02-02T22:25:27.521Z`.
 pub fn now_timestamp() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let now = time::OffsetDateTime::now_utc();
+    store::cdr_timestamp(i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
 }
 
 /// A new resource id: 19 decimal digits, as the contract's examples (`1293384261075731499`).

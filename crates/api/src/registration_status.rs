@@ -45,18 +45,7 @@ fn now_ms() -> i64 {
 
 /// Unix milliseconds as the contract writes times: `2018-02-02T22:25:27.521Z`.
 fn timestamp(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    store::cdr_timestamp(ms)
 }
 
 /// The binding that speaks for the connection: the most recently refreshed live one, else the
