@@ -18,9 +18,9 @@ use trunking::catalog::Reason;
 use trunking::config::Config;
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
-use trunking::inbound::{
-    self, InboundCall, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations,
-};
+use trunking::config::SipUriCalling;
+use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
+use trunking::uri_calling::{self, Callee, UriCallDecision, UriCallRequest};
 use trunking::outbound::{Caller, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
 use trunking::time::Timestamp;
@@ -188,6 +188,10 @@ impl<C: Counters> Admitter<C> {
         if policy.config.carrier_at(req.source.ip()).is_some() {
             return self.admit_inbound(&policy, req).await;
         }
+        match uri_calling::callee(&policy.config, &req.invite) {
+            Callee::NotUriCall => {}
+            callee => return self.admit_uri_call(&policy, req, callee).await,
+        }
         let config = &*policy.config;
         let now = timestamp(req.received);
         let facts = CallFacts::of(&req.invite, req.source.ip());
@@ -324,7 +328,7 @@ impl<C: Counters> Admitter<C> {
         let mut routes = Vec::new();
         let mut targets = Vec::new();
         for route in &call.routes {
-            self.inbound_targets(route, &call, &mut routes, &mut targets).await;
+            self.inbound_targets(route, &call.connection_id, &call.dnis, &mut routes, &mut targets).await;
         }
         let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
         context.trace = trace;
@@ -340,21 +344,103 @@ impl<C: Counters> Admitter<C> {
         }))
     }
 
+    /// A call to `sip:user@<our domain>`: a credential connection's registered devices, when
+    /// its `sip_uri_calling_preference` lets this caller in.
+    async fn admit_uri_call(&self, policy: &Policy, req: AdmissionRequest, callee: Callee) -> Admission {
+        let config = &*policy.config;
+        let now = timestamp(req.received);
+        let mut trace = Trace::new();
+        // Who calls: only an `internal` callee needs to know (and may challenge for it); for
+        // the others a caller nothing identifies is one from outside.
+        let facts = CallFacts::of(&req.invite, req.source.ip());
+        let identification = {
+            let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            identify(config, &facts, &self.realm, &mut replay, now, &mut trace)
+        };
+        let caller = match identification {
+            Identification::Identified(i) => Some(i.connection),
+            Identification::Challenge { stale }
+                if matches!(callee, Callee::Connection { preference: SipUriCalling::Internal, .. }) =>
+            {
+                let r = Reason::ProxyAuthenticationRequired.response();
+                let headers =
+                    self.realm.challenges(now, stale).into_iter().map(|c| (HeaderName::ProxyAuthenticate, c)).collect();
+                return Admission::Refuse { status: r.status, phrase: r.phrase, reason: None, headers, context: None };
+            }
+            Identification::Challenge { .. } | Identification::Rejected(_) => None,
+        };
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let decision = {
+            let registered: &dyn Registrations = match &self.registrar {
+                Some(r) => &**r,
+                None => &NoRegistrations,
+            };
+            let request = UriCallRequest { message: &req.invite, caller, registered, rotation };
+            uri_calling::decide(config, &request, &mut trace)
+        };
+        let call = match decision {
+            UriCallDecision::Route(call) => call,
+            UriCallDecision::Reject(reason) => return Admission::refuse(reason, None),
+            // `callee` said it was one; a policy swap in between is the only way here.
+            UriCallDecision::NotUriCall => return Admission::refuse(Reason::D30, None),
+        };
+        let mut context = CallContext {
+            direction: Direction::Inbound,
+            call_control_id: req.call_control_id.clone(),
+            account_id: call.account_id.to_string(),
+            connection_id: call.connection_id.to_string(),
+            profile_id: None,
+            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            to_received: call.user.clone(),
+            destination: None,
+            // Callers from outside are billed to the callee by the minute at the operator's rate.
+            rate: call.rate.map(|r| (r, BillingIncrement { first: 60, next: 60 })),
+            webhook: policy.webhooks.get(call.connection_id.as_ref()).cloned(),
+            started: req.received,
+            trace: Trace::new(),
+        };
+        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+            Ok(lease) => lease,
+            Err(scope) => {
+                context.trace = trace;
+                return Admission::refuse(scope.limit_reason(), Some(context));
+            }
+        };
+        let mut routes = Vec::new();
+        let mut targets = Vec::new();
+        for route in &call.routes {
+            self.inbound_targets(route, &call.connection_id, &call.user, &mut routes, &mut targets).await;
+        }
+        let caller = req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default();
+        context.trace = trace;
+        Admission::Admit(Box::new(AdmittedCall {
+            context,
+            routes,
+            targets,
+            caller,
+            anonymous: false,
+            lease,
+            b_headers: Vec::new(),
+            timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+        }))
+    }
+
     /// The routes (and where each goes) an inbound route stands for: an IP is one; an FQDN is
     /// every target RFC 3263 finds for it, in order; a registered contact is one.
     async fn inbound_targets(
         &self,
         route: &InboundRoute,
-        call: &InboundCall,
+        connection_id: &str,
+        user: &str,
         routes: &mut Vec<RouteTarget>,
         targets: &mut Vec<Option<Target>>,
     ) {
         let target = |host: &str, port: u16, transport, request_uri: Option<String>| RouteTarget {
-            carrier_id: call.connection_id.to_string(),
+            carrier_id: connection_id.to_owned(),
             host: host.to_owned(),
             port,
             transport,
-            user: call.dnis.clone(),
+            user: user.to_owned(),
             credentials: None,
             request_uri,
         };
@@ -367,8 +453,8 @@ impl<C: Counters> Admitter<C> {
             InboundRoute::Fqdn { name, port, transport } => {
                 let r = target(name, port.unwrap_or(0), *transport, None);
                 let uri = match port {
-                    Some(p) => format!("sip:{}@{name}:{p}", call.dnis),
-                    None => format!("sip:{}@{name}", call.dnis),
+                    Some(p) => format!("sip:{user}@{name}:{p}"),
+                    None => format!("sip:{user}@{name}"),
                 };
                 let uri = match transport {
                     trunking::routing::Transport::Udp => uri,
@@ -401,7 +487,7 @@ impl<C: Counters> Admitter<C> {
                 let r =
                     target(&host, sip_uri.port.unwrap_or(5060), trunking::routing::Transport::Udp, Some(uri.clone()));
                 // Behind NAT: the flow its REGISTER came over, not the Contact as written.
-                let flow = self.registrar.as_ref().and_then(|reg| reg.flow(&call.connection_id, uri));
+                let flow = self.registrar.as_ref().and_then(|reg| reg.flow(connection_id, uri));
                 let located = match flow {
                     Some((addr, kind)) => Some(Target { kind, addr, host: host.clone() }),
                     None => self.locate(&r).await,

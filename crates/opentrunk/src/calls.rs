@@ -41,6 +41,9 @@ pub struct PolicySource {
     pub store: Store,
     pub plan: Arc<NumberingPlan>,
     pub resolver: Option<Arc<engine::Locator>>,
+    /// The platform's SIP domain, the hosts that mean the same, and the rate of SIP URI calls
+    /// from outside.
+    pub uri_calling: trunking::config::UriCallingSettings,
 }
 
 impl PolicySource {
@@ -76,7 +79,13 @@ impl PolicySource {
     async fn build(&self, snap: &store::Snapshot) -> Result<Policy, String> {
         let decks = api::policy::load_rate_decks(&self.store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
         let resolved = self.resolve_fqdns(snap).await;
-        let (config, warnings) = api::policy::config_from_snapshot(snap, self.plan.clone(), &decks, &resolved);
+        let (config, warnings) = api::policy::config_from_snapshot_with(
+            snap,
+            self.plan.clone(),
+            &decks,
+            &resolved,
+            self.uri_calling.clone(),
+        );
         for w in &warnings {
             warn!("configuration: {w}");
         }

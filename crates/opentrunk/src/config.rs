@@ -66,6 +66,9 @@ pub struct SipConfig {
     /// DNS servers (`IP:PORT`) for locating gateways and customers' FQDNs (RFC 3263); empty:
     /// the system's resolver (`/etc/resolv.conf`).
     pub dns_servers: Vec<String>,
+    /// The platform's SIP domain: `sip:user@<domain>` reaches a credential connection's devices
+    /// (SIP URI calling).
+    pub domain: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -115,6 +118,7 @@ impl Default for SipConfig {
             max_transactions: 200_000,
             advertise: None,
             dns_servers: Vec::new(),
+            domain: "sip.opentrunk.local".into(),
         }
     }
 }

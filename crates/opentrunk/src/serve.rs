@@ -81,10 +81,26 @@ async fn run(config: Config) -> Result<(), String> {
         }
     };
     let locator = resolver("carriers' gateways and FQDN connections");
+    // The hosts that are us in a Request-URI (SIP URI calls): the domain, the advertised
+    // host, the listeners' addresses.
+    let specs = config.listeners()?;
+    let spec_addrs: Vec<_> = specs.iter().map(|l| (l.kind, l.addr)).collect();
+    let mut equivalent_hosts: Vec<Arc<str>> = vec![advertised_host(&config, &spec_addrs).as_str().into()];
+    for (_, addr) in &spec_addrs {
+        if !addr.ip().is_unspecified() && !equivalent_hosts.iter().any(|h| **h == addr.ip().to_string()) {
+            equivalent_hosts.push(addr.ip().to_string().as_str().into());
+        }
+    }
+    let uri_calling = trunking::config::UriCallingSettings {
+        domain: config.sip.domain.as_str().into(),
+        equivalent_hosts,
+        ..trunking::config::UriCallingSettings::default()
+    };
     let source = crate::calls::PolicySource {
         store: store.clone(),
         plan,
         resolver: resolver("FQDN connections' sources").map(Arc::new),
+        uri_calling,
     };
     let first = source.first(&snapshot).await;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));

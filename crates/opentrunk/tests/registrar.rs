@@ -177,3 +177,81 @@ fn a_registered_device_takes_its_numbers_calls_and_an_unregistered_one_gets_rg1(
     let last = refused.last_final().unwrap_or_default();
     assert!(last.starts_with("SIP/2.0 480 User not registered RG1"), "{last}");
 }
+
+/// The caller of a SIP URI call: an address, and whether it is the same account's PBX, another
+/// account's, or nobody's.
+const SAME_ACCOUNT_PBX: &str = "127.0.0.4";
+const OTHER_ACCOUNT_PBX: &str = "127.0.0.5";
+const OUTSIDER: &str = "127.0.0.8";
+
+/// A caller's address, and the status line it gets (`None`: the device rings).
+type Expect = (&'static str, Option<&'static str>);
+
+#[test]
+fn sip_uri_calls_reach_the_device_as_its_preference_allows() {
+    if !sipp_available() {
+        return;
+    }
+    let server = start_switch("");
+    let mut before = generations(&server);
+    let other = account(&server, "globex", None);
+    let account = account(&server, "acme", None);
+    let conn = create(
+        &server,
+        "/v2/credential_connections",
+        &account.key,
+        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
+    );
+    for (a, ip, name) in [(&account, SAME_ACCOUNT_PBX, "acme-pbx"), (&other, OTHER_ACCOUNT_PBX, "globex-pbx")] {
+        let c = create(&server, "/v2/ip_connections", &a.key, json!({"connection_name": name}));
+        create(&server, "/v2/ips", &a.key, json!({"connection_id": id(&c), "ip_address": ip}));
+    }
+    wait_config_applied(&server, before);
+    let mut device = Device::new(server.sip);
+    assert_eq!(device.register(600).status(), Some(200));
+    let dir = work_dir("uri-calling");
+
+    // Every caller in every mode: whether the device rings, else the final status line.
+    let rows: [(&str, [Expect; 3]); 3] = [
+        (
+            "disabled",
+            [
+                (SAME_ACCOUNT_PBX, Some("403 Invalid SIP URI D30")),
+                (OTHER_ACCOUNT_PBX, Some("403 Invalid SIP URI D30")),
+                (OUTSIDER, Some("403 Invalid SIP URI D30")),
+            ],
+        ),
+        // `internal` asks a caller nothing identifies for credentials (a device of the same
+        // account may prove itself that way); the outsider has none to give.
+        (
+            "internal",
+            [(SAME_ACCOUNT_PBX, None), (OTHER_ACCOUNT_PBX, Some("403 Invalid SIP URI D30")), (OUTSIDER, Some("407"))],
+        ),
+        ("unrestricted", [(SAME_ACCOUNT_PBX, None), (OTHER_ACCOUNT_PBX, None), (OUTSIDER, None)]),
+    ];
+    for (mode, callers) in rows {
+        before = generations(&server);
+        let path = format!("/v2/credential_connections/{}", id(&conn));
+        let (code, body) =
+            api(&server, "PATCH", &path, &account.key, Some(&json!({"sip_uri_calling_preference": mode})));
+        assert_eq!(code, 200, "{body}");
+        wait_config_applied(&server, before);
+        for (ip, refused) in callers {
+            let name = format!("{mode}-{ip}");
+            match refused {
+                Some(status) => {
+                    let run = Sipp::pbx(&dir, &name, "pbx_refused.xml", &server, ip, USER).run();
+                    run.assert_succeeded(&name, 1);
+                    let last = run.last_final().unwrap_or_default();
+                    assert!(last.starts_with(&format!("SIP/2.0 {status}")), "{mode} from {ip}: {last}");
+                }
+                None => {
+                    let caller = Sipp::pbx(&dir, &name, "pbx_call.xml", &server, ip, USER).spawn();
+                    let invite = device.answer_a_call();
+                    assert!(invite.request_uri_str().is_some_and(|u| u.contains(&device.addr().to_string())));
+                    caller.wait(Duration::from_secs(30)).assert_succeeded(&name, 1);
+                }
+            }
+        }
+    }
+}
