@@ -62,6 +62,9 @@ pub struct Registrar {
     guards: Mutex<(ReplayGuard, FailedAuthLimiter)>,
     bindings: RwLock<BindingTable>,
     changes: Option<mpsc::UnboundedSender<BindingChange>>,
+    /// UAC connections registered to their PBX: the address of record there, and where the
+    /// binding is (calls for the connection go to it).
+    uac: RwLock<HashMap<String, (String, crate::dns::Target)>>,
 }
 
 /// Nonce counts remembered at a time.
@@ -76,6 +79,7 @@ impl Registrar {
             guards: Mutex::new((ReplayGuard::new(REPLAY_CAPACITY), FailedAuthLimiter::default())),
             bindings: RwLock::new(HashMap::new()),
             changes: None,
+            uac: RwLock::new(HashMap::new()),
         }
     }
 
@@ -183,9 +187,29 @@ impl Registrar {
         gone
     }
 
+    /// A UAC connection's registration changed: while a binding is in force, calls for the
+    /// connection go to the PBX it is at, addressed to the address of record.
+    pub fn uac_changed(&self, change: &crate::switch::UacChange) {
+        let mut uac = self.uac.write().unwrap_or_else(|p| p.into_inner());
+        match &change.bound {
+            Some((target, aor)) => {
+                uac.insert(change.connection_id.clone(), (aor.clone(), target.clone()));
+            }
+            None => {
+                uac.remove(&change.connection_id);
+            }
+        }
+    }
+
     /// Where a registered contact of `connection_id` is reached: the flow its REGISTER came
-    /// over when the contact is behind NAT, `None` when the contact is reachable as written.
+    /// over when the contact is behind NAT (or the PBX a UAC connection is registered at),
+    /// `None` when the contact is reachable as written.
     pub fn flow(&self, connection_id: &str, contact: &str) -> Option<(SocketAddr, TransportKind)> {
+        if let Some((aor, target)) = self.uac.read().unwrap_or_else(|p| p.into_inner()).get(connection_id)
+            && aor == contact
+        {
+            return Some((target.addr, target.kind));
+        }
         let table = self.bindings.read().unwrap_or_else(|p| p.into_inner());
         let b = table.get(connection_id)?.iter().find(|b| b.contact == contact)?;
         let flow = b.received()?;
@@ -210,6 +234,9 @@ impl Registrar {
 impl Registrations for Registrar {
     fn contacts(&self, connection_id: &str) -> Vec<RegisteredContact> {
         let now = timestamp(SystemTime::now());
+        if let Some((aor, _)) = self.uac.read().unwrap_or_else(|p| p.into_inner()).get(connection_id) {
+            return vec![RegisteredContact { uri: aor.clone(), q: None, registered_at: now }];
+        }
         let table = self.bindings.read().unwrap_or_else(|p| p.into_inner());
         table
             .get(connection_id)

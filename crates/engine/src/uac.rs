@@ -384,6 +384,16 @@ impl UacRegistration {
         &self.contact
     }
 
+    /// Where our binding is in force: inbound calls for the connection go there.
+    pub fn bound_target(&self) -> Option<&Target> {
+        self.binding.as_ref().map(|b| &b.0)
+    }
+
+    /// The address of record we register (`sip:username@registrar-host`).
+    pub fn aor(&self) -> &str {
+        &self.aor
+    }
+
     pub fn status(&self) -> UacStatus {
         UacStatus {
             state: self.state,

@@ -61,7 +61,7 @@ mod support {
         let counters = Arc::new(engine::counters::LocalCounters::new());
         let admitter = Arc::new(Admitter::new(rx, counters, realm, None));
         let (notices, _) = mpsc::unbounded_channel();
-        engine::switch::CallPlumbing { admitter, notices, registrar: None }
+        engine::switch::CallPlumbing { admitter, notices, registrar: None, locator: None }
     }
 
     impl Switch {

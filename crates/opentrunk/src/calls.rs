@@ -151,6 +151,32 @@ async fn addresses_of(host: String, resolver: Option<Arc<engine::Locator>>) -> O
     }
 }
 
+/// Sends the switch the UAC connections to keep registered: now, and on every configuration
+/// change. A connection whose settings cannot be read is left out (and said so).
+pub async fn keep_uac_connections(mut snapshot: SnapshotHandle, control: mpsc::Sender<engine::switch::Control>) {
+    let mut snap = snapshot.current();
+    loop {
+        let mut wanted = Vec::new();
+        for r in snap.of_kind(api::policy::UAC_CONNECTION_KIND) {
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(&r.body) else { continue };
+            if doc.get("active").and_then(|v| v.as_bool()) == Some(false) {
+                continue;
+            }
+            match engine::uac::UacSettings::from_document(&doc) {
+                Ok(settings) => wanted.push((r.id.clone(), settings)),
+                Err(e) => warn!(connection = %r.id, "UAC connection not registered: {e}"),
+            }
+        }
+        if control.send(engine::switch::Control::UacConnections(wanted)).await.is_err() {
+            return;
+        }
+        match snapshot.changed().await {
+            Some(next) => snap = next,
+            None => return,
+        }
+    }
+}
+
 /// Names RFC 2606 and RFC 6761 reserve (`.test`, `.example`, `.invalid`, `.localhost`,
 /// `example.com` ...): they never name a customer's host, so they are never looked up (no query
 /// leaves the machine for them).

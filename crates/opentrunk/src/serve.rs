@@ -161,9 +161,16 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let notices = tokio::spawn(crate::calls::handle_notices(notice_rx, services));
 
-    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(1);
+    let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(16);
+    // UAC connections: the switch keeps each registered to its PBX, following the configuration.
+    tokio::spawn(crate::calls::keep_uac_connections(snapshot.clone(), ctl_tx.clone()));
     let drain = Duration::from_secs(config.sip.drain_timeout_secs);
-    let plumbing = CallPlumbing { admitter: admitter.clone(), notices: notice_tx, registrar: Some(registrar) };
+    let plumbing = CallPlumbing {
+        admitter: admitter.clone(),
+        notices: notice_tx,
+        registrar: Some(registrar),
+        locator: resolver("UAC connections' registrars").map(Arc::new),
+    };
     let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain, plumbing));
 
     let api = tokio::net::TcpListener::bind(&config.api.listen)

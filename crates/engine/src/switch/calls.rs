@@ -53,6 +53,10 @@ pub(super) enum ClientRole {
     },
     /// A BYE for an answer that came too late: nobody waits for its answer.
     Bye,
+    /// A REGISTER of a UAC connection's registration.
+    Uac {
+        uac: u64,
+    },
 }
 
 pub(super) struct ClientEntry {
@@ -72,6 +76,17 @@ pub(super) struct Dest {
 }
 
 impl Dest {
+    /// A located target, from our listener of its transport.
+    pub(super) fn to_target(target: &Target, local: Option<SocketAddr>) -> Dest {
+        Dest {
+            kind: target.kind,
+            remote: target.addr,
+            conn: None,
+            local,
+            server_name: (target.kind == TransportKind::Tls).then(|| target.host.clone()),
+        }
+    }
+
     fn outbound(&self, data: Bytes) -> Outbound {
         Outbound {
             kind: self.kind,
@@ -657,7 +672,7 @@ impl Core {
     }
 
     /// Our Via on top of a request we send (a new branch: a new transaction, or an ACK for a 2xx).
-    fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
+    pub(super) fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
         let branch = format!("z9hG4bK{}", self.new_tag());
         let sent_by = self.config.sent_by(kind);
         request
@@ -670,7 +685,7 @@ impl Core {
         self.start_client_as_is(request, dest, role, now)
     }
 
-    fn start_client_as_is(
+    pub(super) fn start_client_as_is(
         &mut self,
         request: Message,
         dest: Dest,
@@ -722,6 +737,13 @@ impl Core {
         for ev in events {
             let call = match role {
                 ClientRole::Invite { call, .. } | ClientRole::Dialog { call, .. } => call,
+                ClientRole::Uac { uac } => {
+                    if matches!(ev, ClientEvent::Terminated) {
+                        self.clients.remove(key);
+                    }
+                    self.uac_client_event(uac, key, ev, now);
+                    continue;
+                }
                 ClientRole::Cancel | ClientRole::Bye => {
                     if matches!(ev, ClientEvent::Terminated) {
                         self.clients.remove(key);

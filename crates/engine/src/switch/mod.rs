@@ -4,6 +4,7 @@
 //! whole of it runs under a test with a fake clock. [`run`] is the thin async driver.
 
 mod calls;
+mod uac;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -21,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
 
 pub use calls::{AttemptReport, CallNotice, CallReport, CallSummary, EndedBy};
+pub use uac::UacChange;
 
 /// What the core needs to know; the binary fills it from configuration.
 #[derive(Clone, Debug)]
@@ -223,6 +225,7 @@ enum Due {
     Server(TransactionKey),
     Client(TransactionKey),
     Call(u64),
+    Uac(u64),
 }
 
 /// The methods the transaction user tells apart today.
@@ -266,6 +269,9 @@ pub struct Core {
     leases_held: usize,
     registrations: VecDeque<crate::registrar::RegistrationRequest>,
     pending_registrations: HashMap<u64, TransactionKey>,
+    uacs: HashMap<u64, uac::UacEntry>,
+    uac_locates: VecDeque<(u64, String)>,
+    uac_changes: VecDeque<UacChange>,
 }
 
 impl Core {
@@ -293,6 +299,9 @@ impl Core {
             leases_held: 0,
             registrations: VecDeque::new(),
             pending_registrations: HashMap::new(),
+            uacs: HashMap::new(),
+            uac_locates: VecDeque::new(),
+            uac_changes: VecDeque::new(),
         }
     }
 
@@ -329,6 +338,7 @@ impl Core {
             .count()
             + self.calls()
             + self.pending.len()
+            + self.uac_registrations()
     }
 
     /// Stop taking new calls: new INVITEs (and OPTIONS pings, so load balancers notice) get
@@ -564,6 +574,7 @@ impl Core {
                     self.pump_client(&key, now);
                 }
                 Due::Call(id) => self.call_timeout(id, now),
+                Due::Uac(id) => self.uac_timeout(id, now),
             }
         }
     }
@@ -648,6 +659,8 @@ impl Core {
 /// How the driver is told to stop.
 pub enum Control {
     Drain,
+    /// The UAC connections to keep registered now (every configuration change).
+    UacConnections(Vec<(String, crate::uac::UacSettings)>),
 }
 
 /// What the driver needs for calls: the admitter deciding new INVITEs, and where the core's
@@ -657,6 +670,8 @@ pub struct CallPlumbing<C> {
     pub notices: tokio::sync::mpsc::UnboundedSender<CallNotice>,
     /// Answers REGISTERs; without one they are refused (403).
     pub registrar: Option<Arc<crate::registrar::Registrar>>,
+    /// RFC 3263 for UAC registrations' registrars.
+    pub locator: Option<Arc<crate::Locator>>,
 }
 
 /// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
@@ -674,7 +689,25 @@ pub async fn run<C: crate::counters::Counters + 'static>(
     // Admissions run as tasks (a shared counter backend may make them wait); their answers
     // come back here.
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (located_tx, mut located_rx) = tokio::sync::mpsc::unbounded_channel();
     loop {
+        while let Some((id, uri)) = core.poll_uac_locate() {
+            let locator = plumbing.locator.clone();
+            let tx = located_tx.clone();
+            tokio::spawn(async move {
+                let located = match (locator, sip::uri::parse_uri(&uri)) {
+                    (Some(l), Ok(sip::Uri::Sip(u))) => l.locate(&u).await,
+                    (None, _) => Err(crate::LocateError::Other("no DNS resolver".into())),
+                    (_, _) => Err(crate::LocateError::Unsupported(uri.clone())),
+                };
+                let _ = tx.send((id, located));
+            });
+        }
+        while let Some(change) = core.poll_uac_change() {
+            if let Some(r) = &plumbing.registrar {
+                r.uac_changed(&change);
+            }
+        }
         while let Some(req) = core.poll_admission() {
             let admitter = plumbing.admitter.clone();
             let tx = admitted_tx.clone();
@@ -720,14 +753,22 @@ pub async fn run<C: crate::counters::Counters + 'static>(
             Some((id, admission)) = admitted_rx.recv() => {
                 core.admit(id, admission, Instant::now());
             }
+            Some((id, located)) = located_rx.recv() => {
+                core.uac_located(id, located, Instant::now());
+            }
             _ = tokio::time::sleep_until(next_timer.unwrap_or(far)) => {
                 core.handle_timeout(Instant::now());
             }
             c = control.recv(), if drain_deadline.is_none() => {
+                if let Some(Control::UacConnections(wanted)) = c {
+                    core.set_uac_connections(wanted, Instant::now());
+                    continue;
+                }
                 // A closed control channel drains too: nobody is left to ask.
-                let (Some(Control::Drain) | None) = c;
                 info!(transactions = core.transactions(), calls = core.calls(), "draining");
                 core.begin_drain();
+                // UAC registrations take their bindings back from the PBXes.
+                core.unregister_uacs(Instant::now());
                 drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
             }
             _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {
