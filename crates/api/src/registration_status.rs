@@ -9,9 +9,9 @@
 //! - `GET /v2/sip_registration_status?credential_type=...`: the contract's
 //!   `SipRegistrationStatus`, unwrapped as the contract shows it. `telephony_credential` is
 //!   keyed by `username` (a credential connection's `user_name`) and reports its live binding;
-//!   `uac_external_credential` is keyed by `connection_id` (a UAC connection) and reports
-//!   `registered: false`, with no status or details: no registration client runs yet, and
-//!   nothing is invented. A missing or unknown parameter is `400`, as the contract says.
+//!   `uac_external_credential` is keyed by `connection_id` (a UAC connection) and reports the
+//!   switch's own registration at the PBX, which the switch stores as that connection's one
+//!   binding. A missing or unknown parameter is `400`, as the contract says.
 //!
 //! Tenancy as everywhere: another account's connection answers `404` exactly like a missing
 //! one (the contract's `403` for "exists but not owned" would tell one account what another
@@ -64,9 +64,15 @@ async fn check_registration_status(
 ) -> Result<Json<Value>, ApiError> {
     let (_, doc) = cc::fetch(&*s.store, &caller, CREDENTIAL, &id).await?;
     let username = doc["user_name"].as_str().unwrap_or_default();
-    let bindings = s.store.list_registrations(&id).await?;
+    Ok(Json(json!({ "data": status_of(&s, &id, username).await? })))
+}
+
+/// The contract's `Registration Status` of a connection, from its stored bindings: the
+/// credential connection's devices, or the UAC connection's own registration at its PBX.
+pub(crate) async fn status_of(s: &ApiState, connection_id: &str, username: &str) -> Result<Value, ApiError> {
+    let bindings = s.store.list_registrations(connection_id).await?;
     let Some((b, live)) = current(&bindings, now_ms()) else {
-        return Ok(Json(json!({ "data": cc::not_registered(username) })));
+        return Ok(cc::not_registered(username));
     };
     let mut data = json!({
         "record_type": "registration_status",
@@ -80,7 +86,7 @@ async fn check_registration_status(
     if let Some(ua) = &b.user_agent {
         data["user_agent"] = json!(ua);
     }
-    Ok(Json(json!({ "data": data })))
+    Ok(data)
 }
 
 async fn sip_registration_status(
@@ -115,13 +121,25 @@ async fn telephony_credential(s: &ApiState, caller: &Caller, username: &str) -> 
         }
     }
     let (r, doc) = found.ok_or_else(ApiError::not_found)?;
-    let bindings = s.store.list_registrations(&r.id).await?;
-    let now = now_ms();
     let mut out = Map::new();
     out.insert("connection_id".into(), json!(r.id));
     out.insert("connection_name".into(), doc["connection_name"].clone());
     out.insert("credential_type".into(), json!("telephony_credential"));
     out.insert("credential_username".into(), json!(username));
+    registration_details(s, &r.id, &doc, &mut out).await?;
+    Ok(Json(Value::Object(out)))
+}
+
+/// `registered`, `last_registration_response`, `sip_registration_details` and
+/// `sip_registration_status` of a connection from its stored bindings.
+async fn registration_details(
+    s: &ApiState,
+    connection_id: &str,
+    doc: &Value,
+    out: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    let bindings = s.store.list_registrations(connection_id).await?;
+    let now = now_ms();
     let live = current(&bindings, now);
     out.insert("registered".into(), json!(live.is_some_and(|(_, live)| live)));
     if let Some((b, live)) = live {
@@ -152,7 +170,7 @@ async fn telephony_credential(s: &ApiState, caller: &Caller, username: &str) -> 
     if let Some(status) = status {
         out.insert("sip_registration_status".into(), json!(status));
     }
-    Ok(Json(Value::Object(out)))
+    Ok(())
 }
 
 async fn uac_external_credential(s: &ApiState, caller: &Caller, id: &str) -> Result<Json<Value>, ApiError> {
@@ -164,10 +182,7 @@ async fn uac_external_credential(s: &ApiState, caller: &Caller, id: &str) -> Res
     if let Some(user) = doc["external_uac_settings"]["username"].as_str() {
         out.insert("credential_username".into(), json!(user));
     }
-    out.insert("registered".into(), json!(false));
-    if doc["active"] == json!(false) {
-        out.insert("sip_registration_status".into(), json!("connection_disabled"));
-    }
+    registration_details(s, &r.id, &doc, &mut out).await?;
     Ok(Json(Value::Object(out)))
 }
 

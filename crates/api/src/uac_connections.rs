@@ -256,7 +256,7 @@ async fn check_registration_status(
 ) -> Result<Json<Value>, ApiError> {
     let (_, doc) = cc::fetch(&*s.store, &caller, UAC_CONNECTION.kind, &id).await?;
     let username = doc["external_uac_settings"]["username"].as_str();
-    let mut status = cc::not_registered(username.unwrap_or_default());
+    let mut status = crate::registration_status::status_of(&s, &id, username.unwrap_or_default()).await?;
     if username.is_none()
         && let Some(o) = status.as_object_mut()
     {

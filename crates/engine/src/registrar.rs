@@ -190,15 +190,54 @@ impl Registrar {
     /// A UAC connection's registration changed: while a binding is in force, calls for the
     /// connection go to the PBX it is at, addressed to the address of record.
     pub fn uac_changed(&self, change: &crate::switch::UacChange) {
-        let mut uac = self.uac.write().unwrap_or_else(|p| p.into_inner());
-        match &change.bound {
-            Some((target, aor)) => {
-                uac.insert(change.connection_id.clone(), (aor.clone(), target.clone()));
+        let previous = {
+            let mut uac = self.uac.write().unwrap_or_else(|p| p.into_inner());
+            match &change.bound {
+                Some((target, aor)) => uac.insert(change.connection_id.clone(), (aor.clone(), target.clone())),
+                None => uac.remove(&change.connection_id),
             }
-            None => {
-                uac.remove(&change.connection_id);
+        };
+        // Stored as the connection's one binding: what the registration-status endpoints read.
+        let Some(tx) = &self.changes else { return };
+        let account_id = change.account_id.clone();
+        let now = SystemTime::now();
+        let binding = |aor: &str, target: &crate::dns::Target, expires_in: std::time::Duration| Binding {
+            connection_id: change.connection_id.as_str().into(),
+            username: aor.trim_start_matches("sip:").split('@').next().unwrap_or_default().into(),
+            contact: aor.to_owned(),
+            instance: None,
+            reg_id: None,
+            q: None,
+            path: Vec::new(),
+            call_id: String::new(),
+            cseq: 0,
+            source: trunking::registrar::Flow {
+                address: target.addr,
+                transport: match target.kind {
+                    TransportKind::Udp => Transport::Udp,
+                    TransportKind::Tcp => Transport::Tcp,
+                    TransportKind::Tls => Transport::Tls,
+                },
+            },
+            nat: false,
+            user_agent: None,
+            registered_at: timestamp(now),
+            updated_at: timestamp(now),
+            expires_at: timestamp(now + expires_in),
+        };
+        let change = match (&change.bound, &change.event, previous) {
+            (Some((target, aor)), crate::uac::UacEvent::Registered { expires_at }, _) => {
+                let left = expires_at.saturating_duration_since(std::time::Instant::now());
+                BindingChange { account_id, bound: vec![binding(aor, target, left)], removed: Vec::new() }
             }
-        }
+            (None, _, Some((aor, target))) => BindingChange {
+                account_id,
+                bound: Vec::new(),
+                removed: vec![binding(&aor, &target, Default::default())],
+            },
+            _ => return,
+        };
+        let _ = tx.send(change);
     }
 
     /// Where a registered contact of `connection_id` is reached: the flow its REGISTER came

@@ -163,7 +163,11 @@ pub async fn keep_uac_connections(mut snapshot: SnapshotHandle, control: mpsc::S
                 continue;
             }
             match engine::uac::UacSettings::from_document(&doc) {
-                Ok(settings) => wanted.push((r.id.clone(), settings)),
+                Ok(settings) => wanted.push(engine::switch::UacConnection {
+                    connection_id: r.id.clone(),
+                    account_id: r.account_id.clone(),
+                    settings,
+                }),
                 Err(e) => warn!(connection = %r.id, "UAC connection not registered: {e}"),
             }
         }

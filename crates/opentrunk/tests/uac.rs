@@ -63,6 +63,15 @@ fn a_uac_connection_registers_to_its_pbx_and_takes_its_numbers_calls_over_it() {
         (run.code == Some(0)).then_some(run)
     });
     call.assert_succeeded("the carrier's call", 1);
+    // The API reports the registration: where the PBX is, and that it holds.
+    let path = format!("/v2/uac_connections/{}/actions/check_registration_status", id(&conn));
+    let status = wait_for(Duration::from_secs(10), "the stored registration", || {
+        let (code, body) = api(&server, "POST", &path, &account.key, None);
+        assert_eq!(code, 200, "{body}");
+        (body["data"]["status"] == "Registered").then_some(body)
+    });
+    assert_eq!(status["data"]["ip_address"], PBX_IP, "{status}");
+    assert_eq!(status["data"]["port"], pbx_at.port(), "{status}");
     let pbx = pbx.wait(Duration::from_secs(15));
     pbx.assert_succeeded("the PBX (registration and call)", 2);
     let registers = pbx.requests("REGISTER");

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
 
 pub use calls::{AttemptReport, CallNotice, CallReport, CallSummary, EndedBy};
-pub use uac::UacChange;
+pub use uac::{UacChange, UacConnection};
 
 /// What the core needs to know; the binary fills it from configuration.
 #[derive(Clone, Debug)]
@@ -660,7 +660,7 @@ impl Core {
 pub enum Control {
     Drain,
     /// The UAC connections to keep registered now (every configuration change).
-    UacConnections(Vec<(String, crate::uac::UacSettings)>),
+    UacConnections(Vec<UacConnection>),
 }
 
 /// What the driver needs for calls: the admitter deciding new INVITEs, and where the core's

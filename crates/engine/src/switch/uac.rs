@@ -16,6 +16,7 @@ use crate::uac::{RequestFailure, UacAction, UacEvent, UacIds, UacLocal, UacRegis
 
 pub(super) struct UacEntry {
     connection_id: String,
+    account_id: String,
     reg: UacRegistration,
     /// The REGISTER in flight.
     txn: Option<TransactionKey>,
@@ -23,10 +24,19 @@ pub(super) struct UacEntry {
     retiring: bool,
 }
 
+/// A UAC connection to keep registered: whose it is, and its settings.
+#[derive(Clone, Debug)]
+pub struct UacConnection {
+    pub connection_id: String,
+    pub account_id: String,
+    pub settings: UacSettings,
+}
+
 /// A change of one UAC connection's registration, for the registrar and the API.
 #[derive(Clone, Debug)]
 pub struct UacChange {
     pub connection_id: String,
+    pub account_id: String,
     pub event: UacEvent,
     /// Where the binding is in force now, and the address of record registered there.
     pub bound: Option<(Target, String)>,
@@ -35,8 +45,8 @@ pub struct UacChange {
 impl Core {
     /// The UAC connections to keep registered, with their settings: new ones start, removed
     /// ones unregister, changed ones unregister and start again with the new settings.
-    pub fn set_uac_connections(&mut self, wanted: Vec<(String, UacSettings)>, now: Instant) {
-        let wanted: HashMap<String, UacSettings> = wanted.into_iter().collect();
+    pub fn set_uac_connections(&mut self, wanted: Vec<UacConnection>, now: Instant) {
+        let wanted: HashMap<String, UacConnection> = wanted.into_iter().map(|c| (c.connection_id.clone(), c)).collect();
         let ids: Vec<u64> = self.uacs.keys().copied().collect();
         let mut kept = std::collections::HashSet::new();
         for id in ids {
@@ -45,7 +55,7 @@ impl Core {
                 continue;
             }
             match wanted.get(&e.connection_id) {
-                Some(s) if s == e.reg.settings() => {
+                Some(c) if &c.settings == e.reg.settings() => {
                     kept.insert(e.connection_id.clone());
                 }
                 _ => {
@@ -55,7 +65,7 @@ impl Core {
                 }
             }
         }
-        for (connection_id, settings) in wanted {
+        for (connection_id, UacConnection { account_id, settings, .. }) in wanted {
             if kept.contains(&connection_id) {
                 continue;
             }
@@ -68,7 +78,7 @@ impl Core {
             let id = self.next_call;
             self.next_call += 1;
             let reg = UacRegistration::new(settings, local, ids);
-            self.uacs.insert(id, UacEntry { connection_id, reg, txn: None, retiring: false });
+            self.uacs.insert(id, UacEntry { connection_id, account_id, reg, txn: None, retiring: false });
             self.drive_uac(id, now);
         }
     }
@@ -117,7 +127,12 @@ impl Core {
         while let Some(event) = e.reg.poll_event() {
             debug!(connection = %e.connection_id, ?event, "UAC registration");
             let bound = e.reg.bound_target().map(|t| (t.clone(), e.reg.aor().to_owned()));
-            self.uac_changes.push_back(UacChange { connection_id: e.connection_id.clone(), event, bound });
+            self.uac_changes.push_back(UacChange {
+                connection_id: e.connection_id.clone(),
+                account_id: e.account_id.clone(),
+                event,
+                bound,
+            });
         }
         if e.retiring && e.reg.state() == crate::uac::UacState::Stopped {
             if let Some(old) = e.txn.take() {
