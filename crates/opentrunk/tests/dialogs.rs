@@ -388,11 +388,16 @@ fn sigterm_with_a_call_up_hangs_up_both_legs_exits_0_and_keeps_the_record() {
     let pbx = Sipp::pbx(&p.dir, "pbx", "dlg_pbx_held.xml", &p.server, PBX_IP, DESTINATION)
         .args(["-cid_str", "dlg-held-%u@%s"])
         .spawn();
-    wait_for(Duration::from_secs(10), "the call answered", || {
+    let live = wait_for(Duration::from_secs(10), "the call answered", || {
         let (_, v) =
             api(&p.server, "GET", &format!("/v2/connections/{}/active_calls", p.connection), OPERATOR_KEY, None);
-        v["data"].as_array().is_some_and(|calls| calls.len() == 1).then_some(())
+        v["data"].as_array().filter(|calls| calls.len() == 1).map(|calls| calls[0].clone())
     });
+    // The live call as the API reports it, by its call control id.
+    let id = live["call_control_id"].as_str().unwrap_or_else(|| panic!("call_control_id: {live}")).to_owned();
+    let (code, call) = api(&p.server, "GET", &format!("/v2/calls/{id}"), OPERATOR_KEY, None);
+    assert_eq!(code, 200, "{call}");
+    assert_eq!((&call["data"]["is_alive"], &call["data"]["call_control_id"]), (&json!(true), &json!(id)), "{call}");
     // Answered once the ACK is through: the carrier's log shows it.
     wait_for(Duration::from_secs(10), "the ACK at the carrier", || {
         let log = std::fs::read_to_string(dir.join("carrier.messages")).unwrap_or_default();
