@@ -107,6 +107,7 @@ fn admitted(counters: &LocalCounters, call_control_id: &str, received: SystemTim
         lease,
         b_headers: Vec::new(),
         timeouts: None,
+        ring_together: 0,
     }))
 }
 

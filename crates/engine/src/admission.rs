@@ -103,6 +103,9 @@ pub struct AdmittedCall {
     /// The 1xx and 2xx timeouts when the rules set them (an inbound connection's own), else the
     /// switch's.
     pub timeouts: Option<(std::time::Duration, std::time::Duration)>,
+    /// The first this many routes ring at once (a connection's registered contacts with
+    /// simultaneous ringing).
+    pub ring_together: usize,
 }
 
 /// How a new call is answered.
@@ -274,6 +277,7 @@ impl<C: Counters> Admitter<C> {
             lease,
             b_headers: Vec::new(),
             timeouts: None,
+            ring_together: 0,
         }))
     }
 
@@ -331,6 +335,7 @@ impl<C: Counters> Admitter<C> {
             self.inbound_targets(route, &call.connection_id, &call.dnis, &mut routes, &mut targets).await;
         }
         let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
+        let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
         context.trace = trace;
         Admission::Admit(Box::new(AdmittedCall {
             context,
@@ -341,6 +346,7 @@ impl<C: Counters> Admitter<C> {
             lease,
             b_headers,
             timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+            ring_together,
         }))
     }
 
@@ -412,6 +418,7 @@ impl<C: Counters> Admitter<C> {
             self.inbound_targets(route, &call.connection_id, &call.user, &mut routes, &mut targets).await;
         }
         let caller = req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default();
+        let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
         context.trace = trace;
         Admission::Admit(Box::new(AdmittedCall {
             context,
@@ -422,6 +429,7 @@ impl<C: Counters> Admitter<C> {
             lease,
             b_headers: Vec::new(),
             timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+            ring_together,
         }))
     }
 
@@ -518,6 +526,16 @@ impl<C: Counters> Admitter<C> {
             }
         }
     }
+}
+
+/// How many of the call's first routes ring together: with simultaneous ringing, every
+/// registered contact (they lead the plan; each is one route); otherwise one at a time.
+fn ring_together(simultaneous: bool, planned: &[InboundRoute], routes: &[RouteTarget]) -> usize {
+    if !simultaneous {
+        return 0;
+    }
+    let contacts = planned.iter().take_while(|r| matches!(r, InboundRoute::Contact { .. })).count();
+    contacts.min(routes.len())
 }
 
 /// Milliseconds since the epoch of a wall-clock time (0 before the epoch).

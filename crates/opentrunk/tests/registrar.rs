@@ -89,6 +89,49 @@ impl Device {
     fn answer_a_call(&self) -> Message {
         let invite = self.recv();
         assert_eq!(invite.method(), Some(Method::Invite), "{invite:?}");
+        self.answer(invite)
+    }
+
+    /// The next INVITE, answered `180 Ringing` (which also stops its retransmissions, and
+    /// lets the switch CANCEL it).
+    fn ringing(&self) -> Message {
+        let invite = self.recv();
+        assert_eq!(invite.method(), Some(Method::Invite), "{invite:?}");
+        let ringing = invite.response_to(180, "Ringing", Some("device-tag"));
+        self.sock.send_to(&ringing.to_bytes(), self.server).unwrap();
+        invite
+    }
+
+    /// Its CANCEL comes: 200 for it, 487 for the INVITE, then the ACK of the 487.
+    fn cancelled(&self, invite: &Message) {
+        let cancel = loop {
+            let m = self.recv();
+            if m.method() != Some(Method::Invite) {
+                break m; // past retransmissions of the INVITE
+            }
+        };
+        assert_eq!(cancel.method(), Some(Method::Cancel), "{cancel:?}");
+        assert_eq!(cancel.call_id().ok(), invite.call_id().ok());
+        self.sock.send_to(&cancel.response_to(200, "OK", Some("device-tag")).to_bytes(), self.server).unwrap();
+        let terminated = invite.response_to(487, "Request Terminated", Some("device-tag"));
+        self.sock.send_to(&terminated.to_bytes(), self.server).unwrap();
+        // Retransmissions of the CANCEL (it waited in the socket while the other phone took
+        // the call) are answered again; the ACK of the 487 ends it.
+        loop {
+            let m = self.recv();
+            match m.method() {
+                Some(Method::Ack) => return,
+                Some(Method::Cancel) => {
+                    self.sock.send_to(&m.response_to(200, "OK", Some("device-tag")).to_bytes(), self.server).unwrap();
+                }
+                Some(Method::Invite) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Answers `invite` and sees the call through to the caller's BYE.
+    fn answer(&self, invite: Message) -> Message {
         let reply = |status: u16, reason: &str, body: &str| {
             let mut r = invite.response_to(status, reason, Some("device-tag"));
             r.push_header(HeaderName::Contact, &format!("<sip:{USER}@{}>", self.addr()));
@@ -254,4 +297,48 @@ fn sip_uri_calls_reach_the_device_as_its_preference_allows() {
             }
         }
     }
+}
+
+#[test]
+fn simultaneous_ringing_rings_every_device_and_the_first_answer_wins() {
+    if !sipp_available() {
+        return;
+    }
+    let server = start_switch("");
+    let before = generations(&server);
+    let account = account(&server, "acme", None);
+    let body = json!({
+        "name": "origination",
+        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
+        "inbound_ips": [CARRIER_IP],
+    });
+    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    let conn = create(
+        &server,
+        "/v2/credential_connections",
+        &account.key,
+        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD,
+               "inbound": {"simultaneous_ringing": "enabled"}}),
+    );
+    create(
+        &server,
+        "/v2/phone_numbers",
+        OPERATOR_KEY,
+        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
+    );
+    wait_config_applied(&server, before);
+    let mut desk = Device::new(server.sip);
+    let mut mobile = Device::new(server.sip);
+    assert_eq!(desk.register(600).status(), Some(200));
+    assert_eq!(mobile.register(600).status(), Some(200));
+
+    let dir = work_dir("simultaneous-ringing");
+    let carrier = Sipp::pbx(&dir, "carrier", "pbx_call.xml", &server, CARRIER_IP, NUMBER).spawn();
+    let at_desk = desk.ringing();
+    let at_mobile = mobile.ringing();
+    assert_ne!(at_desk.call_id().ok(), None);
+    // The mobile answers first: the desk phone's ringing is cancelled.
+    mobile.answer(at_mobile);
+    desk.cancelled(&at_desk);
+    carrier.wait(Duration::from_secs(30)).assert_succeeded("the carrier's call", 1);
 }

@@ -120,6 +120,9 @@ pub struct CallSetup {
     /// Header fields the rules want on the B-leg INVITE (an inbound call's
     /// `P-Asserted-Identity` as the carrier sent it).
     pub b_headers: Vec<(HeaderName, String)>,
+    /// The first this many routes ring at once (simultaneous ringing of registered contacts):
+    /// the first answer wins, the others get CANCEL; 0 or 1 tries routes one by one.
+    pub ring_together: usize,
 }
 
 /// What the driver must do.
@@ -242,8 +245,12 @@ pub struct Call {
     attempt_started: Option<Instant>,
     /// Outcomes of the attempts so far, in order.
     outcomes: Vec<AttemptOutcome>,
-    /// The current attempt got a provisional answer (a CANCEL may be sent).
-    provisional: bool,
+    /// Attempts that sent a provisional answer (a CANCEL may be sent to them).
+    provisional: Vec<usize>,
+    /// Attempts ringing besides the current one (simultaneous ringing).
+    forks: Vec<usize>,
+    /// The route the next attempt takes.
+    next_route: usize,
     /// Attempts to cancel once they send a provisional response (RFC 3261 section 9.1: no
     /// CANCEL before one); kept across attempts, a route given up on still gets its CANCEL.
     cancel_pending: Vec<usize>,
@@ -266,7 +273,9 @@ impl Call {
             b_cseq: 0,
             attempt_started: None,
             outcomes: Vec::new(),
-            provisional: false,
+            provisional: Vec::new(),
+            forks: Vec::new(),
+            next_route: 0,
             cancel_pending: Vec::new(),
             answered: None,
             authenticated: Vec::new(),
@@ -302,11 +311,56 @@ impl Call {
             self.fail_to_caller(now);
             return;
         }
-        let req = self.invite_for(attempt);
+        // The first routes may ring together; the rest one by one.
+        let together = if attempt == 0 { self.setup.ring_together.clamp(1, self.setup.routes.len()) } else { 1 };
         self.state = CallState::Trying { attempt };
         self.attempt_started = Some(now);
-        self.provisional = false;
-        self.actions.push_back(Action::InviteB { attempt, request: req });
+        self.provisional.clear();
+        self.forks = (attempt + 1..attempt + together).collect();
+        self.next_route = attempt + together;
+        for a in attempt..attempt + together {
+            let req = self.invite_for(a);
+            self.actions.push_back(Action::InviteB { attempt: a, request: req });
+        }
+    }
+
+    /// Whether `attempt` is still ringing (the current one or a fork of it).
+    fn live(&self, attempt: usize) -> bool {
+        !matches!(self.state, CallState::Answered { .. })
+            && (self.current_attempt() == Some(attempt) || self.forks.contains(&attempt))
+    }
+
+    /// Every attempt still ringing, the current one first.
+    fn ringing(&self) -> Vec<usize> {
+        match self.state {
+            CallState::Trying { attempt } | CallState::Early { attempt } => {
+                std::iter::once(attempt).chain(self.forks.iter().copied()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `attempt` failed while others still ring: drop it (the current one's place goes to a
+    /// fork, one that rang first). `true` when others still ring.
+    fn drop_fork(&mut self, attempt: usize) -> bool {
+        if self.forks.is_empty() {
+            return false;
+        }
+        if self.forks.contains(&attempt) {
+            self.forks.retain(|a| *a != attempt);
+            return true;
+        }
+        let pick = self.forks.iter().position(|a| self.provisional.contains(a)).unwrap_or(0);
+        let next = self.forks.remove(pick);
+        self.state = if self.provisional.contains(&next) {
+            CallState::Early { attempt: next }
+        } else {
+            match self.state {
+                CallState::Early { .. } if !self.provisional.is_empty() => CallState::Early { attempt: next },
+                _ => CallState::Trying { attempt: next },
+            }
+        };
+        true
     }
 
     /// The INVITE toward `routes[attempt]`, with the next CSeq of the B dialog.
@@ -419,15 +473,22 @@ impl Call {
             self.b_answered(attempt, resp, now);
             return;
         }
-        if self.current_attempt() != Some(attempt) || matches!(self.state, CallState::Answered { .. }) {
+        if !self.live(attempt) {
             return; // a late answer of an abandoned attempt
         }
         if status < 200 {
             if status == 100 {
                 return; // the next hop's, not the call's
             }
-            self.provisional = true;
+            if !self.provisional.contains(&attempt) {
+                self.provisional.push(attempt);
+            }
             if matches!(after_attempt(AttemptOutcome::Response(status)), Next::Finish) {
+                // The ringing route becomes the current one (a fork that rang first).
+                if let Some(current) = self.current_attempt().filter(|c| *c != attempt) {
+                    self.forks.retain(|a| *a != attempt);
+                    self.forks.push(current);
+                }
                 self.state = CallState::Early { attempt };
             }
             let mut a = self.response_for_a(status, resp.reason().unwrap_or(""));
@@ -445,11 +506,17 @@ impl Call {
             self.actions.push_back(Action::InviteB { attempt, request: req });
             return;
         }
-        // A final failure: fail over or finish.
+        // A final failure: fail over or finish (once nothing else rings).
         self.attempt_ended(attempt, AttemptOutcome::Response(status));
+        if self.drop_fork(attempt) {
+            return;
+        }
         let early = matches!(self.state, CallState::Early { .. });
         if !early && matches!(after_attempt(AttemptOutcome::Response(status)), Next::TryNextRoute) {
-            self.start_attempt(attempt + 1, now);
+            self.start_attempt(self.next_route, now);
+        } else if !self.outcomes.is_empty() && self.setup.ring_together > 1 && !early {
+            // Every route rung together failed: the best of their answers.
+            self.fail_to_caller(now);
         } else {
             let resp_a = self.response_for_a(status, resp.reason().unwrap_or(""));
             self.finish_failed(resp_a, status, None, false);
@@ -459,12 +526,15 @@ impl Call {
     /// The B-leg INVITE of `attempt` got no final answer in time (Timer B) or its transport
     /// failed: fail over.
     pub fn handle_b_failure(&mut self, attempt: usize, outcome: AttemptOutcome, now: Instant) {
-        if self.current_attempt() != Some(attempt) || matches!(self.state, CallState::Answered { .. }) {
+        if !self.live(attempt) {
             return;
         }
         self.attempt_ended(attempt, outcome);
+        if self.drop_fork(attempt) {
+            return;
+        }
         match (self.state, after_attempt(outcome)) {
-            (CallState::Trying { .. }, Next::TryNextRoute) => self.start_attempt(attempt + 1, now),
+            (CallState::Trying { .. }, Next::TryNextRoute) => self.start_attempt(self.next_route, now),
             _ => self.fail_to_caller(now),
         }
     }
@@ -472,12 +542,14 @@ impl Call {
     /// The caller cancelled: cancel the B-leg; the A-leg ends `487` (the driver's server
     /// transaction answers the CANCEL itself with `200`).
     pub fn handle_a_cancel(&mut self, _now: Instant) {
-        let Some(attempt) = self.current_attempt() else { return };
-        if matches!(self.state, CallState::Answered { .. }) {
+        if self.current_attempt().is_none() || matches!(self.state, CallState::Answered { .. }) {
             return; // too late: the answer crossed the CANCEL
         }
-        self.cancel(attempt);
-        self.attempt_ended(attempt, AttemptOutcome::Response(487));
+        for attempt in self.ringing() {
+            self.cancel(attempt);
+            self.attempt_ended(attempt, AttemptOutcome::Response(487));
+        }
+        self.forks.clear();
         let resp = self.response_for_a(487, "Request Terminated");
         self.finish_failed(resp, 487, None, true);
     }
@@ -503,14 +575,29 @@ impl Call {
         }
         let Some(started) = self.attempt_started else { return };
         match self.state {
-            CallState::Trying { attempt } if now >= started + self.setup.timeout_1xx => {
-                // No sign of life from this route: give it up and try the next.
-                self.cancel(attempt);
-                self.handle_b_failure(attempt, AttemptOutcome::Timeout, now);
+            CallState::Trying { .. } if now >= started + self.setup.timeout_1xx => {
+                // No sign of life from these routes: give them up and try the next.
+                let ringing = self.ringing();
+                let last = ringing.last().copied();
+                for attempt in ringing {
+                    self.cancel(attempt);
+                    if Some(attempt) != last {
+                        self.attempt_ended(attempt, AttemptOutcome::Timeout);
+                    }
+                }
+                self.forks.clear();
+                if let Some(attempt) = last {
+                    // The current one's place, so the failure below fails over.
+                    self.state = CallState::Trying { attempt };
+                    self.handle_b_failure(attempt, AttemptOutcome::Timeout, now);
+                }
             }
-            CallState::Early { attempt } if now >= started + self.setup.timeout_2xx => {
-                self.actions.push_back(Action::CancelB { attempt });
-                self.attempt_ended(attempt, AttemptOutcome::Timeout);
+            CallState::Early { .. } if now >= started + self.setup.timeout_2xx => {
+                for attempt in self.ringing() {
+                    self.cancel(attempt);
+                    self.attempt_ended(attempt, AttemptOutcome::Timeout);
+                }
+                self.forks.clear();
                 let resp = self.response_for_a(408, "Request Timeout");
                 self.finish_failed(resp, 408, None, false);
             }
@@ -567,7 +654,7 @@ impl Call {
             self.actions.push_back(Action::ByeB { attempt, request: bye });
             return;
         }
-        let stale = self.current_attempt() != Some(attempt) || self.state == CallState::Failed;
+        let stale = !self.live(attempt) || self.state == CallState::Failed;
         if stale {
             // Answered after we gave the route up (a CANCEL crossed the 200): ACK and BYE.
             let ack = self.in_b_dialog("ACK", &dialog, self.b_cseq);
@@ -577,6 +664,12 @@ impl Call {
             self.actions.push_back(Action::ByeB { attempt, request: bye });
             return;
         }
+        // The first answer wins: the others ringing are cancelled.
+        for other in self.ringing().into_iter().filter(|a| *a != attempt) {
+            self.cancel(other);
+            self.attempt_ended(other, AttemptOutcome::Response(487));
+        }
+        self.forks.clear();
         self.state = CallState::Answered { attempt };
         self.dialog.answered(resp, now, self.setup.idle_limit);
         self.answered = Some(dialog);
@@ -616,7 +709,7 @@ impl Call {
 
     /// Cancels the current attempt now, or once it has sent a provisional response.
     fn cancel(&mut self, attempt: usize) {
-        if self.provisional {
+        if self.provisional.contains(&attempt) {
             self.actions.push_back(Action::CancelB { attempt });
         } else {
             self.cancel_pending.push(attempt);
@@ -737,6 +830,7 @@ mod tests {
             product: "opentrunk/test".into(),
             cnonce: "c0ffee".into(),
             b_headers: Vec::new(),
+            ring_together: 0,
         }
     }
 
@@ -891,6 +985,49 @@ mod tests {
         call.handle_timeout(now + Duration::from_secs(1800));
         let byes = drain(&mut call).iter().filter(|a| matches!(a, Action::Request { request, .. } if request.method().is_some_and(|m| m.as_str() == "BYE"))).count();
         assert_eq!(byes, 2);
+    }
+
+    #[test]
+    fn routes_ringing_together_the_first_answer_wins_and_the_others_are_cancelled() {
+        let now = Instant::now();
+        let mut s = setup(vec![route("198.51.100.1"), route("198.51.100.2"), route("198.51.100.3")]);
+        s.ring_together = 2;
+        let mut call = Call::new(s, now);
+        let actions = drain(&mut call);
+        assert_eq!(actions.len(), 2, "both ring at once: {actions:?}");
+        let (first, second) = (invite_of(&actions, 0), invite_of(&actions, 1));
+        // One is busy: the other still rings, the caller hears nothing yet.
+        call.handle_b_response(0, &b_response(&first, 486, "Busy Here", "", ""), now);
+        assert!(drain(&mut call).is_empty());
+        call.handle_b_response(1, &b_response(&second, 180, "Ringing", "", ""), now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 180);
+        call.handle_b_response(1, &b_response(&second, 200, "OK", "Contact: <sip:b@198.51.100.2>\r\n", SDP), now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 200);
+        assert_eq!(call.state(), CallState::Answered { attempt: 1 });
+
+        // Both ring; the first answers: the other, once it has rung, gets its CANCEL.
+        let mut s = setup(vec![route("198.51.100.1"), route("198.51.100.2")]);
+        s.ring_together = 2;
+        let mut call = Call::new(s, now);
+        let actions = drain(&mut call);
+        let (first, second) = (invite_of(&actions, 0), invite_of(&actions, 1));
+        call.handle_b_response(0, &b_response(&first, 200, "OK", "Contact: <sip:a@198.51.100.1>\r\n", SDP), now);
+        assert_eq!(status_of(&drain(&mut call)[0]), 200);
+        call.handle_b_response(1, &b_response(&second, 180, "Ringing", "", ""), now);
+        let actions = drain(&mut call);
+        assert!(matches!(actions[..], [Action::CancelB { attempt: 1 }]), "{actions:?}");
+        // Every route rung together failing: the caller gets the best answer, not a failover
+        // to nowhere.
+        let mut s = setup(vec![route("198.51.100.1"), route("198.51.100.2")]);
+        s.ring_together = 2;
+        let mut call = Call::new(s, now);
+        let actions = drain(&mut call);
+        let (first, second) = (invite_of(&actions, 0), invite_of(&actions, 1));
+        call.handle_b_response(0, &b_response(&first, 486, "Busy Here", "", ""), now);
+        call.handle_b_response(1, &b_response(&second, 480, "Temporarily Unavailable", "", ""), now);
+        let actions = drain(&mut call);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert!(matches!(call.state(), CallState::Failed));
     }
 
     #[test]
@@ -1243,11 +1380,15 @@ mod tests {
         /// final answer once the call is decided, nothing is sent toward a new route after
         /// that, and the call's end is reported once.
         #[test]
-        fn call_setup_is_total_and_answers_once(steps in proptest::collection::vec(step(), 0..40), routes in 0usize..4) {
+        fn call_setup_is_total_and_answers_once(
+            steps in proptest::collection::vec(step(), 0..40),
+            routes in 0usize..4,
+            ring_together in 0usize..4,
+        ) {
             let start = Instant::now();
             let mut now = start;
             let routes: Vec<RouteTarget> = (0..routes).map(|i| route(&format!("198.51.100.{}", i + 1))).collect();
-            let mut call = Call::new(setup(routes), now);
+            let mut call = Call::new(CallSetup { ring_together, ..setup(routes) }, now);
             let mut invites: Vec<Message> = Vec::new();
             let mut finals = 0;
             let mut decided = call.state() == CallState::Failed;

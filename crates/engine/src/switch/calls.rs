@@ -330,7 +330,8 @@ impl Core {
     }
 
     fn start_call(&mut self, id: u64, admitted: AdmittedCall, invite: Message, pending: Pending, now: Instant) {
-        let AdmittedCall { context, routes, targets, caller, anonymous, lease, b_headers, timeouts } = admitted;
+        let AdmittedCall { context, routes, targets, caller, anonymous, lease, b_headers, timeouts, ring_together } =
+            admitted;
         let (timeout_1xx, timeout_2xx) =
             timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
@@ -351,6 +352,7 @@ impl Core {
             product: self.config.product.clone(),
             cnonce: self.new_tag(),
             b_headers,
+            ring_together,
         };
         let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let summary = CallSummary {

@@ -911,6 +911,7 @@ mod tests {
                 lease,
                 b_headers: Vec::new(),
                 timeouts: None,
+                ring_together: 0,
             };
             core.admit(req.id, Admission::Admit(Box::new(admitted)), now);
         }
