@@ -16,15 +16,15 @@ use sip::headers::HeaderName;
 use tokio::sync::watch;
 use trunking::catalog::Reason;
 use trunking::config::Config;
+use trunking::config::SipUriCalling;
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
-use trunking::config::SipUriCalling;
 use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
-use trunking::uri_calling::{self, Callee, UriCallDecision, UriCallRequest};
 use trunking::outbound::{Caller, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
+use trunking::uri_calling::{self, Callee, UriCallDecision, UriCallRequest};
 
 use crate::call::RouteTarget;
 use crate::counters::{ChannelLease, Counters};
