@@ -69,6 +69,10 @@ pub struct SipConfig {
     /// The platform's SIP domain: `sip:user@<domain>` reaches a credential connection's devices
     /// (SIP URI calling).
     pub domain: String,
+    /// Digest algorithms our challenges offer, in order (`MD5`, `SHA-256`). MD5 alone by
+    /// default: some deployed devices give up on a challenge set that names an algorithm they
+    /// do not know.
+    pub digest_algorithms: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -119,6 +123,7 @@ impl Default for SipConfig {
             advertise: None,
             dns_servers: Vec::new(),
             domain: "sip.opentrunk.local".into(),
+            digest_algorithms: vec!["MD5".into()],
         }
     }
 }
@@ -204,6 +209,9 @@ impl Config {
             return Err("calls: timeout_1xx_secs, timeout_2xx_secs and max_duration_secs must be above 0".into());
         }
         self.dns_servers()?;
+        if self.digest_algorithms()?.is_empty() {
+            return Err("sip.digest_algorithms: at least one".into());
+        }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err("sip timers: need 0 < t1_ms <= t2_ms".into());
         }
@@ -218,6 +226,17 @@ impl Config {
                 s.parse::<std::net::SocketAddr>()
                     .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
                     .map_err(|_| format!("sip.dns_servers `{s}`: expected IP or IP:PORT"))
+            })
+            .collect()
+    }
+
+    pub fn digest_algorithms(&self) -> Result<Vec<trunking::digest::DigestAlgorithm>, String> {
+        self.sip
+            .digest_algorithms
+            .iter()
+            .map(|a| {
+                trunking::digest::DigestAlgorithm::parse(a)
+                    .ok_or_else(|| format!("sip.digest_algorithms `{a}`: expected MD5 or SHA-256"))
             })
             .collect()
     }
@@ -294,6 +313,12 @@ mod tests {
         let c = Config::load(None, dns).unwrap();
         assert_eq!(c.dns_servers().unwrap(), ["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
         assert!(Config::load(None, |k: &str| (k == "OPENTRUNK_DNS_SERVERS").then(|| "resolver".to_owned())).is_err());
+        std::fs::write(&file, "[sip]\ndigest_algorithms = [\"SHA-256\", \"MD5\"]\n").unwrap();
+        let c = Config::load(Some(&file), |_| None).unwrap();
+        use trunking::digest::DigestAlgorithm::{Md5, Sha256};
+        assert_eq!(c.digest_algorithms().unwrap(), [Sha256, Md5]);
+        std::fs::write(&file, "[sip]\ndigest_algorithms = [\"SHA-512\"]\n").unwrap();
+        assert!(Config::load(Some(&file), |_| None).is_err());
         std::fs::write(&file, "[calls]\ntimeout_2xx_secs = 0\n").unwrap();
         assert!(Config::load(Some(&file), |_| None).unwrap_err().contains("calls"));
         std::fs::write(&file, "[calls]\nring_forever = true\n").unwrap();

@@ -58,11 +58,13 @@ async fn run(config: Config) -> Result<(), String> {
     let counters = Arc::new(engine::counters::LocalCounters::new());
     // Nonces are HMACs under a key of this process: after a restart, a caller answering an old
     // nonce is asked again (stale=true), never refused.
+    let algorithms = config.digest_algorithms()?;
     let realm = trunking::digest::DigestRealm::new(
         api::connections_common::digest::REALM,
         rand::random::<[u8; 32]>(),
         trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
-    );
+    )
+    .with_algorithms(&algorithms);
     let resolver = |what: &str| {
         let located = if config.sip.dns_servers.is_empty() {
             engine::Locator::system()
@@ -111,7 +113,8 @@ async fn run(config: Config) -> Result<(), String> {
         api::connections_common::digest::REALM,
         rand::random::<[u8; 32]>(),
         trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
-    );
+    )
+    .with_algorithms(&algorithms);
     let (binding_tx, binding_rx) = tokio::sync::mpsc::unbounded_channel();
     let registrar = Arc::new(
         Registrar::new(policy_rx.clone(), RegistrarRules::default(), registrar_realm).with_changes(binding_tx),

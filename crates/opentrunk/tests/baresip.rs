@@ -128,9 +128,6 @@ fn registration_status(server: &support::Server, key: &str, connection: &str) ->
 }
 
 #[test]
-#[ignore = "the registrar's 401 offers MD5 and SHA-256 challenges together, and baresip 1.0.0 (libre 1.1.0) \
-            gives up on the whole 401 at a challenge whose algorithm is not MD5 (`Register: Function not \
-            implemented`); passes against a registrar offering MD5 alone"]
 fn baresip_registers_answers_its_numbers_call_and_after_quitting_the_call_gets_rg1() {
     if !sipp_available() || !baresip_available() {
         return;

@@ -267,6 +267,8 @@ pub struct DigestRealm {
     lifetime_ms: u64,
     opaque: Option<String>,
     sequence: AtomicU32,
+    /// The algorithms challenges offer, in order.
+    algorithms: Vec<DigestAlgorithm>,
 }
 
 impl fmt::Debug for DigestRealm {
@@ -297,7 +299,25 @@ impl DigestRealm {
         context.extend_from_slice(realm.as_bytes());
         context.resize(context.len().div_ceil(64) * 64, 0);
         mac.update(&context);
-        DigestRealm { realm, mac, lifetime_ms: nonce_lifetime_ms, opaque: None, sequence: AtomicU32::new(0) }
+        DigestRealm {
+            realm,
+            mac,
+            lifetime_ms: nonce_lifetime_ms,
+            opaque: None,
+            sequence: AtomicU32::new(0),
+            algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+        }
+    }
+
+    /// Offers these algorithms, in this order (none: the default, MD5 then SHA-256). Some
+    /// deployed stacks (baresip's libre 1.x among them) give up on a 401 that offers any
+    /// algorithm they do not know, even beside MD5: an operator with such devices offers MD5
+    /// alone.
+    pub fn with_algorithms(mut self, algorithms: &[DigestAlgorithm]) -> DigestRealm {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms.to_vec();
+        }
+        self
     }
 
     /// Sends `opaque` in challenges. Clients echo it; it is not checked, since the nonce already
@@ -329,7 +349,7 @@ impl DigestRealm {
     }
 
     /// The `Proxy-Authenticate` (or `WWW-Authenticate`) values for a `407` (`401`): one per
-    /// algorithm, MD5 first then SHA-256, sharing one nonce so a client that reads either
+    /// algorithm offered ([`DigestRealm::with_algorithms`]; by default MD5 first then SHA-256), sharing one nonce so a client that reads either
     /// header (or both glued together) answers it. `stale` tells the client its password was
     /// right and only the nonce was old.
     ///
@@ -338,10 +358,7 @@ impl DigestRealm {
     /// algorithm they do not know, and every carrier's customers must be able to register.
     pub fn challenges(&self, now: Timestamp, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
-        vec![
-            self.challenge(DigestAlgorithm::Md5, &nonce, stale),
-            self.challenge(DigestAlgorithm::Sha256, &nonce, stale),
-        ]
+        self.algorithms.iter().map(|a| self.challenge(*a, &nonce, stale)).collect()
     }
 
     /// One challenge value for `algorithm` with a given nonce (from [`DigestRealm::nonce`]).

@@ -102,6 +102,18 @@ fn stored_digest_matches_the_api() {
 // Challenges and round trips.
 
 #[test]
+fn an_operator_may_offer_md5_alone() {
+    let r = realm().with_algorithms(&[DigestAlgorithm::Md5]);
+    let c = r.challenges(T0, false);
+    assert_eq!(c.len(), 1);
+    assert_eq!(auth(&c[0]).param("algorithm").unwrap(), "MD5");
+    let r = realm().with_algorithms(&[DigestAlgorithm::Sha256, DigestAlgorithm::Md5]);
+    let order: Vec<_> =
+        r.challenges(T0, false).iter().map(|c| auth(c).param("algorithm").unwrap().into_owned()).collect();
+    assert_eq!(order, ["SHA-256", "MD5"]);
+}
+
+#[test]
 fn challenges_md5_first_then_sha256_with_one_nonce() {
     let r = realm().with_opaque("op1");
     let c = r.challenges(T0, false);
