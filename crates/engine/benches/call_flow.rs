@@ -108,6 +108,7 @@ fn admitted(counters: &LocalCounters, call_control_id: &str, received: SystemTim
         b_headers: Vec::new(),
         timeouts: None,
         ring_together: 0,
+        forward: None,
     }))
 }
 

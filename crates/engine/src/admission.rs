@@ -20,7 +20,7 @@ use trunking::config::SipUriCalling;
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
 use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
-use trunking::outbound::{Caller, OutboundDecision, OutboundRequest, decide};
+use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
@@ -106,6 +106,26 @@ pub struct AdmittedCall {
     /// The first this many routes ring at once (a connection's registered contacts with
     /// simultaneous ringing).
     pub ring_together: usize,
+    /// Call forwarding: the routes from this index on are the outbound call to the forwarding
+    /// number, billed at this rate when one of them answers.
+    pub forward: Option<Forwarding>,
+}
+
+/// A forwarding leg as the outbound rules decided it: its routes and where each goes, its rate,
+/// the channels it must take, its profile.
+type ForwardingLeg =
+    (Vec<RouteTarget>, Vec<Option<Target>>, Option<(Decimal, BillingIncrement)>, ChannelLimits, Option<String>);
+
+/// The outbound leg of a forwarded call.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub from_route: usize,
+    pub rate: Option<(Decimal, BillingIncrement)>,
+    /// The outbound voice profile the forwarded leg went out under (its spend).
+    pub profile_id: Option<String>,
+    /// The outbound channels, taken at once when the call forwards always (on failure, the
+    /// limits were checked when the call came in).
+    pub lease: Option<ChannelLease>,
 }
 
 /// How a new call is answered.
@@ -278,6 +298,7 @@ impl<C: Counters> Admitter<C> {
             b_headers: Vec::new(),
             timeouts: None,
             ring_together: 0,
+            forward: None,
         }))
     }
 
@@ -336,6 +357,39 @@ impl<C: Counters> Admitter<C> {
         }
         let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
         let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
+        let mut forward = None;
+        let forwards_to = call.routes.iter().find_map(|r| match r {
+            InboundRoute::Forward { number } => Some(number.clone()),
+            _ => None,
+        });
+        if let Some(number) = forwards_to {
+            let always = call.forwarding == Some(trunking::routing::ForwardingType::Always);
+            match self.forwarding(policy, &call, &number, &req, &mut trace).await {
+                Ok((f_routes, f_targets, rate, limits, profile_id)) => {
+                    let lease = if always {
+                        match self.counters.acquire(&limits, &req.call_control_id).await {
+                            Ok(l) => Some(l),
+                            Err(scope) => {
+                                context.trace = trace;
+                                return Admission::refuse(scope.limit_reason(), Some(context));
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    forward = Some(Forwarding { from_route: routes.len(), rate, profile_id, lease });
+                    routes.extend(f_routes);
+                    targets.extend(f_targets);
+                }
+                // Forwarding is refused by the outbound rules: the call ends where the
+                // connection's routes do (the reason is in the trace).
+                Err(reason) if always || routes.is_empty() => {
+                    context.trace = trace;
+                    return Admission::refuse(reason, Some(context));
+                }
+                Err(_) => {}
+            }
+        }
         context.trace = trace;
         Admission::Admit(Box::new(AdmittedCall {
             context,
@@ -347,7 +401,59 @@ impl<C: Counters> Admitter<C> {
             b_headers,
             timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
             ring_together,
+            forward,
         }))
+    }
+
+    /// The outbound call forwarding makes: the called connection calls `number` through the
+    /// outbound rules (its profile, limits, rating, carriers), presenting the original caller.
+    async fn forwarding(
+        &self,
+        policy: &Policy,
+        call: &trunking::inbound::InboundCall,
+        number: &str,
+        req: &AdmissionRequest,
+        trace: &mut Trace,
+    ) -> Result<ForwardingLeg, Reason> {
+        let config = &*policy.config;
+        let connection = config.connection_by_id(&call.connection_id).ok_or(Reason::D21)?;
+        let caller = call.caller.as_ref().map_or_else(|| call.ani.clone(), ToString::to_string);
+        let mut invite = Message::new_request("INVITE", &format!("sip:{number}@{}", config.uri_calling().domain));
+        invite.push_header(HeaderName::From, &format!("<sip:{caller}@{}>;tag=fwd", config.uri_calling().domain));
+        invite.push_header(HeaderName::To, &format!("<sip:{number}@{}>", config.uri_calling().domain));
+        let facts = CallFacts::of(&invite, req.source.ip());
+        let identified = trunking::identify::Identified {
+            connection,
+            method: trunking::identify::AuthMethod::Address,
+            prefix_len: 0,
+        };
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let (routes, rate, limits, profile_id) = {
+            let request = OutboundRequest {
+                message: &invite,
+                facts: &facts,
+                identified,
+                usage: &*self.counters,
+                rotation,
+                now: timestamp(req.received),
+            };
+            let out = match decide(config, &request, trace) {
+                OutboundDecision::Route(out) => out,
+                OutboundDecision::Reject(reason) => return Err(reason),
+            };
+            let rate = out.rate.map(|(r, inc)| (r.per_minute, inc));
+            (
+                RouteTarget::from_plan(&out.routes),
+                rate,
+                out.channels.clone(),
+                out.profile_id.as_ref().map(ToString::to_string),
+            )
+        };
+        let mut targets = Vec::with_capacity(routes.len());
+        for r in &routes {
+            targets.push(self.locate(r).await);
+        }
+        Ok((routes, targets, rate, limits, profile_id))
     }
 
     /// A call to `sip:user@<our domain>`: a credential connection's registered devices, when
@@ -430,6 +536,7 @@ impl<C: Counters> Admitter<C> {
             b_headers: Vec::new(),
             timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
             ring_together,
+            forward: None,
         }))
     }
 

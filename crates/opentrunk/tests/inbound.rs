@@ -173,3 +173,66 @@ fn numbers_nobody_can_take_get_the_product_responses() {
         assert!(status.starts_with(expected), "{dial}: {status}");
     }
 }
+
+#[test]
+fn every_ip_failing_forwards_the_call_to_its_forwarding_number_over_the_carriers() {
+    if !sipp_available() {
+        return;
+    }
+    let server = start_switch("");
+    let before = generations(&server);
+    let account = account(&server, "acme", None);
+    let profile = profile(&server, &account, None);
+    let dir = work_dir("inbound-forwarding");
+    // One carrier both ways: its gateway takes the forwarded call, its address brings calls in.
+    let (gateway, at_gateway) = Running::gateway(&dir, "gateway", "carrier_answer.xml", "127.0.0.9", Some(1));
+    let body = json!({
+        "name": "both-ways",
+        "gateways": [{"host": at_gateway.ip().to_string(), "port": at_gateway.port(), "transport": "UDP", "priority": 1}],
+        "inbound_ips": [CARRIER_IP],
+    });
+    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    let (pbx, at_pbx) = Running::gateway(&dir, "pbx", "carrier_503.xml", PBX_IPS[0], Some(1));
+    let conn = create(
+        &server,
+        "/v2/ip_connections",
+        &account.key,
+        json!({"connection_name": "office", "outbound": {"outbound_voice_profile_id": profile}}),
+    );
+    create(
+        &server,
+        "/v2/ips",
+        &account.key,
+        json!({"connection_id": id(&conn), "ip_address": at_pbx.ip().to_string(), "port": at_pbx.port()}),
+    );
+    let number = create(
+        &server,
+        "/v2/phone_numbers",
+        OPERATOR_KEY,
+        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
+    );
+    let forwarding = json!({"call_forwarding": {
+        "call_forwarding_enabled": true, "forwarding_type": "on-failure", "forwards_to": "+13125550150"}});
+    let (code, body) =
+        api(&server, "PATCH", &format!("/v2/phone_numbers/{}/voice", id(&number)), &account.key, Some(&forwarding));
+    assert_eq!(code, 200, "{body}");
+    wait_config_applied(&server, before);
+
+    let dir2 = work_dir("inbound-forwarding-carrier");
+    let carrier = Sipp::pbx(&dir2, "carrier", "pbx_call.xml", &server, CARRIER_IP, NUMBER).run();
+    carrier.assert_succeeded("the carrier's call", 1);
+    pbx.wait(Duration::from_secs(15)).assert_succeeded("the PBX (503)", 1);
+    let gateway = gateway.wait(Duration::from_secs(15));
+    gateway.assert_succeeded("the forwarding number's carrier", 1);
+    let invite = gateway.requests("INVITE");
+    assert!(invite[0].contains("13125550150@"), "forwarded to the forwarding number: {invite:?}");
+
+    let cdr = wait_for(Duration::from_secs(10), "the forwarded call's record", || {
+        cdrs(&server, &format!("&filter[connection_id]={}", id(&conn))).into_iter().next()
+    });
+    let attempts = cdr["route_attempts"].as_array().unwrap_or_else(|| panic!("{cdr}"));
+    assert_eq!(attempts.len(), 2, "the PBX, then the forwarding number: {cdr}");
+    assert_eq!(attempts[1]["sip_response_code"], 200, "{cdr}");
+    assert_eq!(cdr["rate"], json!(RATE), "billed at the forwarding leg's rate: {cdr}");
+    assert!(cdr["cost"].as_str().is_some_and(|c| c != "0"), "{cdr}");
+}

@@ -209,6 +209,8 @@ pub(super) struct CallEntry {
     from_sent: Option<String>,
     to_sent: Option<String>,
     reported: bool,
+    /// Call forwarding's outbound leg: where its routes start, its rate and channels.
+    forward: Option<crate::admission::Forwarding>,
     /// The deadline this call has in the core's timer heap.
     scheduled: Option<Instant>,
 }
@@ -330,8 +332,18 @@ impl Core {
     }
 
     fn start_call(&mut self, id: u64, admitted: AdmittedCall, invite: Message, pending: Pending, now: Instant) {
-        let AdmittedCall { context, routes, targets, caller, anonymous, lease, b_headers, timeouts, ring_together } =
-            admitted;
+        let AdmittedCall {
+            context,
+            routes,
+            targets,
+            caller,
+            anonymous,
+            lease,
+            b_headers,
+            timeouts,
+            ring_together,
+            forward,
+        } = admitted;
         let (timeout_1xx, timeout_2xx) =
             timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
@@ -399,6 +411,7 @@ impl Core {
             from_sent: None,
             to_sent: None,
             reported: false,
+            forward,
             scheduled: None,
         };
         self.calls.insert(id, entry);
@@ -609,11 +622,19 @@ impl Core {
             lease.release();
             self.leases_held -= 1;
         }
-        let Some(context) = entry.context.take() else { return };
+        if let Some(mut lease) = entry.forward.as_mut().and_then(|f| f.lease.take()) {
+            lease.release();
+        }
+        let Some(mut context) = entry.context.take() else { return };
         entry.reported = true;
         self.live_calls -= 1;
         let started = context.started;
         let call_ms = entry.answered_at.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
+        // A forwarded call answered on its outbound leg is billed at that leg's rate.
+        if let Some(f) = entry.forward.as_ref().filter(|f| entry.answered_attempt.is_some_and(|a| a >= f.from_route)) {
+            context.rate = f.rate;
+            context.profile_id.clone_from(&f.profile_id);
+        }
         let (billed, cost) = match (entry.answered_at, context.rate) {
             (Some(_), Some((per_minute, inc))) => {
                 let billed = rating::billed_seconds(call_ms, inc);

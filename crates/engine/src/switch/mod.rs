@@ -912,6 +912,7 @@ mod tests {
                 b_headers: Vec::new(),
                 timeouts: None,
                 ring_together: 0,
+                forward: None,
             };
             core.admit(req.id, Admission::Admit(Box::new(admitted)), now);
         }
