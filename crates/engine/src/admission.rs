@@ -22,6 +22,7 @@ use trunking::identify::{CallFacts, Identification, identify};
 use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
 use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
+use trunking::registrar::FailedAuthLimiter;
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
 use trunking::uri_calling::{self, Callee, UriCallDecision, UriCallRequest};
@@ -162,6 +163,10 @@ pub struct Admitter<C> {
     counters: Arc<C>,
     realm: DigestRealm,
     replay: Mutex<ReplayGuard>,
+    /// Failed digest answers per source address and per user name: a scanner guessing
+    /// passwords is turned away for a while (`403` D25 with `Retry-After`), not answered at line
+    /// rate.
+    limiter: Mutex<FailedAuthLimiter>,
     rotation: AtomicU64,
     locator: Option<Locator>,
     registrar: Option<Arc<crate::registrar::Registrar>>,
@@ -183,6 +188,7 @@ impl<C: Counters> Admitter<C> {
             counters,
             realm,
             replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
+            limiter: Mutex::new(FailedAuthLimiter::default()),
             rotation: AtomicU64::new(0),
             locator,
             registrar: None,
@@ -219,11 +225,33 @@ impl<C: Counters> Admitter<C> {
         let now = timestamp(req.received);
         let facts = CallFacts::of(&req.invite, req.source.ip());
         let mut trace = Trace::new();
+        let user = facts.credentials.as_ref().and_then(trunking::digest::username).unwrap_or_default().into_owned();
+        let source = Some(req.source.ip());
+        let cooling = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).cooling_down(source, &user, now);
+        if let Some(secs) = cooling.filter(|_| facts.credentials.is_some()) {
+            let r = Reason::D25.response();
+            let headers = vec![(HeaderName::RetryAfter, secs.to_string())];
+            return Admission::Refuse {
+                status: r.status,
+                phrase: r.phrase,
+                reason: Some(Reason::D25),
+                headers,
+                context: None,
+            };
+        }
         let identification = {
             let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
             replay.prune(now);
             identify(config, &facts, &self.realm, &mut replay, now, &mut trace)
         };
+        if facts.credentials.is_some() {
+            let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            match identification {
+                Identification::Rejected(Reason::D25) => limiter.failed(source, &user, now),
+                Identification::Identified(_) => limiter.succeeded(&user),
+                _ => {}
+            }
+        }
         let identified = match identification {
             Identification::Identified(i) => i,
             Identification::Challenge { stale } => {

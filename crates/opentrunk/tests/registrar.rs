@@ -342,3 +342,56 @@ fn simultaneous_ringing_rings_every_device_and_the_first_answer_wins() {
     desk.cancelled(&at_desk);
     carrier.wait(Duration::from_secs(30)).assert_succeeded("the carrier's call", 1);
 }
+
+#[test]
+fn guessing_a_password_is_turned_away_for_a_while() {
+    if !sipp_available() {
+        return;
+    }
+    let server = start_switch("");
+    let before = generations(&server);
+    let account = account(&server, "acme", None);
+    create(
+        &server,
+        "/v2/credential_connections",
+        &account.key,
+        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
+    );
+    wait_config_applied(&server, before);
+    let device = Device::new(server.sip);
+    let me = device.addr();
+    let invite = |n: u32, auth: &str| {
+        format!(
+            "INVITE sip:+12125550123@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKguess{n};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{USER}@{server}>;tag=g{n}\r\nTo: <sip:+12125550123@{server}>\r\n\
+             Call-ID: guess-{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:{USER}@{me}>\r\n{auth}Content-Length: 0\r\n\r\n",
+            server = server.sip,
+        )
+    };
+    let final_of = |device: &Device| loop {
+        let m = device.recv();
+        if m.status().is_some_and(|s| s >= 200) {
+            return m;
+        }
+    };
+    device.send(&invite(0, ""));
+    let challenge = final_of(&device);
+    assert_eq!(challenge.status(), Some(407));
+    let header = challenge.header(HeaderName::ProxyAuthenticate).expect("a challenge").to_owned();
+    let parsed = sip::Auth::parse(&header).expect("a digest challenge");
+    let uri = "sip:+12125550123@".to_owned() + &server.sip.to_string();
+    let mut answers = Vec::new();
+    for n in 1..=6u32 {
+        let wrong = trunking::digest::authorization(&parsed, "INVITE", &uri, USER, "not-the-password", "c0ffee", n)
+            .expect("an answer");
+        device.send(&invite(n, &format!("Proxy-Authorization: {wrong}\r\n")));
+        answers.push(final_of(&device));
+    }
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.status(), Some(403), "attempt {}: {a:?}", i + 1);
+        assert!(a.reason().is_some_and(|r| r.ends_with("D25")), "attempt {}: {:?}", i + 1, a.reason());
+    }
+    assert!(answers[..5].iter().all(|a| a.header(HeaderName::RetryAfter).is_none()), "five tries are let through");
+    let wait: u64 = answers[5].header(HeaderName::RetryAfter).expect("then a cool-down").parse().unwrap();
+    assert!(wait > 0 && wait <= 300, "{wait}");
+}
