@@ -17,7 +17,27 @@ mod support;
 use corpus::Outcome;
 
 /// Methods `opentrunk serve` answers today; the door gives the others 501 (with Allow).
-const SERVED: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO"];
+const SERVED: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "REGISTER"];
+
+/// What the registrar answers the torture REGISTERs, with no connection configured: a user name
+/// the product refuses gets `403` (`R16`: escnull's `%00`, the dots of dblreq's and regaut01's),
+/// a To that is no SIP AOR `400` (unksm2, as RFC 4475 says), anything else is challenged (`401`:
+/// an unknown name is not told apart from a known one). cparam02 and regescrt repeat the branch
+/// and sent-by of cparam01 and escnull, sent just before: to a server they are retransmissions
+/// of those transactions (RFC 3261 section 17.2.3), answered with those responses, which carry
+/// the other Call-IDs, so nothing of their own.
+const REGISTRAR: &[(&str, Option<u16>)] = &[
+    ("escnull.sip", Some(403)),
+    ("dblreq.sip", Some(403)),
+    ("unksm2.sip", Some(400)),
+    ("regaut01.sip", Some(403)),
+    ("cparam01.sip", Some(401)),
+    ("cparam02.sip", None),
+    ("regescrt.sip", None),
+    ("ipv6-good.sip", Some(401)),
+    ("port-ambiguous.sip", Some(401)),
+    ("port-unambiguous.sip", Some(401)),
+];
 
 /// The status the running switch must send for a message, `None` for silence.
 fn wire_expectation(file: &str, outcome: Outcome, msg: Option<&Message>) -> Option<u16> {
@@ -25,14 +45,15 @@ fn wire_expectation(file: &str, outcome: Outcome, msg: Option<&Message>) -> Opti
     let served = method.is_some_and(|m| SERVED.contains(&m.as_str()));
     match outcome {
         Outcome::Drop => None,
-        // unksm2's 400 comes from the registrar's own check (To must be a SIP AOR); a switch
-        // that does not serve REGISTER yet answers 501 first.
-        Outcome::Reject(400) if file == "unksm2.sip" => Some(501),
         Outcome::Reject(code) => Some(code),
         Outcome::Accept => match method {
             None => None, // a response matching no transaction: dropped
             Some(_) if !served => Some(501),
             Some(Method::Options) => Some(200),
+            Some(Method::Register) => match REGISTRAR.iter().find(|(f, _)| *f == file) {
+                Some((_, code)) => *code,
+                None => panic!("{file}: no registrar expectation"),
+            },
             // No connection is configured: the switch asks the caller for credentials; an
             // INVITE inside a dialog we do not have is 481 like any other in-dialog request.
             Some(Method::Invite) if msg.is_some_and(|m| m.to().is_ok_and(|t| t.tag().is_some())) => Some(481),
