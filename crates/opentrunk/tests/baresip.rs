@@ -135,12 +135,7 @@ fn baresip_registers_answers_its_numbers_call_and_after_quitting_the_call_gets_r
     let server = start_switch("");
     let before = generations(&server);
     let account = account(&server, "acme", None);
-    let body = json!({
-        "name": "origination",
-        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-        "inbound_ips": [CARRIER_IP],
-    });
-    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    origination_carrier(&server, CARRIER_IP);
     let conn = create(
         &server,
         "/v2/credential_connections",
@@ -148,12 +143,7 @@ fn baresip_registers_answers_its_numbers_call_and_after_quitting_the_call_gets_r
         json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
     );
     let conn = id(&conn);
-    create(
-        &server,
-        "/v2/phone_numbers",
-        OPERATOR_KEY,
-        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": conn}),
-    );
+    phone_number(&server, &account, NUMBER, &conn);
     wait_config_applied(&server, before);
     let dir = work_dir("baresip");
 

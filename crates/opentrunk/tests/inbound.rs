@@ -34,12 +34,7 @@ impl Platform {
         let server = start_switch("");
         let before = generations(&server);
         let account = account(&server, "acme", None);
-        let body = json!({
-            "name": "origination",
-            "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-            "inbound_ips": [CARRIER_IP],
-        });
-        create(&server, "/v2/carriers", OPERATOR_KEY, body);
+        origination_carrier(&server, CARRIER_IP);
         Platform { server, account, dir: work_dir(test), before }
     }
 
@@ -205,12 +200,7 @@ fn every_ip_failing_forwards_the_call_to_its_forwarding_number_over_the_carriers
         &account.key,
         json!({"connection_id": id(&conn), "ip_address": at_pbx.ip().to_string(), "port": at_pbx.port()}),
     );
-    let number = create(
-        &server,
-        "/v2/phone_numbers",
-        OPERATOR_KEY,
-        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
-    );
+    let number = phone_number(&server, &account, NUMBER, &id(&conn));
     let forwarding = json!({"call_forwarding": {
         "call_forwarding_enabled": true, "forwarding_type": "on-failure", "forwards_to": "+13125550150"}});
     let (code, body) =

@@ -142,12 +142,7 @@ impl Platform {
         );
         let before = generations(&server);
         let account = account(&server, "acme", None);
-        let body = json!({
-            "name": "origination",
-            "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-            "inbound_ips": [CARRIER_IP],
-        });
-        create(&server, "/v2/carriers", OPERATOR_KEY, body);
+        origination_carrier(&server, CARRIER_IP);
         let connection = create(
             &server,
             "/v2/fqdn_connections",
@@ -161,12 +156,7 @@ impl Platform {
             json!({"connection_id": id(&connection), "fqdn": FQDN, "dns_record_type": "srv"}),
         );
         assert_eq!(record["port"], Value::Null, "an srv record has no port of its own: {record}");
-        create(
-            &server,
-            "/v2/phone_numbers",
-            OPERATOR_KEY,
-            json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&connection)}),
-        );
+        phone_number(&server, &account, NUMBER, &id(&connection));
         wait_config_applied(&server, before);
         Platform { server, dns, dir: work_dir(test), connection }
     }

@@ -170,24 +170,14 @@ fn a_registered_device_takes_its_numbers_calls_and_an_unregistered_one_gets_rg1(
     let server = start_switch("");
     let before = generations(&server);
     let account = account(&server, "acme", None);
-    let body = json!({
-        "name": "origination",
-        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-        "inbound_ips": [CARRIER_IP],
-    });
-    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    origination_carrier(&server, CARRIER_IP);
     let conn = create(
         &server,
         "/v2/credential_connections",
         &account.key,
         json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
     );
-    create(
-        &server,
-        "/v2/phone_numbers",
-        OPERATOR_KEY,
-        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
-    );
+    phone_number(&server, &account, NUMBER, &id(&conn));
     wait_config_applied(&server, before);
 
     let mut device = Device::new(server.sip);
@@ -307,12 +297,7 @@ fn simultaneous_ringing_rings_every_device_and_the_first_answer_wins() {
     let server = start_switch("");
     let before = generations(&server);
     let account = account(&server, "acme", None);
-    let body = json!({
-        "name": "origination",
-        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-        "inbound_ips": [CARRIER_IP],
-    });
-    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    origination_carrier(&server, CARRIER_IP);
     let conn = create(
         &server,
         "/v2/credential_connections",
@@ -320,12 +305,7 @@ fn simultaneous_ringing_rings_every_device_and_the_first_answer_wins() {
         json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD,
                "inbound": {"simultaneous_ringing": "enabled"}}),
     );
-    create(
-        &server,
-        "/v2/phone_numbers",
-        OPERATOR_KEY,
-        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
-    );
+    phone_number(&server, &account, NUMBER, &id(&conn));
     wait_config_applied(&server, before);
     let mut desk = Device::new(server.sip);
     let mut mobile = Device::new(server.sip);

@@ -25,12 +25,7 @@ fn a_uac_connection_registers_to_its_pbx_and_takes_its_numbers_calls_over_it() {
     let server = start_switch("");
     let before = generations(&server);
     let account = account(&server, "acme", None);
-    let body = json!({
-        "name": "origination",
-        "gateways": [{"host": "192.0.2.1", "port": 5060, "transport": "UDP", "priority": 1}],
-        "inbound_ips": [CARRIER_IP],
-    });
-    create(&server, "/v2/carriers", OPERATOR_KEY, body);
+    origination_carrier(&server, CARRIER_IP);
     let dir = work_dir("uac");
     // The PBX: one registration, then one call.
     let (pbx, pbx_at) = Running::gateway(&dir, "pbx", "uac_pbx.xml", PBX_IP, Some(2));
@@ -49,12 +44,7 @@ fn a_uac_connection_registers_to_its_pbx_and_takes_its_numbers_calls_over_it() {
             },
         }),
     );
-    create(
-        &server,
-        "/v2/phone_numbers",
-        OPERATOR_KEY,
-        json!({"phone_number": NUMBER, "account_id": account.id, "connection_id": id(&conn)}),
-    );
+    phone_number(&server, &account, NUMBER, &id(&conn));
     wait_config_applied(&server, before);
 
     // Registered: the carrier's call for the number reaches the PBX.

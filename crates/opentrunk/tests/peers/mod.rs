@@ -531,3 +531,24 @@ impl Drop for Running {
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// A carrier that only brings calls in: from `inbound_ip`. Its one gateway is a loopback
+/// address nothing answers at, so an outbound call routed to it never leaves the machine.
+pub fn origination_carrier(server: &Server, inbound_ip: &str) -> String {
+    let body = json!({
+        "name": "origination",
+        "gateways": [{"host": "127.0.0.1", "port": 9, "transport": "UDP", "priority": 1}],
+        "inbound_ips": [inbound_ip],
+    });
+    id(&create(server, "/v2/carriers", OPERATOR_KEY, body))
+}
+
+/// The platform number `number` (E.164) given to `account` and pointed at `connection_id`.
+pub fn phone_number(server: &Server, account: &Account, number: &str, connection_id: &str) -> Value {
+    create(
+        server,
+        "/v2/phone_numbers",
+        OPERATOR_KEY,
+        json!({"phone_number": number, "account_id": account.id, "connection_id": connection_id}),
+    )
+}
