@@ -378,11 +378,7 @@ impl<C: Counters> Admitter<C> {
                 return Admission::refuse(scope.limit_reason(), Some(context));
             }
         };
-        let mut routes = Vec::new();
-        let mut targets = Vec::new();
-        for route in &call.routes {
-            self.inbound_targets(route, &call.connection_id, &call.dnis, &mut routes, &mut targets).await;
-        }
+        let (mut routes, mut targets) = self.deliveries(&call.routes, &call.connection_id, &call.dnis).await;
         let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
         let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
         let mut forward = None;
@@ -546,11 +542,7 @@ impl<C: Counters> Admitter<C> {
                 return Admission::refuse(scope.limit_reason(), Some(context));
             }
         };
-        let mut routes = Vec::new();
-        let mut targets = Vec::new();
-        for route in &call.routes {
-            self.inbound_targets(route, &call.connection_id, &call.user, &mut routes, &mut targets).await;
-        }
+        let (routes, targets) = self.deliveries(&call.routes, &call.connection_id, &call.user).await;
         let caller = req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default();
         let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
         context.trace = trace;
@@ -566,6 +558,21 @@ impl<C: Counters> Admitter<C> {
             ring_together,
             forward: None,
         }))
+    }
+
+    /// The call's routes toward a connection (and where each goes), from its planned ones.
+    async fn deliveries(
+        &self,
+        planned: &[InboundRoute],
+        connection_id: &str,
+        user: &str,
+    ) -> (Vec<RouteTarget>, Vec<Option<Target>>) {
+        let mut routes = Vec::new();
+        let mut targets = Vec::new();
+        for route in planned {
+            self.inbound_targets(route, connection_id, user, &mut routes, &mut targets).await;
+        }
+        (routes, targets)
     }
 
     /// The routes (and where each goes) an inbound route stands for: an IP is one; an FQDN is
