@@ -828,6 +828,15 @@ fn inbound_settings(
         }
     };
     let sip_uri_calling = sip_uri_calling(t, r, o, w);
+    // A subdomain is an IP or FQDN connection's (the API stores it unique on the platform).
+    let sip_subdomain = match t.kind {
+        ConnectionKind::Ip | ConnectionKind::Fqdn => {
+            given(i, "sip_subdomain").and_then(Value::as_str).filter(|s| !s.is_empty()).map(Into::into)
+        }
+        _ => None,
+    };
+    let subdomain_from_anyone =
+        given(i, "sip_subdomain_receive_settings").and_then(Value::as_str) == Some("from_anyone");
     Ok(InboundSettings {
         delivery,
         routing,
@@ -836,6 +845,8 @@ fn inbound_settings(
         timeout_2xx_secs,
         simultaneous_ringing,
         sip_uri_calling,
+        sip_subdomain,
+        subdomain_from_anyone,
     })
 }
 

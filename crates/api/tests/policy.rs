@@ -721,6 +721,8 @@ async fn inbound_delivery_reaches_the_rules() {
                 timeout_2xx_secs: 30,
                 simultaneous_ringing: false,
                 sip_uri_calling: SipUriCalling::Disabled,
+                sip_subdomain: None,
+                subdomain_from_anyone: false,
             }
         );
         // The FQDN connection: SRV for the srv record, the a record's port.

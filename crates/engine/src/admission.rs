@@ -23,6 +23,7 @@ use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoR
 use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, decide};
 use trunking::rating::BillingIncrement;
 use trunking::registrar::FailedAuthLimiter;
+use trunking::subdomain::{self, SubdomainDecision, SubdomainRequest};
 use trunking::time::Timestamp;
 use trunking::trace::Trace;
 use trunking::uri_calling::{self, Callee, UriCallDecision, UriCallRequest};
@@ -216,6 +217,9 @@ impl<C: Counters> Admitter<C> {
         let policy = self.policy.borrow().clone();
         if policy.config.carrier_at(req.source.ip()).is_some() {
             return self.admit_inbound(&policy, req).await;
+        }
+        if let Some(label) = subdomain::subdomain_of(&policy.config, &req.invite) {
+            return self.admit_subdomain(&policy, req, &label).await;
         }
         match uri_calling::callee(&policy.config, &req.invite) {
             Callee::NotUriCall => {}
@@ -480,30 +484,111 @@ impl<C: Counters> Admitter<C> {
         Ok((routes, targets, rate, limits, profile_id))
     }
 
+    /// Who places a call to one of the platform's own addresses (a SIP URI or subdomain): the
+    /// caller's connection when identification recognises it, else `None` (a caller from
+    /// outside). `may_challenge`: only the same account's connections may call, so a caller
+    /// nothing recognised yet is asked for credentials (`Err`: the 407 to send).
+    fn caller_of(
+        &self,
+        config: &Config,
+        req: &AdmissionRequest,
+        may_challenge: bool,
+        trace: &mut Trace,
+    ) -> Result<Option<trunking::config::ConnectionRef>, Admission> {
+        let now = timestamp(req.received);
+        let facts = CallFacts::of(&req.invite, req.source.ip());
+        let identification = {
+            let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            identify(config, &facts, &self.realm, &mut replay, now, trace)
+        };
+        match identification {
+            Identification::Identified(i) => Ok(Some(i.connection)),
+            Identification::Challenge { stale } if may_challenge => {
+                let r = Reason::ProxyAuthenticationRequired.response();
+                let headers =
+                    self.realm.challenges(now, stale).into_iter().map(|c| (HeaderName::ProxyAuthenticate, c)).collect();
+                Err(Admission::Refuse { status: r.status, phrase: r.phrase, reason: None, headers, context: None })
+            }
+            Identification::Challenge { .. } | Identification::Rejected(_) => Ok(None),
+        }
+    }
+
+    /// A call to `<anything>@<subdomain>.<our domain>`: delivered to the subdomain's connection
+    /// as a call to one of its numbers is.
+    async fn admit_subdomain(&self, policy: &Policy, req: AdmissionRequest, label: &str) -> Admission {
+        let config = &*policy.config;
+        let mut trace = Trace::new();
+        let from_anyone =
+            config.connection_of_subdomain(label).is_some_and(|c| config.connection(c).inbound.subdomain_from_anyone);
+        let caller = match self.caller_of(config, &req, !from_anyone, &mut trace) {
+            Ok(caller) => caller,
+            Err(challenge) => return challenge,
+        };
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let decision = {
+            let registered: &dyn Registrations = match &self.registrar {
+                Some(r) => &**r,
+                None => &NoRegistrations,
+            };
+            let over_tls = req.transport == TransportKind::Tls;
+            let request = SubdomainRequest { message: &req.invite, caller, over_tls, registered, rotation };
+            subdomain::decide(config, &request, &mut trace)
+        };
+        let call = match decision {
+            SubdomainDecision::Route(call) => call,
+            SubdomainDecision::Reject(reason) => return Admission::refuse(reason, None),
+            SubdomainDecision::NotSubdomain => return Admission::refuse(Reason::D31, None),
+        };
+        let mut context = CallContext {
+            direction: Direction::Inbound,
+            call_control_id: req.call_control_id.clone(),
+            account_id: call.account_id.to_string(),
+            connection_id: call.connection_id.to_string(),
+            profile_id: None,
+            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            to_received: call.user.clone(),
+            destination: None,
+            rate: None,
+            webhook: policy.webhooks.get(call.connection_id.as_ref()).cloned(),
+            started: req.received,
+            trace: Trace::new(),
+        };
+        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+            Ok(lease) => lease,
+            Err(scope) => {
+                context.trace = trace;
+                return Admission::refuse(scope.limit_reason(), Some(context));
+            }
+        };
+        let (routes, targets) = self.deliveries(&call.routes, &call.connection_id, &call.user).await;
+        let caller = context.from_received.clone();
+        let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
+        context.trace = trace;
+        Admission::Admit(Box::new(AdmittedCall {
+            context,
+            routes,
+            targets,
+            caller,
+            anonymous: false,
+            lease,
+            b_headers: Vec::new(),
+            timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+            ring_together,
+            forward: None,
+        }))
+    }
+
     /// A call to `sip:user@<our domain>`: a credential connection's registered devices, when
     /// its `sip_uri_calling_preference` lets this caller in.
     async fn admit_uri_call(&self, policy: &Policy, req: AdmissionRequest, callee: Callee) -> Admission {
         let config = &*policy.config;
-        let now = timestamp(req.received);
         let mut trace = Trace::new();
         // Who calls: only an `internal` callee needs to know (and may challenge for it); for
         // the others a caller nothing identifies is one from outside.
-        let facts = CallFacts::of(&req.invite, req.source.ip());
-        let identification = {
-            let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-            identify(config, &facts, &self.realm, &mut replay, now, &mut trace)
-        };
-        let caller = match identification {
-            Identification::Identified(i) => Some(i.connection),
-            Identification::Challenge { stale }
-                if matches!(callee, Callee::Connection { preference: SipUriCalling::Internal, .. }) =>
-            {
-                let r = Reason::ProxyAuthenticationRequired.response();
-                let headers =
-                    self.realm.challenges(now, stale).into_iter().map(|c| (HeaderName::ProxyAuthenticate, c)).collect();
-                return Admission::Refuse { status: r.status, phrase: r.phrase, reason: None, headers, context: None };
-            }
-            Identification::Challenge { .. } | Identification::Rejected(_) => None,
+        let internal = matches!(callee, Callee::Connection { preference: SipUriCalling::Internal, .. });
+        let caller = match self.caller_of(config, &req, internal, &mut trace) {
+            Ok(caller) => caller,
+            Err(challenge) => return challenge,
         };
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let decision = {

@@ -226,3 +226,58 @@ fn every_ip_failing_forwards_the_call_to_its_forwarding_number_over_the_carriers
     assert_eq!(cdr["rate"], json!(RATE), "billed at the forwarding leg's rate: {cdr}");
     assert!(cdr["cost"].as_str().is_some_and(|c| c != "0"), "{cdr}");
 }
+
+#[test]
+fn a_sip_subdomain_reaches_its_connection_from_whom_its_settings_allow() {
+    if !sipp_available() {
+        return;
+    }
+    let p = Platform::new("inbound-subdomain");
+    let (pbx, at_pbx) = p.pbx("pbx", "carrier_answer.xml", PBX_IPS[0], Some(2));
+    let mut before = generations(&p.server);
+    let c = create(
+        &p.server,
+        "/v2/ip_connections",
+        &p.account.key,
+        json!({"connection_name": "office", "inbound": {"sip_subdomain": "acme"}}),
+    );
+    create(
+        &p.server,
+        "/v2/ips",
+        &p.account.key,
+        json!({"connection_id": id(&c), "ip_address": at_pbx.ip().to_string(), "port": at_pbx.port()}),
+    );
+    // Another connection of the same account, calling from its own address.
+    let branch = create(&p.server, "/v2/ip_connections", &p.account.key, json!({"connection_name": "branch"}));
+    let branch_ip = "127.0.0.4";
+    create(&p.server, "/v2/ips", &p.account.key, json!({"connection_id": id(&branch), "ip_address": branch_ip}));
+    wait_config_applied(&p.server, before);
+    let outsider = "127.0.0.8";
+    let call = |name: &str, scenario: &str, from: &str, host: &str| {
+        Sipp::pbx(&p.dir, name, scenario, &p.server, from, "reception").key("to_host", host).run()
+    };
+    let refused = |name: &str, host: &str| {
+        let run = call(name, "host_refused.xml", outsider, host);
+        run.assert_succeeded(name, 1);
+        run.last_final().unwrap_or_default().to_owned()
+    };
+    // Only the account's own connections by default: a caller nothing identifies is asked who
+    // it is, and a subdomain nobody has gets the same answer (nothing is told apart).
+    assert_eq!(refused("only-mine", "acme.sip.opentrunk.local"), "SIP/2.0 407 Proxy Authentication Required");
+    assert_eq!(refused("nobody", "globex.sip.opentrunk.local"), "SIP/2.0 407 Proxy Authentication Required");
+    call("branch", "host_call.xml", branch_ip, "acme.sip.opentrunk.local").assert_succeeded("the branch's call", 1);
+
+    before = generations(&p.server);
+    let path = format!("/v2/ip_connections/{}", id(&c));
+    let patch = json!({"inbound": {"sip_subdomain_receive_settings": "from_anyone"}});
+    let (code, body) = api(&p.server, "PATCH", &path, &p.account.key, Some(&patch));
+    assert_eq!(code, 200, "{body}");
+    wait_config_applied(&p.server, before);
+    call("from-anyone", "host_call.xml", outsider, "ACME.sip.opentrunk.local")
+        .assert_succeeded("the outsider's call", 1);
+    assert_eq!(refused("still-nobody", "globex.sip.opentrunk.local"), "SIP/2.0 407 Proxy Authentication Required");
+    let pbx = pbx.wait(Duration::from_secs(15));
+    pbx.assert_succeeded("the connection's PBX", 2);
+    let invite = pbx.requests("INVITE");
+    assert!(invite[0].starts_with("INVITE sip:reception@"), "the user part as dialed: {invite:?}");
+}

@@ -138,6 +138,12 @@ pub struct InboundSettings {
     /// SIP domain (the product documentation counts it among the inbound settings; the contract
     /// keeps it at the connection's top level).
     pub sip_uri_calling: SipUriCalling,
+    /// `sip_subdomain` (IP and FQDN connections): `sip:<anything>@<subdomain>.<the platform's
+    /// domain>` is delivered to the connection like a call to one of its numbers.
+    pub sip_subdomain: Option<Arc<str>>,
+    /// `sip_subdomain_receive_settings` `from_anyone`; otherwise (`only_my_connections`, the
+    /// default) only the same account's connections may call the subdomain.
+    pub subdomain_from_anyone: bool,
 }
 
 /// `sip_uri_calling_preference`: who reaches a credential connection by `sip:user@<the
@@ -218,6 +224,8 @@ impl InboundSettings {
             timeout_2xx_secs: InboundSettings::DEFAULT_TIMEOUT_2XX_SECS,
             simultaneous_ringing: false,
             sip_uri_calling: SipUriCalling::Disabled,
+            sip_subdomain: None,
+            subdomain_from_anyone: false,
         }
     }
 
@@ -351,6 +359,8 @@ pub struct Config {
     accounts: HashMap<Id, Account>,
     connections: Vec<Connection>,
     connection_index: HashMap<Id, usize>,
+    /// Connections by `sip_subdomain`, in lowercase.
+    subdomains: HashMap<Box<str>, usize>,
     profiles: HashMap<Id, OutboundVoiceProfile>,
     numbers: HashMap<Arc<str>, PhoneNumber>,
     carriers: Vec<Carrier>,
@@ -387,6 +397,7 @@ impl Config {
                 accounts: HashMap::default(),
                 connections: Vec::new(),
                 connection_index: HashMap::default(),
+                subdomains: HashMap::default(),
                 profiles: HashMap::default(),
                 numbers: HashMap::default(),
                 carriers: Vec::new(),
@@ -414,6 +425,11 @@ impl Config {
 
     pub fn connection_by_id(&self, id: &str) -> Option<ConnectionRef> {
         self.connection_index.get(id).copied().map(ConnectionRef)
+    }
+
+    /// The connection whose `sip_subdomain` is `label` (any case).
+    pub fn connection_of_subdomain(&self, label: &str) -> Option<ConnectionRef> {
+        self.subdomains.get(label.to_ascii_lowercase().as_str()).copied().map(ConnectionRef)
     }
 
     pub fn connections(&self) -> impl Iterator<Item = (ConnectionRef, &Connection)> {
@@ -565,6 +581,9 @@ impl ConfigBuilder {
         let mut tokens: HashMap<Arc<str>, Option<usize>> = HashMap::default();
         for (i, conn) in c.connections.iter().enumerate() {
             c.connection_index.insert(conn.id.clone(), i);
+            if let Some(label) = &conn.inbound.sip_subdomain {
+                c.subdomains.insert(label.to_ascii_lowercase().into(), i);
+            }
             if let Some((user, _)) = &conn.credentials {
                 users.entry(user.clone()).and_modify(|e| *e = None).or_insert(Some(i));
             }

@@ -217,41 +217,9 @@ fn run(config: &Config, req: &InboundRequest<'_>, trace: &mut Trace) -> Result<I
     trace.pass("inbound.connection_active", [("connection", (&conn.id).into())]);
 
     let settings = &conn.inbound;
-    let endpoints = match &settings.delivery {
-        InboundDelivery::Ips(hosts) => InboundEndpoints::Ips(hosts.clone()),
-        InboundDelivery::Fqdns(hosts) => InboundEndpoints::Fqdns(hosts.clone()),
-        InboundDelivery::Registrations => InboundEndpoints::Contacts(req.registered.contacts(&conn.id)),
-    };
-    let (kind, count) = match &endpoints {
-        InboundEndpoints::Ips(h) => ("ips", h.listed.len()),
-        InboundEndpoints::Fqdns(h) => ("fqdns", h.listed.len()),
-        InboundEndpoints::Contacts(c) => ("contacts", c.len()),
-    };
-    trace.note("inbound.endpoints", [("kind", Value::Static(kind)), ("count", (count as u64).into())]);
-
-    let targets =
-        InboundTargets { endpoints, routing: settings.routing, call_forwarding: number.call_forwarding.clone() };
-    let steps = routing::plan_inbound(&targets, req.rotation);
-    if steps.is_empty() {
-        let reason = match settings.delivery {
-            InboundDelivery::Registrations => Reason::RG1,
-            InboundDelivery::Ips(_) | InboundDelivery::Fqdns(_) => Reason::D40,
-        };
-        // The refusal is this rule's: the plan's own record (`routing.inbound`) would fail first.
-        trace.fail(
-            "inbound.routes",
-            [
-                ("endpoints", Value::Static(kind)),
-                ("routing", Value::Static(settings.routing.as_str())),
-                ("forwarding", false.into()),
-            ],
-        );
-        return Err(reason);
-    }
-    steps.record(trace);
-    let routes: Vec<InboundRoute> = steps.steps.iter().map(InboundRoute::of).collect();
-    let forwarding = targets.call_forwarding.active().map(|(t, _)| t);
-    trace.note("inbound.routes", [("routes", (routes.len() as u64).into())]);
+    let delivery =
+        plan_delivery(config, conn_ref, req.registered, number.call_forwarding.clone(), req.rotation, trace)?;
+    let Delivery { routes, forwarding, ringing_together } = delivery;
 
     // Number formats toward the customer.
     let caller_id = caller_id::caller_number(req.message);
@@ -290,10 +258,72 @@ fn run(config: &Config, req: &InboundRequest<'_>, trace: &mut Trace) -> Result<I
         },
         timeout_1xx: settings.timeout_1xx(),
         timeout_2xx: settings.timeout_2xx(),
-        simultaneous_ringing: settings.simultaneous_ringing
-            && matches!(targets.endpoints, InboundEndpoints::Contacts(_)),
+        simultaneous_ringing: ringing_together,
         forwarding,
         routes,
+    })
+}
+
+/// Where a connection takes a call: its routes in order, the forwarding type when forwarding is
+/// among them, and whether its contacts ring together.
+pub(crate) struct Delivery {
+    pub routes: Vec<InboundRoute>,
+    pub forwarding: Option<ForwardingType>,
+    pub ringing_together: bool,
+}
+
+/// The endpoints of `conn_ref` (its IPs, FQDNs, or the contacts registered now) planned in its
+/// routing order with `call_forwarding`; nowhere to go is `RG1` for registrations, `D40` for IPs
+/// and FQDNs. Shared by calls to numbers and to SIP subdomains.
+pub(crate) fn plan_delivery(
+    config: &Config,
+    conn_ref: crate::config::ConnectionRef,
+    registered: &dyn Registrations,
+    call_forwarding: routing::CallForwarding,
+    rotation: u64,
+    trace: &mut Trace,
+) -> Result<Delivery, Reason> {
+    let conn = config.connection(conn_ref);
+    let settings = &conn.inbound;
+    let endpoints = match &settings.delivery {
+        InboundDelivery::Ips(hosts) => InboundEndpoints::Ips(hosts.clone()),
+        InboundDelivery::Fqdns(hosts) => InboundEndpoints::Fqdns(hosts.clone()),
+        InboundDelivery::Registrations => InboundEndpoints::Contacts(registered.contacts(&conn.id)),
+    };
+    let (kind, count) = match &endpoints {
+        InboundEndpoints::Ips(h) => ("ips", h.listed.len()),
+        InboundEndpoints::Fqdns(h) => ("fqdns", h.listed.len()),
+        InboundEndpoints::Contacts(c) => ("contacts", c.len()),
+    };
+    trace.note("inbound.endpoints", [("kind", Value::Static(kind)), ("count", (count as u64).into())]);
+
+    let targets = InboundTargets { endpoints, routing: settings.routing, call_forwarding };
+    let steps = routing::plan_inbound(&targets, rotation);
+    if steps.is_empty() {
+        let reason = match settings.delivery {
+            InboundDelivery::Registrations => Reason::RG1,
+            InboundDelivery::Ips(_) | InboundDelivery::Fqdns(_) => Reason::D40,
+        };
+        // The refusal is this rule's: the plan's own record (`routing.inbound`) would fail first.
+        trace.fail(
+            "inbound.routes",
+            [
+                ("endpoints", Value::Static(kind)),
+                ("routing", Value::Static(settings.routing.as_str())),
+                ("forwarding", false.into()),
+            ],
+        );
+        return Err(reason);
+    }
+    steps.record(trace);
+    let routes: Vec<InboundRoute> = steps.steps.iter().map(InboundRoute::of).collect();
+    let forwarding = targets.call_forwarding.active().map(|(t, _)| t);
+    trace.note("inbound.routes", [("routes", (routes.len() as u64).into())]);
+
+    Ok(Delivery {
+        routes,
+        forwarding,
+        ringing_together: settings.simultaneous_ringing && matches!(targets.endpoints, InboundEndpoints::Contacts(_)),
     })
 }
 

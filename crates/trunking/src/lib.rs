@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod rating;
 pub mod registrar;
 pub mod routing;
+pub mod subdomain;
 pub mod time;
 pub mod trace;
 pub mod uri_calling;

@@ -618,3 +618,48 @@ proptest! {
         }
     }
 }
+
+/// Calls to a connection's SIP subdomain (`trunking::subdomain`), each caller and setting.
+#[test]
+fn sip_subdomain_table() {
+    use trunking::subdomain::{SubdomainDecision, SubdomainRequest, decide, subdomain_of};
+    let config = origination_with(|cs| {
+        cs[0].inbound.sip_subdomain = Some("acme".into()); // pbx-ip, only its account's callers
+        cs[1].inbound.sip_subdomain = Some("open".into()); // pbx-rr, from anyone
+        cs[1].inbound.subdomain_from_anyone = true;
+        cs[5].inbound.sip_subdomain = Some("dark".into()); // pbx-off, inactive
+    });
+    let same_account = config.connection_by_id("pbx-fqdn");
+    let domain = config.uri_calling().domain.to_string();
+    let none = HashMap::<&str, Vec<RegisteredContact>>::new();
+    // (Request-URI host, caller, over TLS, outcome: routes' first host or the refusal)
+    let rows: &[(&str, Option<trunking::config::ConnectionRef>, bool, Result<&str, Reason>)] = &[
+        ("acme", same_account, false, Ok("10.0.0.3")),
+        ("ACME", same_account, false, Ok("10.0.0.3")),
+        ("acme", None, false, Err(Reason::D31)),
+        ("open", None, false, Ok("10.0.1.1")),
+        ("open", None, true, Err(Reason::D31)),
+        ("nobody", same_account, false, Err(Reason::D31)),
+        ("dark", same_account, false, Err(Reason::D18)),
+    ];
+    for (label, caller, over_tls, want) in rows {
+        let msg = carrier_invite(&format!("sip:reception@{label}.{domain}"), "+13125550100", "");
+        assert_eq!(subdomain_of(&config, &msg).as_deref(), Some(*label));
+        let request =
+            SubdomainRequest { message: &msg, caller: *caller, over_tls: *over_tls, registered: &none, rotation: 0 };
+        let mut trace = Trace::new();
+        match (decide(&config, &request, &mut trace), want) {
+            (SubdomainDecision::Route(call), Ok(host)) => {
+                assert_eq!(call.user, "reception");
+                assert!(matches!(&call.routes[0], InboundRoute::Ip { host: h, .. } if h == host), "{label}: {call:?}");
+            }
+            (SubdomainDecision::Reject(r), Err(w)) => assert_eq!(r, *w, "{label}"),
+            (other, want) => panic!("{label} caller {caller:?} tls {over_tls}: {other:?}, want {want:?}"),
+        }
+    }
+    // Neither the domain itself nor a deeper name, nor another domain, is a subdomain call.
+    for ruri in [format!("sip:alice@{domain}"), format!("sip:x@a.b.{domain}"), "sip:x@acme.example.com".to_owned()] {
+        let msg = carrier_invite(&ruri, "+13125550100", "");
+        assert_eq!(subdomain_of(&config, &msg), None, "{ruri}");
+    }
+}
