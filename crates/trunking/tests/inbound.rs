@@ -619,6 +619,9 @@ proptest! {
     }
 }
 
+/// (subdomain label, caller, over TLS, the first route's host or the refusal)
+type SubdomainRow = (&'static str, Option<trunking::config::ConnectionRef>, bool, Result<&'static str, Reason>);
+
 /// Calls to a connection's SIP subdomain (`trunking::subdomain`), each caller and setting.
 #[test]
 fn sip_subdomain_table() {
@@ -633,7 +636,7 @@ fn sip_subdomain_table() {
     let domain = config.uri_calling().domain.to_string();
     let none = HashMap::<&str, Vec<RegisteredContact>>::new();
     // (Request-URI host, caller, over TLS, outcome: routes' first host or the refusal)
-    let rows: &[(&str, Option<trunking::config::ConnectionRef>, bool, Result<&str, Reason>)] = &[
+    let rows: &[SubdomainRow] = &[
         ("acme", same_account, false, Ok("10.0.0.3")),
         ("ACME", same_account, false, Ok("10.0.0.3")),
         ("acme", None, false, Err(Reason::D31)),
