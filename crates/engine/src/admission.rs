@@ -118,7 +118,8 @@ pub struct AdmittedCall {
 type ForwardingLeg =
     (Vec<RouteTarget>, Vec<Option<Target>>, Option<(Decimal, BillingIncrement)>, ChannelLimits, Option<String>);
 
-/// The outbound leg of a forwarded call.
+/// The outbound leg of a forwarded call; also an on-net call's delivery (from route 0: every
+/// route), holding the called connection's inbound channels.
 #[derive(Debug)]
 pub struct Forwarding {
     pub from_route: usize,
@@ -308,12 +309,58 @@ impl<C: Counters> Admitter<C> {
         if let (Some(profile), Some(dest)) = (&context.profile_id, &context.destination) {
             self.counters.record_call_to(profile, dest, now).await;
         }
-        let routes = RouteTarget::from_plan(&call.routes);
         let caller = match &call.caller {
             Caller::Number(n) => n.to_string(),
             Caller::AsSent(s) => s.clone(),
         };
         let anonymous = call.anonymous;
+        // One of the platform's own numbers: delivered on-net, straight to its connection.
+        let on_net = context.destination.as_deref().and_then(|dest| {
+            let registered: &dyn Registrations = match &self.registrar {
+                Some(r) => &**r,
+                None => &NoRegistrations,
+            };
+            inbound::on_net(config, dest, registered, rotation, &mut trace)
+        });
+        if let Some(on_net) = on_net {
+            drop(call);
+            let on = match on_net {
+                Ok(on) => on,
+                Err(reason) => {
+                    context.trace = trace;
+                    return Admission::refuse(reason, Some(context));
+                }
+            };
+            let callee_lease = match self.counters.acquire(&on.channels, &req.call_control_id).await {
+                Ok(l) => l,
+                Err(scope) => {
+                    context.trace = trace;
+                    return Admission::refuse(scope.limit_reason(), Some(context));
+                }
+            };
+            let (routes, targets) = self.deliveries(&on.routes, &on.connection_id, &on.dnis).await;
+            let ring_together = ring_together(on.simultaneous_ringing, &on.routes, &routes);
+            let leg = Forwarding {
+                from_route: 0,
+                rate: context.rate,
+                profile_id: context.profile_id.clone(),
+                lease: Some(callee_lease),
+            };
+            context.trace = trace;
+            return Admission::Admit(Box::new(AdmittedCall {
+                context,
+                routes,
+                targets,
+                caller,
+                anonymous,
+                lease,
+                b_headers: Vec::new(),
+                timeouts: Some((on.timeout_1xx, on.timeout_2xx)),
+                ring_together,
+                forward: Some(leg),
+            }));
+        }
+        let routes = RouteTarget::from_plan(&call.routes);
         drop(call);
         let mut targets = Vec::with_capacity(routes.len());
         for route in &routes {

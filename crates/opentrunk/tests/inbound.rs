@@ -281,3 +281,40 @@ fn a_sip_subdomain_reaches_its_connection_from_whom_its_settings_allow() {
     let invite = pbx.requests("INVITE");
     assert!(invite[0].starts_with("INVITE sip:reception@"), "the user part as dialed: {invite:?}");
 }
+
+#[test]
+fn a_customer_calling_a_platform_number_is_delivered_on_net() {
+    if !sipp_available() {
+        return;
+    }
+    let p = Platform::new("on-net");
+    // The callee: another account's PBX, owning the number.
+    let callee = account(&p.server, "globex", None);
+    let (pbx_b, at_b) = p.pbx("pbx-b", "carrier_answer.xml", PBX_IPS[0], Some(1));
+    let before = generations(&p.server);
+    let conn_b = create(&p.server, "/v2/ip_connections", &callee.key, json!({"connection_name": "globex-pbx"}));
+    create(
+        &p.server,
+        "/v2/ips",
+        &callee.key,
+        json!({"connection_id": id(&conn_b), "ip_address": at_b.ip().to_string(), "port": at_b.port()}),
+    );
+    phone_number(&p.server, &callee, NUMBER, &id(&conn_b));
+    // The caller: this account's PBX with an outbound voice profile.
+    let profile = profile(&p.server, &p.account, None);
+    let conn_a =
+        ip_connection(&p.server, &p.account, "acme-pbx", "127.0.0.4", json!({"outbound_voice_profile_id": profile}));
+    wait_config_applied(&p.server, before);
+
+    let caller = Sipp::pbx(&p.dir, "pbx-a", "pbx_call.xml", &p.server, "127.0.0.4", NUMBER).run();
+    caller.assert_succeeded("the on-net call", 1);
+    let pbx_b = pbx_b.wait(Duration::from_secs(15));
+    pbx_b.assert_succeeded("the number's PBX", 1);
+    let cdr = wait_for(Duration::from_secs(10), "the caller's record", || {
+        cdrs(&p.server, &format!("&filter[connection_id]={}", id(&conn_a))).into_iter().next()
+    });
+    let attempts = cdr["route_attempts"].as_array().unwrap_or_else(|| panic!("{cdr}"));
+    assert_eq!(attempts.len(), 1, "{cdr}");
+    assert_eq!((&attempts[0]["gateway"], &attempts[0]["port"]), (&json!(PBX_IPS[0]), &json!(at_b.port())), "{cdr}");
+    assert_eq!(cdr["rate"], json!(RATE), "rated as the caller's outbound call: {cdr}");
+}

@@ -327,6 +327,80 @@ pub(crate) fn plan_delivery(
     })
 }
 
+/// An on-net call: a customer's call to one of the platform's own numbers, delivered straight
+/// to the number's connection instead of out to carriers and back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnNetCall {
+    pub account_id: Id,
+    pub connection_id: Id,
+    /// The called number toward the connection (its `dnis_number_format`).
+    pub dnis: String,
+    /// The called connection's inbound counters and `channel_limit`.
+    pub channels: ChannelLimits,
+    pub timeout_1xx: Duration,
+    pub timeout_2xx: Duration,
+    pub simultaneous_ringing: bool,
+    pub routes: Vec<InboundRoute>,
+}
+
+/// Whether `e164` (a decided outbound destination) is one of the platform's numbers, and if so
+/// how it is delivered on-net (`None`: off-net, carriers carry it). A number without a connection
+/// is `D21`; an inactive connection `D18`; nowhere to go `RG1`/`D40`, as from a carrier.
+pub fn on_net(
+    config: &Config,
+    e164: &str,
+    registered: &dyn Registrations,
+    rotation: u64,
+    trace: &mut Trace,
+) -> Option<Result<OnNetCall, Reason>> {
+    let number = config.number(e164)?;
+    Some(on_net_delivery(config, e164, number, registered, rotation, trace))
+}
+
+fn on_net_delivery(
+    config: &Config,
+    e164: &str,
+    number: &crate::config::PhoneNumber,
+    registered: &dyn Registrations,
+    rotation: u64,
+    trace: &mut Trace,
+) -> Result<OnNetCall, Reason> {
+    let Some(conn_ref) = number.connection_id.as_deref().and_then(|c| config.connection_by_id(c)) else {
+        trace.fail("on_net.connection", [("number", e164.into()), ("connection", Value::Absent)]);
+        return Err(Reason::D21);
+    };
+    let conn = config.connection(conn_ref);
+    if !conn.active {
+        trace.fail("on_net.connection_active", [("connection", (&conn.id).into())]);
+        return Err(Reason::D18);
+    }
+    trace.pass("on_net.connection", [("number", e164.into()), ("connection", (&conn.id).into())]);
+    let delivery = plan_delivery(config, conn_ref, registered, number.call_forwarding.clone(), rotation, trace)?;
+    let sip_username = conn.credentials.as_ref().map(|(u, _)| u.as_ref());
+    let dnis = match config.numbering().e164(e164) {
+        Some(called) => {
+            format_dnis(config.numbering(), &called.e164, conn.dnis_number_format, sip_username).as_str().to_owned()
+        }
+        None => e164.trim_start_matches('+').to_owned(),
+    };
+    let (account_counter, connection_counter) = config.inbound_counters(conn_ref);
+    let settings = &conn.inbound;
+    Ok(OnNetCall {
+        account_id: conn.account_id.clone(),
+        connection_id: conn.id.clone(),
+        dnis,
+        channels: ChannelLimits {
+            account: (account_counter.clone(), None),
+            profile: None,
+            connection: (connection_counter.clone(), settings.channel_limit),
+        },
+        timeout_1xx: settings.timeout_1xx(),
+        timeout_2xx: settings.timeout_2xx(),
+        simultaneous_ringing: delivery.ringing_together,
+        routes: delivery.routes,
+    })
+}
+
 /// The Request-URI's user part (up to its first `;`, `%` escapes decoded), or the `tel:` number.
 fn called_user(msg: &Message) -> String {
     let user = match msg.request_uri() {
