@@ -35,6 +35,8 @@ use trunking::config::Id;
 use trunking::outbound::{ChannelLimits, Scope, Usage};
 use trunking::time::Timestamp;
 
+use crate::redis_counters::RedisTake;
+
 /// How long calls to a number are remembered: a calling window is at most a day long, so
 /// `calls_to` is exact for any `since` within a day of the latest record.
 pub const CALLS_TO_RETENTION_MS: u64 = 86_400_000;
@@ -80,9 +82,10 @@ pub struct ChannelLease {
     held: Option<Held>,
 }
 
-/// What a lease holds, per backend (Redis adds its variant).
+/// What a lease holds, per backend.
 enum Held {
     Local(LocalTake),
+    Redis(RedisTake),
 }
 
 impl ChannelLease {
@@ -93,8 +96,17 @@ impl ChannelLease {
                 take.release();
                 true
             }
+            Some(Held::Redis(take)) => {
+                take.release();
+                true
+            }
             None => false,
         }
+    }
+
+    /// A lease on channels taken in Redis.
+    pub(crate) fn redis(take: RedisTake) -> Self {
+        ChannelLease { held: Some(Held::Redis(take)) }
     }
 
     /// Whether the lease still holds its channels.

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod call;
 pub mod counters;
 pub mod dns;
+pub mod redis_counters;
 pub mod registrar;
 pub mod switch;
 pub mod transport;
