@@ -15,12 +15,12 @@ use sip::Message;
 use sip::headers::HeaderName;
 use tokio::sync::watch;
 use trunking::catalog::Reason;
-use trunking::config::Config;
 use trunking::config::SipUriCalling;
+use trunking::config::{Config, Id};
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
 use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
-use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, decide};
+use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, Scope, decide};
 use trunking::rating::BillingIncrement;
 use trunking::registrar::FailedAuthLimiter;
 use trunking::subdomain::{self, SubdomainDecision, SubdomainRequest};
@@ -117,6 +117,18 @@ pub struct AdmittedCall {
 /// the channels it must take, its profile.
 type ForwardingLeg =
     (Vec<RouteTarget>, Vec<Option<Target>>, Option<(Decimal, BillingIncrement)>, ChannelLimits, Option<String>);
+
+/// A call addressed to one connection by name (SIP URI or subdomain), as its decision gave it.
+struct ConnectionCall<'a> {
+    account_id: &'a Id,
+    connection_id: &'a Id,
+    user: &'a str,
+    rate: Option<(Decimal, BillingIncrement)>,
+    channels: &'a ChannelLimits,
+    routes: &'a [InboundRoute],
+    timeouts: (std::time::Duration, std::time::Duration),
+    simultaneous_ringing: bool,
+}
 
 /// The outbound leg of a forwarded call; also an on-net call's delivery (from route 0: every
 /// route), holding the called connection's inbound channels.
@@ -275,7 +287,7 @@ impl<C: Counters> Admitter<C> {
             account_id: connection.account_id.to_string(),
             connection_id: connection.id.to_string(),
             profile_id: connection.outbound_voice_profile_id.as_ref().map(ToString::to_string),
-            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            from_received: from_user(&req.invite),
             to_received: facts.dial_string.to_owned(),
             destination: None,
             rate: None,
@@ -291,20 +303,14 @@ impl<C: Counters> Admitter<C> {
         );
         let call = match decision {
             OutboundDecision::Route(call) => call,
-            OutboundDecision::Reject(reason) => {
-                context.trace = trace;
-                return Admission::refuse(reason, Some(context));
-            }
+            OutboundDecision::Reject(reason) => return refused(context, trace, reason),
         };
         context.profile_id = call.profile_id.as_ref().map(ToString::to_string);
         context.destination = call.destination.e164.as_ref().map(ToString::to_string);
         context.rate = call.rate.map(|(rate, inc)| (rate.per_minute, inc));
-        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+        let lease = match self.take(&call.channels, &req.call_control_id).await {
             Ok(lease) => lease,
-            Err(scope) => {
-                context.trace = trace;
-                return Admission::refuse(scope.limit_reason(), Some(context));
-            }
+            Err(reason) => return refused(context, trace, reason),
         };
         if let (Some(profile), Some(dest)) = (&context.profile_id, &context.destination) {
             self.counters.record_call_to(profile, dest, now).await;
@@ -316,27 +322,18 @@ impl<C: Counters> Admitter<C> {
         let anonymous = call.anonymous;
         // One of the platform's own numbers: delivered on-net, straight to its connection.
         let on_net = context.destination.as_deref().and_then(|dest| {
-            let registered: &dyn Registrations = match &self.registrar {
-                Some(r) => &**r,
-                None => &NoRegistrations,
-            };
+            let registered = self.registrations();
             inbound::on_net(config, dest, registered, rotation, &mut trace)
         });
         if let Some(on_net) = on_net {
             drop(call);
             let on = match on_net {
                 Ok(on) => on,
-                Err(reason) => {
-                    context.trace = trace;
-                    return Admission::refuse(reason, Some(context));
-                }
+                Err(reason) => return refused(context, trace, reason),
             };
-            let callee_lease = match self.counters.acquire(&on.channels, &req.call_control_id).await {
-                Ok(l) => l,
-                Err(scope) => {
-                    context.trace = trace;
-                    return Admission::refuse(scope.limit_reason(), Some(context));
-                }
+            let callee_lease = match self.take(&on.channels, &req.call_control_id).await {
+                Ok(lease) => lease,
+                Err(reason) => return refused(context, trace, reason),
             };
             let (routes, targets) = self.deliveries(&on.routes, &on.connection_id, &on.dnis).await;
             let ring_together = ring_together(on.simultaneous_ringing, &on.routes, &routes);
@@ -391,10 +388,7 @@ impl<C: Counters> Admitter<C> {
             &InboundRequest {
                 message: &req.invite,
                 source: req.source.ip(),
-                registered: match &self.registrar {
-                    Some(r) => &**r as &dyn Registrations,
-                    None => &NoRegistrations,
-                },
+                registered: self.registrations(),
                 rotation,
                 now,
             },
@@ -411,7 +405,7 @@ impl<C: Counters> Admitter<C> {
             account_id: call.account_id.to_string(),
             connection_id: call.connection_id.to_string(),
             profile_id: None,
-            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
+            from_received: from_user(&req.invite),
             to_received: match req.invite.request_uri() {
                 Some(Ok(uri)) => uri.user().unwrap_or_default().to_owned(),
                 _ => String::new(),
@@ -422,12 +416,9 @@ impl<C: Counters> Admitter<C> {
             started: req.received,
             trace: Trace::new(),
         };
-        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+        let lease = match self.take(&call.channels, &req.call_control_id).await {
             Ok(lease) => lease,
-            Err(scope) => {
-                context.trace = trace;
-                return Admission::refuse(scope.limit_reason(), Some(context));
-            }
+            Err(reason) => return refused(context, trace, reason),
         };
         let (mut routes, mut targets) = self.deliveries(&call.routes, &call.connection_id, &call.dnis).await;
         let b_headers = call.p_asserted_identity.iter().map(|v| (HeaderName::PAssertedIdentity, v.clone())).collect();
@@ -442,12 +433,9 @@ impl<C: Counters> Admitter<C> {
             match self.forwarding(policy, &call, &number, &req, &mut trace).await {
                 Ok((f_routes, f_targets, rate, limits, profile_id)) => {
                     let lease = if always {
-                        match self.counters.acquire(&limits, &req.call_control_id).await {
+                        match self.take(&limits, &req.call_control_id).await {
                             Ok(l) => Some(l),
-                            Err(scope) => {
-                                context.trace = trace;
-                                return Admission::refuse(scope.limit_reason(), Some(context));
-                            }
+                            Err(reason) => return refused(context, trace, reason),
                         }
                     } else {
                         None
@@ -458,10 +446,7 @@ impl<C: Counters> Admitter<C> {
                 }
                 // Forwarding is refused by the outbound rules: the call ends where the
                 // connection's routes do (the reason is in the trace).
-                Err(reason) if always || routes.is_empty() => {
-                    context.trace = trace;
-                    return Admission::refuse(reason, Some(context));
-                }
+                Err(reason) if always || routes.is_empty() => return refused(context, trace, reason),
                 Err(_) => {}
             }
         }
@@ -573,10 +558,7 @@ impl<C: Counters> Admitter<C> {
         };
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let decision = {
-            let registered: &dyn Registrations = match &self.registrar {
-                Some(r) => &**r,
-                None => &NoRegistrations,
-            };
+            let registered = self.registrations();
             let over_tls = req.transport == TransportKind::Tls;
             let request = SubdomainRequest { message: &req.invite, caller, over_tls, registered, rotation };
             subdomain::decide(config, &request, &mut trace)
@@ -586,43 +568,17 @@ impl<C: Counters> Admitter<C> {
             SubdomainDecision::Reject(reason) => return Admission::refuse(reason, None),
             SubdomainDecision::NotSubdomain => return Admission::refuse(Reason::D31, None),
         };
-        let mut context = CallContext {
-            direction: Direction::Inbound,
-            call_control_id: req.call_control_id.clone(),
-            account_id: call.account_id.to_string(),
-            connection_id: call.connection_id.to_string(),
-            profile_id: None,
-            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
-            to_received: call.user.clone(),
-            destination: None,
+        let to = ConnectionCall {
+            account_id: &call.account_id,
+            connection_id: &call.connection_id,
+            user: &call.user,
             rate: None,
-            webhook: policy.webhooks.get(call.connection_id.as_ref()).cloned(),
-            started: req.received,
-            trace: Trace::new(),
+            channels: &call.channels,
+            routes: &call.routes,
+            timeouts: (call.timeout_1xx, call.timeout_2xx),
+            simultaneous_ringing: call.simultaneous_ringing,
         };
-        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
-            Ok(lease) => lease,
-            Err(scope) => {
-                context.trace = trace;
-                return Admission::refuse(scope.limit_reason(), Some(context));
-            }
-        };
-        let (routes, targets) = self.deliveries(&call.routes, &call.connection_id, &call.user).await;
-        let caller = context.from_received.clone();
-        let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
-        context.trace = trace;
-        Admission::Admit(Box::new(AdmittedCall {
-            context,
-            routes,
-            targets,
-            caller,
-            anonymous: false,
-            lease,
-            b_headers: Vec::new(),
-            timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
-            ring_together,
-            forward: None,
-        }))
+        self.admit_to_connection(policy, &req, to, trace).await
     }
 
     /// A call to `sip:user@<our domain>`: a credential connection's registered devices, when
@@ -639,10 +595,7 @@ impl<C: Counters> Admitter<C> {
         };
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let decision = {
-            let registered: &dyn Registrations = match &self.registrar {
-                Some(r) => &**r,
-                None => &NoRegistrations,
-            };
+            let registered = self.registrations();
             let request = UriCallRequest { message: &req.invite, caller, registered, rotation };
             uri_calling::decide(config, &request, &mut trace)
         };
@@ -652,44 +605,75 @@ impl<C: Counters> Admitter<C> {
             // `callee` said it was one; a policy swap in between is the only way here.
             UriCallDecision::NotUriCall => return Admission::refuse(Reason::D30, None),
         };
-        let mut context = CallContext {
-            direction: Direction::Inbound,
-            call_control_id: req.call_control_id.clone(),
-            account_id: call.account_id.to_string(),
-            connection_id: call.connection_id.to_string(),
-            profile_id: None,
-            from_received: req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default(),
-            to_received: call.user.clone(),
-            destination: None,
+        let to = ConnectionCall {
+            account_id: &call.account_id,
+            connection_id: &call.connection_id,
+            user: &call.user,
             // Callers from outside are billed to the callee by the minute at the operator's rate.
             rate: call.rate.map(|r| (r, BillingIncrement { first: 60, next: 60 })),
-            webhook: policy.webhooks.get(call.connection_id.as_ref()).cloned(),
+            channels: &call.channels,
+            routes: &call.routes,
+            timeouts: (call.timeout_1xx, call.timeout_2xx),
+            simultaneous_ringing: call.simultaneous_ringing,
+        };
+        self.admit_to_connection(policy, &req, to, trace).await
+    }
+
+    /// A call addressed to one of our connections by name (a SIP URI or subdomain call): its
+    /// record, its channels, its routes.
+    async fn admit_to_connection(
+        &self,
+        policy: &Policy,
+        req: &AdmissionRequest,
+        to: ConnectionCall<'_>,
+        trace: Trace,
+    ) -> Admission {
+        let context = CallContext {
+            direction: Direction::Inbound,
+            call_control_id: req.call_control_id.clone(),
+            account_id: to.account_id.to_string(),
+            connection_id: to.connection_id.to_string(),
+            profile_id: None,
+            from_received: from_user(&req.invite),
+            to_received: to.user.to_owned(),
+            destination: None,
+            rate: to.rate,
+            webhook: policy.webhooks.get(to.connection_id.as_ref()).cloned(),
             started: req.received,
             trace: Trace::new(),
         };
-        let lease = match self.counters.acquire(&call.channels, &req.call_control_id).await {
+        let lease = match self.take(to.channels, &req.call_control_id).await {
             Ok(lease) => lease,
-            Err(scope) => {
-                context.trace = trace;
-                return Admission::refuse(scope.limit_reason(), Some(context));
-            }
+            Err(reason) => return refused(context, trace, reason),
         };
-        let (routes, targets) = self.deliveries(&call.routes, &call.connection_id, &call.user).await;
-        let caller = req.invite.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default();
-        let ring_together = ring_together(call.simultaneous_ringing, &call.routes, &routes);
-        context.trace = trace;
+        let (routes, targets) = self.deliveries(to.routes, to.connection_id, to.user).await;
+        let ring_together = ring_together(to.simultaneous_ringing, to.routes, &routes);
+        let caller = context.from_received.clone();
         Admission::Admit(Box::new(AdmittedCall {
-            context,
+            context: CallContext { trace, ..context },
             routes,
             targets,
             caller,
             anonymous: false,
             lease,
             b_headers: Vec::new(),
-            timeouts: Some((call.timeout_1xx, call.timeout_2xx)),
+            timeouts: Some(to.timeouts),
             ring_together,
             forward: None,
         }))
+    }
+
+    /// Where inbound deliveries find registered contacts.
+    fn registrations(&self) -> &dyn Registrations {
+        match &self.registrar {
+            Some(r) => &**r,
+            None => &NoRegistrations,
+        }
+    }
+
+    /// Takes a call's channels under `limits`, or names the limit that is full.
+    async fn take(&self, limits: &ChannelLimits, call_control_id: &str) -> Result<ChannelLease, Reason> {
+        self.counters.acquire(limits, call_control_id).await.map_err(Scope::limit_reason)
     }
 
     /// The call's routes toward a connection (and where each goes), from its planned ones.
@@ -800,6 +784,17 @@ impl<C: Counters> Admitter<C> {
             }
         }
     }
+}
+
+/// The user part of a request's From: the calling party as received.
+fn from_user(msg: &Message) -> String {
+    msg.from().ok().and_then(|f| f.user().map(str::to_owned)).unwrap_or_default()
+}
+
+/// A call refused after it was identified: recorded with the rules' trace.
+fn refused(mut context: CallContext, trace: Trace, reason: Reason) -> Admission {
+    context.trace = trace;
+    Admission::refuse(reason, Some(context))
 }
 
 /// How many of the call's first routes ring together: with simultaneous ringing, every
