@@ -500,6 +500,17 @@ impl Config {
     pub fn inbound_counters(&self, r: ConnectionRef) -> &(Id, Id) {
         &self.inbound_counters[r.0]
     }
+
+    /// The channels an inbound call to connection `r` takes: its inbound counters, under the
+    /// connection's inbound `channel_limit` (the account's concurrent call limit is outbound's).
+    pub fn inbound_channels(&self, r: ConnectionRef) -> crate::outbound::ChannelLimits {
+        let (account, connection) = self.inbound_counters(r);
+        crate::outbound::ChannelLimits {
+            account: (account.clone(), None),
+            profile: None,
+            connection: (connection.clone(), self.connection(r).inbound.channel_limit),
+        }
+    }
 }
 
 /// The prefix of the counter ids inbound calls are counted under ([`Config::inbound_counters`]).

@@ -241,7 +241,6 @@ fn run(config: &Config, req: &InboundRequest<'_>, trace: &mut Trace) -> Result<I
         ],
     );
 
-    let (account_counter, connection_counter) = config.inbound_counters(conn_ref);
     Ok(InboundCall {
         account_id: conn.account_id.clone(),
         connection_id: conn.id.clone(),
@@ -251,11 +250,7 @@ fn run(config: &Config, req: &InboundRequest<'_>, trace: &mut Trace) -> Result<I
         ani,
         dnis,
         p_asserted_identity: req.message.header_values(HeaderName::PAssertedIdentity).map(str::to_owned).collect(),
-        channels: ChannelLimits {
-            account: (account_counter.clone(), None),
-            profile: None,
-            connection: (connection_counter.clone(), settings.channel_limit),
-        },
+        channels: config.inbound_channels(conn_ref),
         timeout_1xx: settings.timeout_1xx(),
         timeout_2xx: settings.timeout_2xx(),
         simultaneous_ringing: ringing_together,
@@ -383,17 +378,12 @@ fn on_net_delivery(
         }
         None => e164.trim_start_matches('+').to_owned(),
     };
-    let (account_counter, connection_counter) = config.inbound_counters(conn_ref);
     let settings = &conn.inbound;
     Ok(OnNetCall {
         account_id: conn.account_id.clone(),
         connection_id: conn.id.clone(),
         dnis,
-        channels: ChannelLimits {
-            account: (account_counter.clone(), None),
-            profile: None,
-            connection: (connection_counter.clone(), settings.channel_limit),
-        },
+        channels: config.inbound_channels(conn_ref),
         timeout_1xx: settings.timeout_1xx(),
         timeout_2xx: settings.timeout_2xx(),
         simultaneous_ringing: delivery.ringing_together,

@@ -113,17 +113,12 @@ fn run(config: &Config, req: &SubdomainRequest<'_>, label: &str, trace: &mut Tra
         Some(Ok(uri)) => uri.user().unwrap_or_default().split(';').next().unwrap_or_default().to_owned(),
         _ => String::new(),
     };
-    let (account_counter, connection_counter) = config.inbound_counters(conn_ref);
     let settings = &conn.inbound;
     Ok(SubdomainCall {
         account_id: conn.account_id.clone(),
         connection_id: conn.id.clone(),
         user,
-        channels: ChannelLimits {
-            account: (account_counter.clone(), None),
-            profile: None,
-            connection: (connection_counter.clone(), settings.channel_limit),
-        },
+        channels: config.inbound_channels(conn_ref),
         timeout_1xx: settings.timeout_1xx(),
         timeout_2xx: settings.timeout_2xx(),
         simultaneous_ringing: delivery.ringing_together,

@@ -227,7 +227,6 @@ pub fn decide(config: &Config, req: &UriCallRequest<'_>, trace: &mut Trace) -> U
         [("billed_account", (&conn.account_id).into()), ("per_minute", rate.map_or(Value::Absent, Value::from))],
     );
 
-    let (account_counter, connection_counter) = config.inbound_counters(callee_ref);
     UriCallDecision::Route(Box::new(UriCall {
         account_id: conn.account_id.clone(),
         connection_id: conn.id.clone(),
@@ -235,11 +234,7 @@ pub fn decide(config: &Config, req: &UriCallRequest<'_>, trace: &mut Trace) -> U
         preference,
         caller,
         rate,
-        channels: ChannelLimits {
-            account: (account_counter.clone(), None),
-            profile: None,
-            connection: (connection_counter.clone(), settings.channel_limit),
-        },
+        channels: config.inbound_channels(callee_ref),
         timeout_1xx: settings.timeout_1xx(),
         timeout_2xx: settings.timeout_2xx(),
         simultaneous_ringing: settings.simultaneous_ringing,
