@@ -25,6 +25,13 @@ const NUMBER: &str = "+12125550123";
 const USER: &str = "alice2024";
 const PASSWORD: &str = "correct-horse-battery";
 
+/// The account's credential connection for its phones (user [`USER`], password [`PASSWORD`])
+/// with `inbound` settings.
+fn phones(server: &support::Server, account: &Account, inbound: serde_json::Value) -> serde_json::Value {
+    let body = json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD, "inbound": inbound});
+    create(server, "/v2/credential_connections", &account.key, body)
+}
+
 /// A phone: one UDP socket, registering and taking calls.
 struct Device {
     sock: UdpSocket,
@@ -171,12 +178,7 @@ fn a_registered_device_takes_its_numbers_calls_and_an_unregistered_one_gets_rg1(
     let before = generations(&server);
     let account = account(&server, "acme", None);
     origination_carrier(&server, CARRIER_IP);
-    let conn = create(
-        &server,
-        "/v2/credential_connections",
-        &account.key,
-        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
-    );
+    let conn = phones(&server, &account, json!({}));
     phone_number(&server, &account, NUMBER, &id(&conn));
     wait_config_applied(&server, before);
 
@@ -232,12 +234,7 @@ fn sip_uri_calls_reach_the_device_as_its_preference_allows() {
     let mut before = generations(&server);
     let other = account(&server, "globex", None);
     let account = account(&server, "acme", None);
-    let conn = create(
-        &server,
-        "/v2/credential_connections",
-        &account.key,
-        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
-    );
+    let conn = phones(&server, &account, json!({}));
     for (a, ip, name) in [(&account, SAME_ACCOUNT_PBX, "acme-pbx"), (&other, OTHER_ACCOUNT_PBX, "globex-pbx")] {
         let c = create(&server, "/v2/ip_connections", &a.key, json!({"connection_name": name}));
         create(&server, "/v2/ips", &a.key, json!({"connection_id": id(&c), "ip_address": ip}));
@@ -301,13 +298,7 @@ fn simultaneous_ringing_rings_every_device_and_the_first_answer_wins() {
     let before = generations(&server);
     let account = account(&server, "acme", None);
     origination_carrier(&server, CARRIER_IP);
-    let conn = create(
-        &server,
-        "/v2/credential_connections",
-        &account.key,
-        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD,
-               "inbound": {"simultaneous_ringing": "enabled"}}),
-    );
+    let conn = phones(&server, &account, json!({"simultaneous_ringing": "enabled"}));
     phone_number(&server, &account, NUMBER, &id(&conn));
     wait_config_applied(&server, before);
     let mut desk = Device::new(server.sip);
@@ -334,12 +325,7 @@ fn guessing_a_password_is_turned_away_for_a_while() {
     let server = start_switch("");
     let before = generations(&server);
     let account = account(&server, "acme", None);
-    create(
-        &server,
-        "/v2/credential_connections",
-        &account.key,
-        json!({"connection_name": "phones", "user_name": USER, "password": PASSWORD}),
-    );
+    phones(&server, &account, json!({}));
     wait_config_applied(&server, before);
     let device = Device::new(server.sip);
     let me = device.addr();
