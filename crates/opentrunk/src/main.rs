@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod calls;
 mod config;
+mod metrics;
 mod records;
 mod registrations;
 mod serve;

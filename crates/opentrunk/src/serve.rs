@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use engine::admission::Admitter;
 use engine::registrar::Registrar;
-use engine::switch::{CallPlumbing, CallTimers, Control, Core, SwitchConfig, SwitchStats};
+use engine::switch::{CallPlumbing, CallTimers, Control, Core, SwitchConfig};
 use engine::webhooks::{WebhookConfig, Webhooks};
 use engine::{TlsSettings, Transports};
 use serde_json::json;
@@ -180,11 +180,12 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("API {}: {e}", config.api.listen))?;
     info!(listener = %api.local_addr().map_err(|e| e.to_string())?, "API listener up");
-    let metrics = Metrics { stats, transports: transports.clone(), snapshot, admitter, records, webhooks };
+    let metrics =
+        crate::metrics::Metrics { stats, transports: transports.clone(), snapshot, admitter, records, webhooks };
     let app = Router::new()
         .route("/health", get(health_handler))
         .with_state(health.clone())
-        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state(Arc::new(metrics)))
+        .merge(Router::new().route("/metrics", get(crate::metrics::metrics_handler)).with_state(Arc::new(metrics)))
         .merge(api::router(api::ApiState::with_live_calls(Arc::new(store.clone()), live)));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).await {
@@ -238,65 +239,12 @@ fn spool_path(config: &Config) -> std::path::PathBuf {
     }
 }
 
-struct Metrics {
-    stats: Arc<SwitchStats>,
-    transports: Transports,
-    snapshot: store::SnapshotHandle,
-    admitter: Arc<Admitter<engine::counters::LocalCounters>>,
-    records: crate::records::CdrSink,
-    webhooks: Webhooks,
-}
-
 async fn health_handler(State(h): State<Arc<AtomicU8>>) -> (StatusCode, Json<serde_json::Value>) {
     match h.load(Ordering::SeqCst) {
         UP => (StatusCode::OK, Json(json!({"status": "ok"}))),
         DRAINING => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))),
         _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))),
     }
-}
-
-/// Prometheus text exposition of the switch's counters.
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(4096);
-    let extra = [
-        ("opentrunk_sip_connections", "gauge", "open stream connections", m.transports.connection_count() as u64),
-        (
-            "opentrunk_sip_datagrams_dropped_total",
-            "counter",
-            "datagrams dropped: switch queue full",
-            m.transports.dropped_datagrams(),
-        ),
-        (
-            "opentrunk_config_generation",
-            "gauge",
-            "reloads of the configuration snapshot",
-            m.snapshot.current().generation,
-        ),
-        (
-            "opentrunk_config_resources",
-            "gauge",
-            "resources in the configuration snapshot",
-            m.snapshot.current().len() as u64,
-        ),
-        (
-            "opentrunk_policy_generation",
-            "gauge",
-            "configuration generation new calls are decided with",
-            m.admitter.generation(),
-        ),
-    ];
-    let families = m
-        .stats
-        .families()
-        .into_iter()
-        .chain(extra)
-        .chain(m.records.stats().families())
-        .chain(m.webhooks.counts().families());
-    for (name, kind, help, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    }
-    out
 }
 
 async fn shutdown_signal() {
