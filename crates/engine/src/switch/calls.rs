@@ -167,6 +167,12 @@ pub struct CallSummary {
     pub to: String,
     pub started: SystemTime,
     pub webhook: Option<std::sync::Arc<crate::webhooks::Destination>>,
+    /// What the call's record needs from its start, journaled while it lives so that a node
+    /// lost mid-call still leaves a billed record: the profile, the called party as received,
+    /// and the per-minute rate with its billing increment when rated.
+    pub profile_id: Option<String>,
+    pub to_received: String,
+    pub rate: Option<(Decimal, rating::BillingIncrement)>,
 }
 
 /// One attempt as it goes: its index in the plan, when it began, where it went, and how and
@@ -375,6 +381,9 @@ impl Core {
             to: context.destination.clone().unwrap_or_else(|| context.to_received.clone()),
             started: context.started,
             webhook: context.webhook.clone(),
+            profile_id: context.profile_id.clone(),
+            to_received: context.to_received.clone(),
+            rate: context.rate,
         };
         self.notices.push_back(CallNotice::Initiated {
             call_control_id: context.call_control_id.clone(),
