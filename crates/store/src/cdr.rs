@@ -339,6 +339,7 @@ impl crate::Store {
         if records.is_empty() {
             return Ok(0);
         }
+        let _timing = self.stats.time(crate::Operation::CdrInsert);
         let mut tx = self.pool.begin().await?;
         let new = write(&mut tx, self.backend, records, Taken::Skip).await?;
         tx.commit().await?;

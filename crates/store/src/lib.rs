@@ -16,6 +16,7 @@ mod rates;
 mod registrations;
 mod repository;
 mod snapshot;
+mod stats;
 pub use cdr::{
     AttemptOutcome, CallDetailRecord, CdrFilter, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp,
     is_cdr_timestamp, new_cdr_id,
@@ -24,6 +25,7 @@ pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
 pub use registrations::Registration;
 pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};
+pub use stats::{BUCKETS, Latency, Operation, StoreStats};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,8 @@ pub struct Store {
     /// snapshot keeper waits on it (other nodes learn of changes through PostgreSQL NOTIFY).
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     url: String,
+    /// How long the node's own database work takes (`/metrics`).
+    stats: std::sync::Arc<StoreStats>,
 }
 
 /// What [`Store::ensure_admin_key`] found or did.
@@ -148,7 +152,13 @@ impl Store {
         let pool =
             options.connect(&connect_url).await.map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
         let (changes, _) = tokio::sync::watch::channel(0);
-        let store = Store { pool, backend, changes: std::sync::Arc::new(changes), url: url.to_owned() };
+        let store = Store {
+            pool,
+            backend,
+            changes: std::sync::Arc::new(changes),
+            url: url.to_owned(),
+            stats: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -163,6 +173,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Latency of the node's database work, shared by every clone of this store.
+    pub fn stats(&self) -> std::sync::Arc<StoreStats> {
+        self.stats.clone()
     }
 
     /// Makes sure the operator has an API key. A configured key wins (its hash replaces any

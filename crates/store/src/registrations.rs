@@ -96,6 +96,7 @@ impl crate::Store {
         if bindings.is_empty() {
             return Ok(());
         }
+        let _timing = self.stats.time(crate::Operation::RegistrationWrite);
         let sql = format!(
             "INSERT INTO registrations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
              $14, $15, $16, $17, $18, $19, $20) ON CONFLICT (connection_id, binding_key) DO UPDATE SET \
@@ -139,6 +140,7 @@ impl crate::Store {
 
     /// Removes bindings of a connection by key; returns how many were there.
     pub async fn remove_registrations(&self, connection_id: &str, keys: &[&str]) -> Result<u64, StoreError> {
+        let _timing = self.stats.time(crate::Operation::RegistrationWrite);
         let mut tx = self.pool.begin().await?;
         let mut removed = 0;
         for key in keys {
@@ -155,6 +157,7 @@ impl crate::Store {
 
     /// Removes every binding that expired at or before `now_ms` (Unix ms); returns how many.
     pub async fn expire_registrations(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let _timing = self.stats.time(crate::Operation::RegistrationExpire);
         let done =
             sqlx::query("DELETE FROM registrations WHERE expires_at <= $1").bind(now_ms).execute(&self.pool).await?;
         Ok(done.rows_affected())

@@ -72,6 +72,7 @@ impl Store {
 
     /// Every resource, read in one query.
     pub async fn load_snapshot(&self, generation: u64) -> Result<Snapshot, StoreError> {
+        let _timing = self.stats.time(crate::Operation::SnapshotLoad);
         let rows: Vec<(String, String, String, String, String, String, String)> = sqlx::query_as(
             "SELECT kind, id, account_id, name, body, created_at, updated_at FROM resources ORDER BY created_at, id",
         )
