@@ -38,23 +38,16 @@ async fn show(State(s): State<ApiState>, _caller: Caller) -> Result<Json<Value>,
     Ok(Json(json!({"data": {"public_key": public_key_base64(&key.verifying_key())}})))
 }
 
-/// The operator's webhook signing key, generated and stored on first use.
-///
-/// Two nodes generating it at the same moment (a first start of a cluster) both write; the last
-/// write wins and each reads the stored key back, so only a node that read between the two
-/// writes could sign with the losing key: start one node first, or restart the others.
+/// The operator's webhook signing key, generated and stored on first use. Nodes of a cluster
+/// starting together all read the first one stored.
 pub async fn webhook_signing_key(store: &dyn Repository) -> Result<SigningKey, StoreError> {
     if let Some(stored) = store.setting(SIGNING_KEY_SETTING).await? {
         return parse(&stored);
     }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| StoreError::Failed(format!("random source: {e}")))?;
-    store.put_setting(SIGNING_KEY_SETTING, &format!("{PREFIX}{}", BASE64.encode(seed))).await?;
-    info!("generated the webhook signing key");
-    let stored = store
-        .setting(SIGNING_KEY_SETTING)
-        .await?
-        .ok_or_else(|| StoreError::Failed(format!("setting {SIGNING_KEY_SETTING}: gone right after it was written")))?;
+    let stored = store.setting_or_put(SIGNING_KEY_SETTING, &format!("{PREFIX}{}", BASE64.encode(seed))).await?;
+    info!("webhook signing key ready");
     parse(&stored)
 }
 

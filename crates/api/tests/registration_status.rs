@@ -89,7 +89,7 @@ async fn check_registration_status_follows_the_bindings() {
         );
 
         // Only an expired one left: Expired; after the sweep: Not Registered.
-        store.remove_registrations(&id, &["sip:office1@198.51.100.7:40002;transport=tcp"]).await.unwrap();
+        store.remove_registrations(&id, &["sip:office1@198.51.100.7:40002;transport=tcp"], None).await.unwrap();
         store.upsert_registrations(&[binding(&id, &account_id, 1_767_312_000_000, now - 1, 40_001)]).await.unwrap();
         let (_, body) = call(&app, "POST", &uri, Some(&key), None).await;
         assert_eq!((body["data"]["status"].as_str(), body["data"]["port"].as_u64()), (Some("Expired"), Some(40001)));

@@ -97,6 +97,18 @@ impl Registrar {
         }
     }
 
+    /// Another node changed a connection's bindings: `stored` (the store's, unexpired) replace
+    /// this node's. Bindings are the store's truth, so this node's next REGISTER for the
+    /// connection is decided against what any node last accepted.
+    pub fn replace(&self, connection_id: &str, stored: Vec<Binding>) {
+        let mut table = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+        if stored.is_empty() {
+            table.remove(connection_id);
+        } else {
+            table.insert(connection_id.to_owned(), stored);
+        }
+    }
+
     /// Answers one REGISTER at wall-clock time `now`.
     pub fn handle(&self, req: &RegistrationRequest, now: SystemTime) -> RegistrationAnswer {
         let policy = self.policy.borrow().clone();

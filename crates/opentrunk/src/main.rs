@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod calls;
+mod cluster;
 mod config;
 mod metrics;
 mod records;

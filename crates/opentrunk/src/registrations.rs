@@ -1,6 +1,6 @@
-//! The registrar's bindings in the store: every change written (so a restart, and later the
-//! other nodes, know who is registered), the stored ones restored at start, and expired ones
-//! swept. The switch answers REGISTERs from memory; nothing here is on a call's path.
+//! The registrar's bindings in the store: every change written (so a restart, and the other
+//! nodes, know who is registered), the stored ones restored at start, other nodes' changes
+//! followed, and expired ones swept. The switch answers REGISTERs from memory; nothing here is on a call's path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use trunking::time::Timestamp;
 /// How often expired bindings are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
-fn to_row(b: &Binding, account_id: &str) -> Registration {
+fn to_row(b: &Binding, account_id: &str, node: &str) -> Registration {
     Registration {
         connection_id: b.connection_id.to_string(),
         binding_key: Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id),
@@ -35,7 +35,7 @@ fn to_row(b: &Binding, account_id: &str) -> Registration {
         transport: b.source.transport.as_str().to_owned(),
         nat: b.nat,
         user_agent: b.user_agent.clone(),
-        node: None,
+        node: Some(node.to_owned()),
         registered_at: b.registered_at.as_millis() as i64,
         updated_at: b.updated_at.as_millis() as i64,
         expires_at: b.expires_at.as_millis() as i64,
@@ -69,32 +69,68 @@ fn from_row(r: Registration) -> Option<Binding> {
 
 /// The stored bindings of every credential connection in `snapshot` that have not expired.
 pub async fn restore(store: &Store, snapshot: &store::Snapshot, registrar: &Registrar) {
-    use store::Repository;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut restored = Vec::new();
     for c in snapshot.of_kind(api::policy::CREDENTIAL_CONNECTION_KIND) {
-        match store.list_registrations(&c.id).await {
-            Ok(rows) => restored.extend(rows.into_iter().filter(|r| r.expires_at > now).filter_map(from_row)),
+        match stored(store, &c.id).await {
+            Ok(bindings) => restored.extend(bindings),
             Err(e) => warn!(connection = %c.id, "registrations not restored: {e}"),
         }
     }
     registrar.restore(restored);
 }
 
+/// A connection's stored bindings that have not expired.
+async fn stored(store: &Store, connection_id: &str) -> Result<Vec<Binding>, store::StoreError> {
+    use store::Repository;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let rows = store.list_registrations(connection_id).await?;
+    Ok(rows.into_iter().filter(|r| r.expires_at > now).filter_map(from_row).collect())
+}
+
+/// Follows the bindings other nodes write (cluster mode, PostgreSQL): a call for a device that
+/// registered at another node finds it here too, and a REGISTER refreshing it here is decided
+/// against the binding the other node accepted.
+pub async fn follow(store: Store, snapshot: store::SnapshotHandle, registrar: Arc<Registrar>, node: String) {
+    let mut notices = store.registration_notices();
+    while let Some(notice) = notices.recv().await {
+        match notice {
+            store::RegistrationNotice::Changed { node: Some(from), .. } if from == node => {}
+            store::RegistrationNotice::Changed { connection_id, .. } => match stored(&store, &connection_id).await {
+                Ok(bindings) => registrar.replace(&connection_id, bindings),
+                Err(e) => warn!(connection = %connection_id, "registrations of another node not read: {e}"),
+            },
+            store::RegistrationNotice::Resync => {
+                for c in snapshot.current().of_kind(api::policy::CREDENTIAL_CONNECTION_KIND) {
+                    match stored(&store, &c.id).await {
+                        Ok(bindings) => registrar.replace(&c.id, bindings),
+                        Err(e) => warn!(connection = %c.id, "registrations not read again: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes every change of the bindings, and sweeps expired ones, until the registrar is gone.
-pub async fn keep(store: Store, registrar: Arc<Registrar>, mut changes: mpsc::UnboundedReceiver<BindingChange>) {
+/// `node` names this node in what it writes (other nodes skip their own changes).
+pub async fn keep(
+    store: Store,
+    registrar: Arc<Registrar>,
+    mut changes: mpsc::UnboundedReceiver<BindingChange>,
+    node: String,
+) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             change = changes.recv() => {
                 let Some(change) = change else { return };
-                let rows: Vec<Registration> = change.bound.iter().map(|b| to_row(b, &change.account_id)).collect();
+                let rows: Vec<Registration> = change.bound.iter().map(|b| to_row(b, &change.account_id, &node)).collect();
                 if let Err(e) = store.upsert_registrations(&rows).await {
                     warn!("registrations not stored: {e}");
                 }
                 for b in &change.removed {
                     let key = Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id);
-                    if let Err(e) = store.remove_registrations(&b.connection_id, &[key.as_str()]).await {
+                    if let Err(e) = store.remove_registrations(&b.connection_id, &[key.as_str()], Some(&node)).await {
                         warn!("registration not removed from the store: {e}");
                     }
                 }
@@ -133,7 +169,7 @@ mod tests {
             updated_at: Timestamp(1_700_000_060_000),
             expires_at: Timestamp(1_700_003_660_000),
         };
-        let row = to_row(&b, "acct-1");
+        let row = to_row(&b, "acct-1", "node-1");
         assert_eq!(row.account_id, "acct-1");
         assert_eq!(from_row(row), Some(b));
     }

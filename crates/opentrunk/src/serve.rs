@@ -39,6 +39,8 @@ pub async fn serve(config: Config) -> i32 {
 
 async fn run(config: Config) -> Result<(), String> {
     let health = Arc::new(AtomicU8::new(STARTING));
+    let node_id = crate::cluster::node_id();
+    info!(node = %node_id, "node starting");
     let store = store::Store::open(&config.database_url).await.map_err(|e| format!("store: {e}"))?;
     info!(backend = ?store.backend(), "store open");
     // The configuration the switch will read on its hot path, kept current from the store.
@@ -56,15 +58,19 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let counters = Arc::new(engine::counters::LocalCounters::new());
-    // Nonces are HMACs under a key of this process: after a restart, a caller answering an old
-    // nonce is asked again (stale=true), never refused.
+    // Nonces are HMACs under the deployment's key, kept in the store: a challenge one node
+    // issues is answered at any node, and survives restarts.
     let algorithms = config.digest_algorithms()?;
-    let realm = trunking::digest::DigestRealm::new(
-        api::connections_common::digest::REALM,
-        rand::random::<[u8; 32]>(),
-        trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
-    )
-    .with_algorithms(&algorithms);
+    let nonce_key = crate::cluster::digest_nonce_key(&store).await.map_err(|e| format!("digest nonce key: {e}"))?;
+    let digest_realm = || {
+        trunking::digest::DigestRealm::new(
+            api::connections_common::digest::REALM,
+            nonce_key,
+            trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
+        )
+        .with_algorithms(&algorithms)
+    };
+    let realm = digest_realm();
     let resolver = |what: &str| {
         let located = if config.sip.dns_servers.is_empty() {
             engine::Locator::system()
@@ -109,18 +115,14 @@ async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(source.keep(snapshot.clone(), policy_tx));
     // The registrar: credential connections' devices register here; their bindings are kept
     // in memory for calls and written to the store.
-    let registrar_realm = trunking::digest::DigestRealm::new(
-        api::connections_common::digest::REALM,
-        rand::random::<[u8; 32]>(),
-        trunking::digest::DEFAULT_NONCE_LIFETIME_MS,
-    )
-    .with_algorithms(&algorithms);
+    let registrar_realm = digest_realm();
     let (binding_tx, binding_rx) = tokio::sync::mpsc::unbounded_channel();
     let registrar = Arc::new(
         Registrar::new(policy_rx.clone(), RegistrarRules::default(), registrar_realm).with_changes(binding_tx),
     );
     crate::registrations::restore(&store, &snapshot.current(), &registrar).await;
-    tokio::spawn(crate::registrations::keep(store.clone(), registrar.clone(), binding_rx));
+    tokio::spawn(crate::registrations::keep(store.clone(), registrar.clone(), binding_rx, node_id.clone()));
+    tokio::spawn(crate::registrations::follow(store.clone(), snapshot.clone(), registrar.clone(), node_id.clone()));
     let admitter =
         Arc::new(Admitter::new(policy_rx, counters.clone(), realm, locator).with_registrar(registrar.clone()));
 

@@ -22,7 +22,7 @@ pub use cdr::{
     is_cdr_timestamp, new_cdr_id,
 };
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
-pub use registrations::Registration;
+pub use registrations::{Registration, RegistrationNotice};
 pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};
 pub use stats::{BUCKETS, Latency, Operation, StoreStats};

@@ -134,12 +134,50 @@ impl crate::Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let mut connections: Vec<(&str, Option<&str>)> =
+            bindings.iter().map(|b| (b.connection_id.as_str(), b.node.as_deref())).collect();
+        connections.dedup();
+        for (connection_id, node) in connections {
+            self.announce_registration(&mut tx, connection_id, node).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
+    /// On PostgreSQL, tells every node that a connection's bindings changed (delivered at
+    /// commit): `connection_id` and the writing node, space separated.
+    async fn announce_registration(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        connection_id: &str,
+        node: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if self.backend == crate::Backend::Postgres {
+            let payload = format!("{connection_id} {}", node.unwrap_or_default());
+            sqlx::query("SELECT pg_notify('opentrunk_registrations', $1)").bind(payload).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Changes of bindings written by any node, as they commit (PostgreSQL; on SQLite, one
+    /// node, nothing ever arrives). After the listening connection is lost and back, a
+    /// [`RegistrationNotice::Resync`] says notices may have been missed.
+    pub fn registration_notices(&self) -> tokio::sync::mpsc::Receiver<RegistrationNotice> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        if self.backend == crate::Backend::Postgres {
+            tokio::spawn(listen_for_registrations(self.url.clone(), tx));
+        }
+        rx
+    }
+
     /// Removes bindings of a connection by key; returns how many were there.
-    pub async fn remove_registrations(&self, connection_id: &str, keys: &[&str]) -> Result<u64, StoreError> {
+    /// `node` is the node removing them (named in the notice to the others).
+    pub async fn remove_registrations(
+        &self,
+        connection_id: &str,
+        keys: &[&str],
+        node: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let _timing = self.stats.time(crate::Operation::RegistrationWrite);
         let mut tx = self.pool.begin().await?;
         let mut removed = 0;
@@ -150,6 +188,9 @@ impl crate::Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        }
+        if removed > 0 {
+            self.announce_registration(&mut tx, connection_id, node).await?;
         }
         tx.commit().await?;
         Ok(removed)
@@ -169,6 +210,54 @@ impl crate::Store {
             format!("SELECT {COLUMNS} FROM registrations WHERE username = $1 ORDER BY registered_at, binding_key");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(username).fetch_all(&self.pool).await?;
         rows.iter().map(from_row).collect()
+    }
+}
+
+/// A change of the stored bindings, from [`crate::Store::registration_notices`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationNotice {
+    /// A node wrote the bindings of a connection.
+    Changed { connection_id: String, node: Option<String> },
+    /// Notices may have been lost (the listening connection was down): read everything again.
+    Resync,
+}
+
+/// LISTENs for binding changes, reconnecting after errors; a `Resync` follows each (re)connect.
+async fn listen_for_registrations(url: String, out: tokio::sync::mpsc::Sender<RegistrationNotice>) {
+    loop {
+        match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen("opentrunk_registrations").await {
+                Err(e) => tracing::warn!(error = %e, "LISTEN for registrations failed"),
+                Ok(()) => {
+                    if out.send(RegistrationNotice::Resync).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        match listener.recv().await {
+                            Ok(n) => {
+                                let (connection_id, node) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
+                                let notice = RegistrationNotice::Changed {
+                                    connection_id: connection_id.to_owned(),
+                                    node: (!node.is_empty()).then(|| node.to_owned()),
+                                };
+                                if out.send(notice).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "registrations listener lost its connection");
+                                break;
+                            }
+                        }
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "registrations listener cannot connect"),
+        }
+        if out.is_closed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -28,6 +28,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Sets a platform setting.
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
+    /// The setting `key`, stored as `value` first if it has none: the first writer wins, so
+    /// nodes of a cluster starting at once all read the same value (shared secrets).
+    async fn setting_or_put(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
     /// Whether `presented` is the operator's key (compared by hash, in constant time).
     async fn is_admin_key(&self, presented: &str) -> Result<bool, StoreError>;
 
@@ -182,6 +186,18 @@ impl Repository for Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn setting_or_put(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await?;
+        self.setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Failed(format!("setting {key}: gone right after it was written")))
     }
 
     async fn is_admin_key(&self, presented: &str) -> Result<bool, StoreError> {

@@ -83,10 +83,10 @@ async fn upsert_replaces_by_key_and_removal_is_by_key() {
         s.upsert_registrations(std::slice::from_ref(&refreshed)).await.unwrap();
         assert_eq!(s.list_registrations("conn-1").await.unwrap(), vec![refreshed.clone()]);
         // Removal names the connection: the other connection's binding of the same key stays.
-        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str(), "nothing"]).await.unwrap(), 1);
+        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str(), "nothing"], None).await.unwrap(), 1);
         assert!(s.list_registrations("conn-1").await.unwrap().is_empty());
         assert_eq!(s.list_registrations("conn-2").await.unwrap(), vec![other]);
-        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str()]).await.unwrap(), 0);
+        assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str()], None).await.unwrap(), 0);
     }
 }
 
@@ -106,8 +106,37 @@ async fn the_sweep_takes_only_what_expired() {
 #[tokio::test]
 async fn nodes_share_bindings() {
     let Some((a, b)) = support::postgres_nodes().await else { return };
-    a.upsert_registrations(&[full()]).await.unwrap();
-    assert_eq!(b.list_registrations("conn-1").await.unwrap(), vec![full()]);
-    b.remove_registrations("conn-1", &[full().binding_key.as_str()]).await.unwrap();
+    let mut notices = b.registration_notices();
+    // Notices are database-wide: tests running beside this one (other schemas) send theirs too,
+    // so wait for the one expected.
+    async fn until(
+        notices: &mut tokio::sync::mpsc::Receiver<store::RegistrationNotice>,
+        want: store::RegistrationNotice,
+    ) {
+        let wait = async {
+            while let Some(n) = notices.recv().await {
+                if n == want {
+                    return;
+                }
+            }
+            panic!("notices ended");
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait).await.expect("the notice within 5 s");
+    }
+    until(&mut notices, store::RegistrationNotice::Resync).await;
+    let written = Registration { node: Some("node-a".into()), ..full() };
+    a.upsert_registrations(std::slice::from_ref(&written)).await.unwrap();
+    assert_eq!(b.list_registrations("conn-1").await.unwrap(), vec![written.clone()]);
+    until(
+        &mut notices,
+        store::RegistrationNotice::Changed { connection_id: "conn-1".into(), node: Some("node-a".into()) },
+    )
+    .await;
+    b.remove_registrations("conn-1", &[full().binding_key.as_str()], Some("node-b")).await.unwrap();
     assert!(a.list_registrations("conn-1").await.unwrap().is_empty());
+    until(
+        &mut notices,
+        store::RegistrationNotice::Changed { connection_id: "conn-1".into(), node: Some("node-b".into()) },
+    )
+    .await;
 }
