@@ -60,6 +60,8 @@ pub struct ClientTransaction {
     linger: Option<Instant>,
     transmit: VecDeque<Bytes>,
     events: VecDeque<ClientEvent>,
+    /// Requests sent again: the request by Timer A or E, the ACK for a repeated final.
+    retransmissions: u32,
 }
 
 impl ClientTransaction {
@@ -102,6 +104,7 @@ impl ClientTransaction {
             linger: None,
             transmit: VecDeque::with_capacity(2),
             events: VecDeque::with_capacity(2),
+            retransmissions: 0,
         };
         tx.transmit.push_back(request_bytes);
         Ok(tx)
@@ -123,6 +126,12 @@ impl ClientTransaction {
     /// `true` for an INVITE client transaction.
     pub fn is_invite(&self) -> bool {
         self.invite
+    }
+
+    /// How many times this transaction has sent a request again (its request on Timer A or
+    /// E, its ACK for a retransmitted final response).
+    pub fn retransmissions(&self) -> u32 {
+        self.retransmissions
     }
 
     /// A response from the network. `Err` when it is not a response to this transaction (top
@@ -169,6 +178,7 @@ impl ClientTransaction {
                 // A retransmitted final response: ACK again, tell the TU nothing.
                 if let Some(ack) = &self.ack {
                     self.transmit.push_back(ack.clone());
+                    self.retransmissions += 1;
                 }
             }
             // Non-INVITE (17.1.2.2).
@@ -207,6 +217,7 @@ impl ClientTransaction {
         }
         if let Some(r) = self.retransmit.filter(|r| r.at <= now) {
             self.transmit.push_back(self.request_bytes.clone());
+            self.retransmissions += 1;
             let interval = match (self.invite, self.state) {
                 (true, _) => self.timers.next_a(r.interval),
                 // In Proceeding Timer E is reset to T2 (17.1.2.2).

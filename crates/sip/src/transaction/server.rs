@@ -64,6 +64,8 @@ pub struct ServerTransaction {
     linger: Option<Instant>,
     transmit: VecDeque<Bytes>,
     events: VecDeque<ServerEvent>,
+    /// Responses sent again: the last one for a retransmitted request, a final on Timer G.
+    retransmissions: u32,
 }
 
 impl ServerTransaction {
@@ -93,6 +95,7 @@ impl ServerTransaction {
             linger: None,
             transmit: VecDeque::with_capacity(2),
             events: VecDeque::new(),
+            retransmissions: 0,
         };
         if invite {
             let mut trying = tx.request.response_to(100, "Trying", None);
@@ -122,6 +125,12 @@ impl ServerTransaction {
     /// `true` for an INVITE server transaction.
     pub fn is_invite(&self) -> bool {
         self.invite
+    }
+
+    /// How many times this transaction has sent a response again (the last response to a
+    /// retransmitted request, a non-2xx final on Timer G).
+    pub fn retransmissions(&self) -> u32 {
+        self.retransmissions
     }
 
     /// A request that matched this transaction's key: a retransmission, or for INVITE an ACK.
@@ -161,6 +170,7 @@ impl ServerTransaction {
             (S::Proceeding | S::Completed, false) => {
                 if let Some(r) = &self.last_response {
                     self.transmit.push_back(r.clone());
+                    self.retransmissions += 1;
                 }
             }
             // Trying (no response yet), Confirmed, Accepted (RFC 6026: INVITE retransmissions are
@@ -241,6 +251,7 @@ impl ServerTransaction {
             // Timer G.
             if let Some(bytes) = &self.last_response {
                 self.transmit.push_back(bytes.clone());
+                self.retransmissions += 1;
             }
             self.retransmit = r.rearm(self.timers.next_capped(r.interval), now);
         }

@@ -193,6 +193,7 @@ fn client_invite_timer_a_doubles_until_b() {
     let expect: Vec<(Duration, usize)> =
         [500, 1500, 3500, 7500, 15500, 31500].into_iter().map(|t| (ms(t), 1)).chain([(secs(32), 0)]).collect();
     assert_eq!(fired, expect);
+    assert_eq!(c.retransmissions(), 6, "the first send is not a retransmission");
     assert_eq!(kinds_c(&c.events()), ["timeout", "terminated"]);
     assert_eq!(c.state(), ClientState::Terminated);
     assert_eq!(c.poll_timeout(), None);
@@ -284,8 +285,10 @@ fn client_invite_non_2xx_builds_ack_and_waits_timer_d() {
     assert_eq!(ack.count(HeaderName::Via), 1);
 
     // A retransmitted 486 gets the same ACK again and is not passed up.
+    assert_eq!(c.retransmissions(), 0, "the provisional stopped Timer A before it fired");
     c.handle_response(busy.clone(), t0 + secs(4)).unwrap();
     assert_eq!(c.sent(), acks);
+    assert_eq!(c.retransmissions(), 1, "the ACK sent again");
     assert!(c.events().is_empty());
     // Late 1xx and 2xx are absorbed.
     c.handle_response(response(&req, 180, "b1"), t0 + secs(5)).unwrap();
@@ -472,8 +475,10 @@ fn server_invite_sends_100_trying_at_once() {
     );
     assert_eq!(s.poll_timeout(), None, "nothing runs while the TU decides");
     // A retransmitted INVITE gets the 100 again, then the latest provisional.
+    assert_eq!(s.retransmissions(), 0);
     s.handle_request(invite(), t0 + ms(500)).unwrap();
     assert_eq!(s.sent(), sent);
+    assert_eq!(s.retransmissions(), 1, "the 100 sent again");
     let ringing = invite().response_to(180, "Ringing", Some("s1"));
     s.send_response(ringing.clone(), t0 + secs(1)).unwrap();
     assert_eq!(s.sent(), vec![ringing.to_bytes()]);
@@ -504,6 +509,7 @@ fn server_invite_non_2xx_timer_g_capped_until_h() {
         .chain([(secs(33), 0)])
         .collect();
     assert_eq!(fired, expect);
+    assert_eq!(s.retransmissions(), 10, "every Timer G firing, not the first send");
     assert_eq!(kinds_s(&s.events()), ["timeout", "terminated"]);
 }
 
