@@ -13,12 +13,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 mod support;
 
 const ADMIN_KEY: &str = "KEYsdk-tests-operator-key";
-use support::pg::{PG_ADDR, PG_DB, PG_USER, pg_simple_query};
+use support::pg::PgSchema;
 /// Exit code of `scripts/sdk-venv` when Python's venv or PyPI is unavailable.
 const SDK_UNAVAILABLE: i32 = 3;
 
@@ -96,38 +96,6 @@ fn sdk_python() -> Option<PathBuf> {
     }
 }
 
-/// A PostgreSQL schema of its own for one run, dropped afterwards.
-struct PgSchema {
-    name: String,
-}
-
-impl PgSchema {
-    /// `None` (after one `skipped:` line) when PostgreSQL is unreachable and not required.
-    fn create() -> Option<PgSchema> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        // `ot_test_` with the creation time last: the store tests' cleanup drops it if left over.
-        let name = format!("ot_test_sdk_{}_{nanos}", std::process::id());
-        match pg_simple_query(&format!("CREATE SCHEMA {name}")) {
-            Ok(()) => Some(PgSchema { name }),
-            Err(e) if flag("OPENTRUNK_REQUIRE_SERVICES") => panic!("PostgreSQL is required at {PG_ADDR}: {e}"),
-            Err(e) => {
-                println!("skipped: SDK tests on PostgreSQL: not reachable at {PG_ADDR} ({e})");
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://{PG_USER}@{PG_ADDR}/{PG_DB}?options=-c%20search_path%3D{}", self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let _ = pg_simple_query(&format!("DROP SCHEMA {} CASCADE", self.name));
-    }
-}
-
 /// Starts the switch on `database_url`, makes an account, and runs the Python tests.
 fn run_sdk_tests(backend: &str, database_url: Option<&str>) {
     let start = Instant::now();
@@ -177,6 +145,6 @@ fn telnyx_python_sdk_on_sqlite() {
 
 #[test]
 fn telnyx_python_sdk_on_postgres() {
-    let Some(schema) = PgSchema::create() else { return };
+    let Some(schema) = PgSchema::create("telnyx_python_sdk_on_postgres") else { return };
     run_sdk_tests("postgres", Some(&schema.url()));
 }

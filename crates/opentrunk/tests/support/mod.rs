@@ -64,9 +64,15 @@ impl Server {
 
     /// As [`Server::start`], with a TOML configuration file holding `toml`.
     pub fn start_with_config(toml: &str, extra_env: &[(&str, &str)]) -> Server {
+        Server::start_at("127.0.0.1", toml, extra_env)
+    }
+
+    /// As [`Server::start_with_config`], with SIP on `sip_ip` (a node of a cluster on its own
+    /// loopback address).
+    pub fn start_at(sip_ip: &str, toml: &str, extra_env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let api_port = free_port();
-        let sip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let sip: SocketAddr = format!("{sip_ip}:{port}").parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_opentrunk"));
         cmd.arg("serve");
@@ -119,6 +125,12 @@ impl Server {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Kills the process at once (SIGKILL): a node lost, nothing flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status (at most `limit`).

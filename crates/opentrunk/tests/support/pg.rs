@@ -68,3 +68,42 @@ fn pg_until_ready(s: &mut TcpStream) -> Result<(), String> {
         }
     }
 }
+
+/// Whether a service must be there (CI, or `OPENTRUNK_REQUIRE_SERVICES=1`).
+pub fn services_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("OPENTRUNK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A PostgreSQL schema of its own for one test, dropped afterwards.
+pub struct PgSchema {
+    pub name: String,
+}
+
+impl PgSchema {
+    /// `None` (after one `skipped:` line) when PostgreSQL is unreachable and not required.
+    pub fn create(test: &str) -> Option<PgSchema> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // `ot_test_` with the creation time last: the store tests' cleanup drops it if left over.
+        let name = format!("ot_test_{}_{nanos}", std::process::id());
+        match pg_simple_query(&format!("CREATE SCHEMA {name}")) {
+            Ok(()) => Some(PgSchema { name }),
+            Err(e) if services_required() => panic!("{test}: PostgreSQL is required at {PG_ADDR}: {e}"),
+            Err(e) => {
+                println!("skipped: {test}: PostgreSQL not reachable at {PG_ADDR} ({e})");
+                None
+            }
+        }
+    }
+
+    /// The database URL of the schema.
+    pub fn url(&self) -> String {
+        format!("postgres://{PG_USER}@{PG_ADDR}/{PG_DB}?options=-c%20search_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = pg_simple_query(&format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
