@@ -13,6 +13,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use rustc_hash::FxBuildHasher;
 
+use crate::call_rate::CallRateLimits;
 use crate::caller_id::NumberOwners;
 use crate::digest::StoredDigest;
 use crate::numbering::{Country, E164, NumberingPlan};
@@ -369,6 +370,8 @@ pub struct Config {
     rate_decks: HashMap<Id, (Arc<RateDeck>, BillingIncrement)>,
     platform: Platform,
     uri_calling: UriCallingSettings,
+    /// Calls per second per source address and per account (`P05`).
+    call_rate_limits: CallRateLimits,
     /// Built once at start (it compiles the numbering metadata) and shared by every configuration.
     plan: Arc<NumberingPlan>,
     /// Source address -> IP/FQDN connections whose outbound traffic may come from it.
@@ -404,6 +407,7 @@ impl Config {
                 rate_decks: HashMap::default(),
                 platform: Platform::default(),
                 uri_calling: UriCallingSettings::default(),
+                call_rate_limits: CallRateLimits::default(),
                 plan,
                 by_address: HashMap::default(),
                 by_user: HashMap::default(),
@@ -461,6 +465,11 @@ impl Config {
     /// The platform's SIP domain, its equivalent hosts and the unidentified-source rate.
     pub fn uri_calling(&self) -> &UriCallingSettings {
         &self.uri_calling
+    }
+
+    /// The operator's calls-per-second limits.
+    pub fn call_rate_limits(&self) -> &CallRateLimits {
+        &self.call_rate_limits
     }
 
     pub fn numbering(&self) -> &NumberingPlan {
@@ -580,6 +589,13 @@ impl ConfigBuilder {
     /// USD per minute for `unrestricted` SIP URI calls from unidentified sources (default 0.002).
     pub fn unidentified_source_rate(mut self, per_minute: Decimal) -> Self {
         self.config.uri_calling.unidentified_source_rate = per_minute;
+        self
+    }
+
+    /// Calls per second per source address and per account (default:
+    /// [`CallRateLimits::default`]).
+    pub fn call_rate_limits(mut self, limits: CallRateLimits) -> Self {
+        self.config.call_rate_limits = limits;
         self
     }
 

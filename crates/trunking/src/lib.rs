@@ -8,6 +8,7 @@
 //! codes), and every decision carries a [`trace::Trace`] of the rules it evaluated, so an
 //! operator can see why a call was treated as it was.
 
+pub mod call_rate;
 pub mod caller_id;
 pub mod catalog;
 pub mod config;

@@ -148,6 +148,44 @@ pub struct OutboundRequest<'a> {
     pub now: Timestamp,
 }
 
+/// The counters an outbound decision of this call will read that a shared counters backend
+/// should fetch first (it answers [`Usage`] from a view that may lag): the profile's spend on
+/// the UTC day when it has a daily spend limit, and its calls to the destination when its
+/// calling window counts `calls_per_cld`. Limits the decision would not read (an emergency
+/// call's, a missing or disabled profile's) need nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageReads {
+    pub profile_id: Id,
+    /// [`Timestamp::utc_day`] of the decision; `Some`: the spend is read.
+    pub spend_day: Option<u64>,
+    /// The destination whose calls are counted, when they are.
+    pub calls_to: Option<E164>,
+}
+
+/// What [`decide`] will read from [`Usage`] for this call, besides channels (the take, not the
+/// read, enforces those), or `None` when nothing.
+pub fn usage_reads(
+    config: &Config,
+    facts: &CallFacts<'_>,
+    identified: Identified,
+    now: Timestamp,
+) -> Option<UsageReads> {
+    let conn = config.connection(identified.connection);
+    let profile = conn.outbound_voice_profile_id.as_deref().and_then(|p| config.profile(p)).filter(|p| p.enabled)?;
+    let spend_day = profile.daily_spend_limit.map(|_| now.utc_day());
+    let counts_calls = profile.calling_window.is_some_and(|w| w.calls_per_cld.is_some());
+    if spend_day.is_none() && !counts_calls {
+        return None;
+    }
+    let dial = facts.dial_string.get(identified.prefix_len..).unwrap_or_default();
+    let dialed = config.numbering().dial(dial, conn.localization);
+    if matches!(dialed, Dialed::Emergency(_)) {
+        return None;
+    }
+    let calls_to = if counts_calls { dialed.destination().and_then(|d| d.e164) } else { None };
+    Some(UsageReads { profile_id: profile.id.clone(), spend_day, calls_to })
+}
+
 /// Decides an identified customer call.
 pub fn decide<'c>(config: &'c Config, req: &OutboundRequest<'_>, trace: &mut Trace) -> OutboundDecision<'c> {
     match run(config, req, trace) {
