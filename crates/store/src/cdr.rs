@@ -264,7 +264,7 @@ pub fn new_cdr_id(unix_ms: i64) -> Result<String, StoreError> {
 }
 
 /// Refuses a record whose times are not in the one shape (they would sort wrongly).
-fn check(r: &CallDetailRecord) -> Result<(), StoreError> {
+pub(crate) fn check(r: &CallDetailRecord) -> Result<(), StoreError> {
     let times =
         [("started_at", Some(&r.started_at)), ("answered_at", r.answered_at.as_ref()), ("ended_at", Some(&r.ended_at))];
     for (name, t) in times {
@@ -282,7 +282,7 @@ fn check(r: &CallDetailRecord) -> Result<(), StoreError> {
 
 /// What an insert does with a record whose id is stored already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Taken {
+pub(crate) enum Taken {
     /// Fails the whole insert with a conflict in scope `id`.
     Conflict,
     /// Leaves the stored record as it is and writes the others.
@@ -342,6 +342,9 @@ impl crate::Store {
         let _timing = self.stats.time(crate::Operation::CdrInsert);
         let mut tx = self.pool.begin().await?;
         let new = write(&mut tx, self.backend, records, Taken::Skip).await?;
+        // The calls are over: their open-call journal rows go with the records' commit.
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        crate::journal::close(&mut tx, self.backend, &ids).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -349,7 +352,7 @@ impl crate::Store {
 
 /// Writes `records` in the open transaction, [`BATCH`] per statement, and returns how many rows
 /// were added.
-async fn write(
+pub(crate) async fn write(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     records: &[CallDetailRecord],
