@@ -262,6 +262,7 @@ impl Core {
             // Relayed on, it would arrive with no hops left, or it is our own B-leg back.
             let r = Reason::P93.response();
             self.respond(key, r.status, r.phrase, now);
+            self.stats.call_refused_early(r.status, Some(Reason::P93));
             return;
         }
         let id = self.next_call;
@@ -307,6 +308,18 @@ impl Core {
     pub fn admit(&mut self, id: u64, admission: Admission, now: Instant) {
         let Some(pending) = self.pending.remove(&id) else { return };
         let open = self.servers.get(&pending.a_txn).is_some_and(|e| !e.final_sent);
+        // The attempt is counted now that its direction is known; a call not started here
+        // failed with what the caller got: the refusal, or the 487 of its CANCEL.
+        let direction = match &admission {
+            Admission::Refuse { context, .. } => context.as_ref().map(|c| c.direction),
+            Admission::Admit(admitted) => Some(admitted.context.direction),
+        };
+        self.stats.call_attempted(direction);
+        match (&admission, open) {
+            (Admission::Refuse { status, reason, .. }, true) => self.stats.call_failed(*status, *reason),
+            (_, false) => self.stats.call_failed(487, None),
+            (Admission::Admit(_), true) => {}
+        }
         let invite = match self.servers.get(&pending.a_txn) {
             Some(e) => e.txn.request().clone(),
             None => {
@@ -465,6 +478,10 @@ impl Core {
         self.publish_gauges();
     }
 
+    pub(super) fn publish_client_count(&self) {
+        self.stats.live_client_transactions.store(self.clients.len() as u64, Ordering::Relaxed);
+    }
+
     fn publish_gauges(&self) {
         self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
         self.stats.channels_held.store(self.leases_held() as u64, Ordering::Relaxed);
@@ -593,6 +610,7 @@ impl Core {
                 }
             }
             CallEvent::Answered { attempt } => {
+                self.stats.call_answered(entry.context.as_ref().map(|c| c.direction));
                 entry.answered_at = Some(now);
                 entry.answered_attempt = Some(attempt);
                 if let Some(ctx) = &entry.context {
@@ -609,6 +627,7 @@ impl Core {
                 self.finish(entry, 200, None, ended_by, now);
             }
             CallEvent::Failed { status, reason, cancelled } => {
+                self.stats.call_failed(status, reason);
                 let ended_by = if cancelled {
                     EndedBy::Caller
                 } else if reason.is_some()
@@ -733,6 +752,7 @@ impl Core {
         };
         let key = txn.key().clone();
         self.clients.insert(key.clone(), ClientEntry { txn, role, dest });
+        bump(&self.stats.client_transactions);
         self.pump_client(&key, now);
         Some(key)
     }
@@ -747,9 +767,11 @@ impl Core {
             bump(&self.stats.stray_responses);
             return;
         };
+        let before = entry.txn.retransmissions();
         if entry.txn.handle_response(msg, now).is_err() {
             bump(&self.stats.stray_responses);
         }
+        super::add_retransmissions(&self.stats.requests_retransmitted, before, entry.txn.retransmissions());
         self.pump_client(&key, now);
     }
 
@@ -802,6 +824,7 @@ impl Core {
                         // A retransmitted 2xx: our ACK was lost; the same ACK again.
                         if let Some(ack) = c.acks.get(&attempt) {
                             self.outbox.push_back(ack.clone());
+                            bump(&self.stats.requests_retransmitted);
                         }
                     }
                 }
@@ -829,6 +852,7 @@ impl Core {
         {
             self.timers.push(std::cmp::Reverse((at, Due::Client(key.clone()))));
         }
+        self.publish_client_count();
         if let Some(call) = touched {
             self.drive(call, now);
         }
@@ -899,6 +923,7 @@ impl Core {
         if let Some(data) = resend {
             let out = c.a_route.outbound(data);
             self.outbox.push_back(out);
+            bump(&self.stats.responses_retransmitted);
         }
         self.drive(id, now);
     }

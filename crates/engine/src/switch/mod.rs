@@ -7,10 +7,10 @@ mod calls;
 mod uac;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,7 +18,9 @@ use sip::headers::HeaderName;
 use sip::transaction::{ServerEvent, ServerState, ServerTransaction, Timers, TransactionKey};
 use sip::{Framing, Message, Method, Policy, Verdict};
 use tracing::{debug, info, warn};
+use trunking::catalog::Reason;
 
+use crate::admission::Direction;
 use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
 
 pub use calls::{AttemptReport, CallNotice, CallReport, CallSummary, EndedBy};
@@ -119,8 +121,22 @@ pub struct SwitchStats {
     pub server_transactions: AtomicU64,
     pub retransmissions_absorbed: AtomicU64,
     pub stray_responses: AtomicU64,
-    /// Transactions alive now.
+    /// Server transactions alive now.
     pub live_transactions: AtomicU64,
+    /// Client transactions created, and alive now.
+    pub client_transactions: AtomicU64,
+    pub live_client_transactions: AtomicU64,
+    /// Requests we sent again (client transactions' timers, ACKs repeated for repeated
+    /// finals and 2xx) and responses we sent again (server transactions, our 2xx until its ACK).
+    pub requests_retransmitted: AtomicU64,
+    pub responses_retransmitted: AtomicU64,
+    /// New INVITEs, by [`CALL_DIRECTIONS`]: counted when admission decides (the direction is
+    /// known then), or when refused before it. Each ends up answered or failed.
+    pub calls_attempted: [AtomicU64; 3],
+    pub calls_answered: [AtomicU64; 3],
+    /// Calls that got a final response other than 2xx, by status and product reason. A map
+    /// under a lock, touched once per failed call: the pairs seen are few.
+    calls_failed: Mutex<BTreeMap<(u16, Option<Reason>), u64>>,
     /// Requests refused with 503 because the transaction table was full.
     pub overloaded: AtomicU64,
     /// Calls admitted, and calls alive now.
@@ -130,9 +146,52 @@ pub struct SwitchStats {
     pub channels_held: AtomicU64,
 }
 
+/// The `direction` label of the call counters, by index; `unknown` for calls refused before
+/// their direction was known (unidentified callers, loops, overload, drain).
+pub const CALL_DIRECTIONS: [&str; 3] = ["outbound", "inbound", "unknown"];
+
+fn direction_index(direction: Option<Direction>) -> usize {
+    match direction {
+        Some(Direction::Outbound) => 0,
+        Some(Direction::Inbound) => 1,
+        None => 2,
+    }
+}
+
 impl SwitchStats {
-    /// Name, help and value of every counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
+    /// Calls that failed, by status and product reason, in that order.
+    pub fn calls_failed(&self) -> Vec<(u16, Option<Reason>, u64)> {
+        let failed = self.calls_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.iter().map(|(&(status, reason), &n)| (status, reason, n)).collect()
+    }
+
+    /// Calls of one direction ([`CALL_DIRECTIONS`]): attempted and answered.
+    pub fn calls_by_direction(&self) -> [(&'static str, u64, u64); 3] {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        std::array::from_fn(|i| (CALL_DIRECTIONS[i], v(&self.calls_attempted[i]), v(&self.calls_answered[i])))
+    }
+
+    fn call_attempted(&self, direction: Option<Direction>) {
+        bump(&self.calls_attempted[direction_index(direction)]);
+    }
+
+    fn call_answered(&self, direction: Option<Direction>) {
+        bump(&self.calls_answered[direction_index(direction)]);
+    }
+
+    fn call_failed(&self, status: u16, reason: Option<Reason>) {
+        let mut failed = self.calls_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *failed.entry((status, reason)).or_insert(0) += 1;
+    }
+
+    /// A call refused before admission could tell its direction: attempted and failed.
+    fn call_refused_early(&self, status: u16, reason: Option<Reason>) {
+        self.call_attempted(None);
+        self.call_failed(status, reason);
+    }
+
+    /// Name, help and value of every unlabelled counter, for the Prometheus text format.
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -157,7 +216,6 @@ impl SwitchStats {
                 "responses matching no transaction",
                 v(&self.stray_responses),
             ),
-            ("opentrunk_sip_transactions", "gauge", "transactions alive", v(&self.live_transactions)),
             ("opentrunk_sip_overload_rejections_total", "counter", "503s: transaction table full", v(&self.overloaded)),
             ("opentrunk_calls_total", "counter", "calls admitted", v(&self.calls)),
             ("opentrunk_calls_active", "gauge", "calls alive", v(&self.calls_active)),
@@ -168,6 +226,13 @@ impl SwitchStats {
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds what a transaction sent again during one step (its count went from `before` to `after`).
+fn add_retransmissions(c: &AtomicU64, before: u32, after: u32) {
+    if after > before {
+        c.fetch_add(u64::from(after - before), Ordering::Relaxed);
+    }
 }
 
 /// Where responses to a request go (RFC 3261 section 18.2.2, RFC 3581).
@@ -394,7 +459,9 @@ impl Core {
         if let Some(entry) = self.servers.get_mut(&key) {
             // A retransmission, or the ACK of a non-2xx final: the transaction absorbs it.
             bump(&self.stats.retransmissions_absorbed);
+            let before = entry.txn.retransmissions();
             let _ = entry.txn.handle_request(msg, now);
+            add_retransmissions(&self.stats.responses_retransmitted, before, entry.txn.retransmissions());
             self.pump(&key);
             return;
         }
@@ -425,6 +492,9 @@ impl Core {
         let route = ReplyRoute::for_request(msg, inbound);
         if self.servers.len() >= self.config.max_transactions {
             bump(&self.stats.overloaded);
+            if msg.method() == Some(Method::Invite) && msg.to().is_ok_and(|t| t.tag().is_none()) {
+                self.stats.call_refused_early(503, None);
+            }
             let tag = self.new_tag();
             let mut resp = msg.response_to(503, "Service Unavailable", Some(&tag));
             resp.push_header(HeaderName::RetryAfter, &self.config.drain_retry_after.to_string());
@@ -448,6 +518,9 @@ impl Core {
 
     /// The transaction user for requests outside any dialog.
     fn serve(&mut self, key: &TransactionKey, served: Served, msg: &Message, inbound: &Inbound, now: Instant) {
+        if served == Served::Invite && self.draining {
+            self.stats.call_refused_early(503, None);
+        }
         let (status, reason): (u16, &str) = match served {
             Served::Options | Served::Invite if self.draining => (503, "Service Unavailable"),
             Served::Options => (200, "OK"),
@@ -562,14 +635,18 @@ impl Core {
                 Due::Server(key) => {
                     let Some(entry) = self.servers.get_mut(&key) else { continue };
                     if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+                        let before = entry.txn.retransmissions();
                         entry.txn.handle_timeout(now);
+                        add_retransmissions(&self.stats.responses_retransmitted, before, entry.txn.retransmissions());
                     }
                     self.pump(&key);
                 }
                 Due::Client(key) => {
                     let Some(entry) = self.clients.get_mut(&key) else { continue };
                     if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+                        let before = entry.txn.retransmissions();
                         entry.txn.handle_timeout(now);
+                        add_retransmissions(&self.stats.requests_retransmitted, before, entry.txn.retransmissions());
                     }
                     self.pump_client(&key, now);
                 }
@@ -866,28 +943,33 @@ mod tests {
 
     const CARRIER: &str = "198.51.100.7:5060";
 
+    /// An outbound call of account `acct` on connection `conn`, as admission identifies it.
+    fn outbound_context(req: &crate::admission::AdmissionRequest) -> crate::admission::CallContext {
+        crate::admission::CallContext {
+            direction: crate::admission::Direction::Outbound,
+            call_control_id: req.call_control_id.clone(),
+            account_id: "acct".into(),
+            connection_id: "conn".into(),
+            profile_id: None,
+            from_received: "pbx".into(),
+            to_received: "+12125551212".into(),
+            destination: Some("+12125551212".into()),
+            rate: Some(("0.012".parse().unwrap(), trunking::rating::BillingIncrement { first: 60, next: 6 })),
+            webhook: None,
+            started: req.received,
+            trace: trunking::Trace::new(),
+        }
+    }
+
     /// Admits every waiting INVITE toward one carrier gateway, with a channel of `counters`.
     fn admit_all(core: &mut Core, counters: &crate::counters::LocalCounters, now: Instant) {
-        use crate::admission::{AdmittedCall, CallContext};
+        use crate::admission::AdmittedCall;
         use trunking::outbound::ChannelLimits;
         while let Some(req) = core.poll_admission() {
             let limits =
                 ChannelLimits { account: ("acct".into(), Some(1)), profile: None, connection: ("conn".into(), None) };
             let lease = counters.acquire(&limits, &req.call_control_id).expect("a free channel");
-            let context = CallContext {
-                direction: crate::admission::Direction::Outbound,
-                call_control_id: req.call_control_id.clone(),
-                account_id: "acct".into(),
-                connection_id: "conn".into(),
-                profile_id: None,
-                from_received: "pbx".into(),
-                to_received: "+12125551212".into(),
-                destination: Some("+12125551212".into()),
-                rate: Some(("0.012".parse().unwrap(), trunking::rating::BillingIncrement { first: 60, next: 6 })),
-                webhook: None,
-                started: req.received,
-                trace: trunking::Trace::new(),
-            };
+            let context = outbound_context(&req);
             let route = crate::call::RouteTarget {
                 carrier_id: "carrier".into(),
                 host: "198.51.100.7".into(),
@@ -1028,9 +1110,12 @@ mod tests {
         core.handle_inbound(udp(&invite), t0 + Duration::from_millis(500));
         assert_eq!(statuses(&sent(&mut core)), vec![403], "the last response again, nothing new");
         assert_eq!(core.stats().server_transactions.load(Ordering::Relaxed), 1);
+        assert_eq!(core.stats().retransmissions_absorbed.load(Ordering::Relaxed), 1);
+        assert_eq!(core.stats().responses_retransmitted.load(Ordering::Relaxed), 1);
         // Timer G retransmits the 403 until the ACK comes.
         core.handle_timeout(t0 + Duration::from_millis(600));
         assert_eq!(statuses(&sent(&mut core)), vec![403]);
+        assert_eq!(core.stats().responses_retransmitted.load(Ordering::Relaxed), 2);
         let ack = request("ACK", "z9hG4bKi1", "ACK");
         core.handle_inbound(udp(&ack), t0 + Duration::from_millis(700));
         assert!(sent(&mut core).is_empty(), "an ACK is never answered");
@@ -1052,6 +1137,9 @@ mod tests {
         assert_eq!(statuses(&sent(&mut core)), vec![200, 487]);
         refuse_admissions(&mut core, t0);
         assert!(sent(&mut core).is_empty());
+        // The call failed with what the caller got: the 487, once.
+        assert_eq!(core.stats().calls_failed(), vec![(487, None, 1)]);
+        assert_eq!(core.stats().calls_by_direction()[2], ("unknown", 1, 0));
         // The INVITE already has its final answer: the CANCEL gets 200 and changes nothing.
         core.handle_inbound(udp(&request("CANCEL", "z9hG4bKc1", "CANCEL")), t0);
         assert_eq!(statuses(&sent(&mut core)), vec![200]);
@@ -1102,5 +1190,129 @@ mod tests {
         assert!(sent(&mut core).is_empty());
         core.handle_inbound(udp("\u{0}garbage"), t0);
         assert!(sent(&mut core).is_empty());
+    }
+
+    /// Each failed call's (status, reason code) and its count, as `/metrics` labels them.
+    fn failed(core: &Core) -> Vec<(u16, &'static str, u64)> {
+        core.stats().calls_failed().into_iter().map(|(s, r, n)| (s, r.map_or("none", |r| r.code()), n)).collect()
+    }
+
+    #[test]
+    fn every_new_invite_is_counted_once_as_attempted_and_once_as_answered_or_failed_with_its_reason() {
+        let counters = crate::counters::LocalCounters::new();
+        let config = SwitchConfig {
+            local_host: "192.0.2.1".into(),
+            listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
+            ..SwitchConfig::default()
+        };
+        let mut core = Core::new(config, 7);
+        let t0 = Instant::now();
+        let invite =
+            |n: u32| request("INVITE", &format!("z9hG4bKcount{n}"), "INVITE").replace("call-1@", &format!("call-{n}@"));
+
+        // An identified outbound caller over its account's limit: 403 D1.
+        core.handle_inbound(udp(&invite(1)), t0);
+        let req = core.poll_admission().expect("an admission");
+        let r = trunking::Reason::D1.response();
+        let refusal = Admission::Refuse {
+            status: r.status,
+            phrase: r.phrase,
+            reason: Some(trunking::Reason::D1),
+            headers: Vec::new(),
+            context: Some(Box::new(outbound_context(&req))),
+        };
+        core.admit(req.id, refusal, t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![100, 403]);
+        assert_eq!(failed(&core), vec![(403, "D1", 1)]);
+
+        // An unknown caller: D25, its direction never known.
+        core.handle_inbound(udp(&invite(2)), t0);
+        refuse_admissions(&mut core, t0);
+        // A call the carrier answers, and one it refuses busy (no product code).
+        core.handle_inbound(udp(&invite(3)), t0);
+        admit_all(&mut core, &counters, t0);
+        let b_invite = sent(&mut core).into_iter().find(|(_, m)| m.method() == Some(Method::Invite)).unwrap().1;
+        core.handle_inbound(answer(&b_invite, 200, "carrier-tag"), t0);
+        core.handle_inbound(udp(&invite(4)), t0);
+        // The first call holds the account's one channel: the second takes the next lease.
+        let counters_2 = crate::counters::LocalCounters::new();
+        admit_all(&mut core, &counters_2, t0);
+        let b_invite_2 =
+            sent(&mut core).into_iter().filter(|(_, m)| m.method() == Some(Method::Invite)).last().unwrap().1;
+        core.handle_inbound(answer(&b_invite_2, 486, "carrier-tag-2"), t0);
+        // Max-Forwards spent: 483 P93 before admission.
+        core.handle_inbound(udp(&invite(5).replace("Max-Forwards: 70", "Max-Forwards: 1")), t0);
+        // Draining: 503 before admission, no reason code.
+        core.begin_drain();
+        core.handle_inbound(udp(&invite(6)), t0);
+        sent(&mut core);
+
+        let stats = core.stats();
+        assert_eq!(
+            stats.calls_by_direction(),
+            [("outbound", 3, 1), ("inbound", 0, 0), ("unknown", 3, 0)],
+            "(direction, attempted, answered)"
+        );
+        let p93 = trunking::Reason::P93.response().status;
+        let mut want = vec![(403, "D1", 1), (403, "D25", 1), (486, "none", 1), (503, "none", 1), (p93, "P93", 1)];
+        want.sort();
+        let mut got = failed(&core);
+        got.sort();
+        assert_eq!(got, want);
+        let attempted: u64 = stats.calls_by_direction().iter().map(|d| d.1).sum();
+        let ended: u64 = stats.calls_by_direction().iter().map(|d| d.2).sum::<u64>()
+            + stats.calls_failed().iter().map(|f| f.2).sum::<u64>();
+        assert_eq!(attempted, ended, "every attempt answered or failed");
+    }
+
+    #[test]
+    fn client_transactions_and_the_requests_they_send_again_are_counted() {
+        let counters = crate::counters::LocalCounters::new();
+        let config = SwitchConfig {
+            local_host: "192.0.2.1".into(),
+            listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
+            ..SwitchConfig::default()
+        };
+        let mut core = Core::new(config, 7);
+        let t0 = Instant::now();
+        core.handle_inbound(udp(&request("INVITE", "z9hG4bKretx", "INVITE")), t0);
+        admit_all(&mut core, &counters, t0);
+        let b_invite = sent(&mut core).into_iter().find(|(_, m)| m.method() == Some(Method::Invite)).unwrap().1;
+        let stats = core.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((get(&stats.client_transactions), get(&stats.live_client_transactions)), (1, 1));
+        assert_eq!(
+            (get(&stats.server_transactions), get(&stats.live_transactions)),
+            (1, 1),
+            "the caller's INVITE transaction"
+        );
+        // Timer A: the carrier is silent for half a second, the INVITE goes again.
+        core.handle_timeout(t0 + Duration::from_millis(500));
+        let again: Vec<_> = sent(&mut core).into_iter().filter(|(_, m)| m.method() == Some(Method::Invite)).collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(get(&stats.requests_retransmitted), 1);
+        // The carrier answers; our 2xx to the caller goes again on T1 until its ACK.
+        core.handle_inbound(answer(&b_invite, 200, "carrier-tag"), t0 + Duration::from_millis(600));
+        sent(&mut core);
+        assert_eq!(get(&stats.responses_retransmitted), 0);
+        core.handle_timeout(t0 + Duration::from_millis(1100));
+        let ok = sent(&mut core);
+        assert_eq!(statuses(&ok), vec![200]);
+        assert_eq!(get(&stats.responses_retransmitted), 1);
+        let a_tag = ok[0].1.to().unwrap().tag().unwrap().to_owned();
+        let ack = request("ACK", "z9hG4bKretxack", "ACK")
+            .replace("To: <sip:+12125551212@192.0.2.1>", &format!("To: <sip:+12125551212@192.0.2.1>;tag={a_tag}"));
+        core.handle_inbound(udp(&ack), t0 + Duration::from_millis(1150));
+        sent(&mut core);
+        // The carrier's 2xx again (our ACK was lost): the same ACK again.
+        core.handle_inbound(answer(&b_invite, 200, "carrier-tag"), t0 + Duration::from_millis(1200));
+        let acks: Vec<_> = sent(&mut core).into_iter().filter(|(_, m)| m.method() == Some(Method::Ack)).collect();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(get(&stats.requests_retransmitted), 2);
+        // Timer M ends the carrier's INVITE transaction; the call stays up.
+        core.handle_timeout(t0 + Duration::from_secs(40));
+        assert_eq!(core.calls(), 1);
+        assert_eq!(get(&stats.live_client_transactions), 0);
+        assert_eq!(get(&stats.client_transactions), 1);
     }
 }

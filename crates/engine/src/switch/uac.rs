@@ -137,6 +137,7 @@ impl Core {
         if e.retiring && e.reg.state() == crate::uac::UacState::Stopped {
             if let Some(old) = e.txn.take() {
                 self.clients.remove(&old);
+                self.publish_client_count();
             }
             return;
         }
