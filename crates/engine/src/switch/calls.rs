@@ -147,7 +147,8 @@ pub enum CallNotice {
     Initiated {
         call_control_id: String,
         a_call_id: String,
-        context: CallSummary,
+        /// Boxed: the summary is most of the notice, and every notice is as large as its largest.
+        context: Box<CallSummary>,
     },
     Answered {
         call_control_id: String,
@@ -401,7 +402,7 @@ impl Core {
         self.notices.push_back(CallNotice::Initiated {
             call_control_id: context.call_control_id.clone(),
             a_call_id: a_call_id.clone(),
-            context: summary,
+            context: Box::new(summary),
         });
         let a_dialog: DialogKey = (a_call_id.clone().into(), a_tag.into());
         let b_dialog: DialogKey = (b_call_id.clone().into(), b_tag.into());
