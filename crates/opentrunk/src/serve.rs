@@ -182,8 +182,16 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("API {}: {e}", config.api.listen))?;
     info!(listener = %api.local_addr().map_err(|e| e.to_string())?, "API listener up");
-    let metrics =
-        crate::metrics::Metrics { stats, transports: transports.clone(), snapshot, admitter, records, webhooks };
+    let metrics = crate::metrics::Metrics {
+        stats,
+        transports: transports.clone(),
+        snapshot,
+        admitter,
+        records,
+        webhooks,
+        store: store.stats(),
+        extra: Vec::new(),
+    };
     let app = Router::new()
         .route("/health", get(health_handler))
         .with_state(health.clone())

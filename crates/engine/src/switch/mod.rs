@@ -191,7 +191,7 @@ impl SwitchStats {
     }
 
     /// Name, help and value of every unlabelled counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -203,6 +203,12 @@ impl SwitchStats {
                 "counter",
                 "server transactions created",
                 v(&self.server_transactions),
+            ),
+            (
+                "opentrunk_sip_client_transactions_total",
+                "counter",
+                "client transactions created",
+                v(&self.client_transactions),
             ),
             (
                 "opentrunk_sip_retransmissions_absorbed_total",
