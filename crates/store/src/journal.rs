@@ -186,6 +186,7 @@ impl Store {
     /// Says `node_id` is alive at `now_ms` (a node started at `started_ms`). A heartbeat never
     /// moves back in time.
     pub async fn node_heartbeat(&self, node_id: &str, started_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        let _timing = self.stats.time(crate::Operation::NodeHeartbeat);
         sqlx::query(
             "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES ($1, $2, $3) ON CONFLICT (node_id) DO \
              UPDATE SET heartbeat_at = CASE WHEN excluded.heartbeat_at > nodes.heartbeat_at THEN \
@@ -222,6 +223,7 @@ impl Store {
     /// Writes `writes` to the journal, all or nothing. An opened call already journaled stays as
     /// it was; an answer to a call no longer journaled (its record is stored) changes nothing.
     pub async fn write_journal(&self, writes: &[JournalWrite]) -> Result<(), StoreError> {
+        let _timing = self.stats.time(crate::Operation::JournalWrite);
         let mut opens = Vec::new();
         let mut answers = Vec::new();
         for w in writes {
@@ -295,6 +297,7 @@ impl Store {
         lost_after_ms: i64,
         bill: &(dyn Fn(&OpenCall, u64) -> Billing + Sync),
     ) -> Result<Reaped, StoreError> {
+        let _timing = self.stats.time(crate::Operation::JournalReap);
         let cutoff = now_ms.saturating_sub(lost_after_ms);
         let (lock, skip_locked) = match self.backend {
             Backend::Postgres => (" FOR UPDATE", " FOR UPDATE SKIP LOCKED"),

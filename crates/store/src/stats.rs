@@ -17,11 +17,24 @@ pub enum Operation {
     RegistrationWrite,
     /// The sweep of expired registrar bindings.
     RegistrationExpire,
+    /// Calls started and answered, written to the open-call journal.
+    JournalWrite,
+    /// The node's heartbeat beside its open calls.
+    NodeHeartbeat,
+    /// Lost nodes' open calls turned into records.
+    JournalReap,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] =
-        [Operation::SnapshotLoad, Operation::CdrInsert, Operation::RegistrationWrite, Operation::RegistrationExpire];
+    pub const ALL: [Operation; 7] = [
+        Operation::SnapshotLoad,
+        Operation::CdrInsert,
+        Operation::RegistrationWrite,
+        Operation::RegistrationExpire,
+        Operation::JournalWrite,
+        Operation::NodeHeartbeat,
+        Operation::JournalReap,
+    ];
 
     /// The `operation` label value.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +43,9 @@ impl Operation {
             Operation::CdrInsert => "cdr_insert",
             Operation::RegistrationWrite => "registration_write",
             Operation::RegistrationExpire => "registration_expire",
+            Operation::JournalWrite => "journal_write",
+            Operation::NodeHeartbeat => "node_heartbeat",
+            Operation::JournalReap => "journal_reap",
         }
     }
 }
