@@ -13,7 +13,7 @@ use api::live_calls::CallDirection;
 use api::{LiveCall, LiveCallTable};
 use engine::admission::{Direction, Policy};
 use engine::counters::{Counters, LocalCounters};
-use engine::switch::{CallNotice, CallReport, EndedBy};
+use engine::switch::{CallNotice, CallReport, CallSummary, EndedBy};
 use engine::webhooks::{self, CallInfo, Destination, Event, EventKind, Hangup, HangupCause, HangupSource, Webhooks};
 use rustc_hash::FxHashMap;
 use store::{CallDetailRecord, RawJson, SnapshotHandle, Store};
@@ -202,11 +202,26 @@ pub struct CallServices {
 
 /// Handles notices until the switch stops sending them.
 pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, services: CallServices) {
-    // What each live call's events need, by call control id.
-    let mut calls: HashMap<String, (CallInfo, Option<Arc<Destination>>)> = HashMap::new();
+    // What each live call's events need, and its record's id (journaled while it lives), by
+    // call control id.
+    type LiveCallNotes = (CallInfo, Option<Arc<Destination>>, Option<String>);
+    let mut calls: HashMap<String, LiveCallNotes> = HashMap::new();
     while let Some(notice) = rx.recv().await {
         match notice {
-            CallNotice::Initiated { call_control_id, a_call_id: _, context } => {
+            CallNotice::Initiated { call_control_id, a_call_id, context } => {
+                let record_id = store::new_cdr_id(unix_ms(context.started))
+                    .inspect_err(|e| warn!(call = %call_control_id, "call record id: {e}"))
+                    .ok();
+                if let Some(record_id) = record_id.as_ref().filter(|_| services.records.journals()) {
+                    match opening_record(record_id.clone(), a_call_id, &context) {
+                        Ok(r) => services.records.call_opened(
+                            r,
+                            context.rate.map(|(_, increment)| increment.to_string()),
+                            context.started,
+                        ),
+                        Err(e) => warn!(call = %call_control_id, "open call not journaled: {e}"),
+                    }
+                }
                 let info = CallInfo {
                     call_control_id: call_control_id.clone(),
                     call_leg_id: call_control_id.clone(),
@@ -237,18 +252,23 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     client_state: None,
                 });
                 send(&services, &context.webhook, &info, EventKind::Initiated, context.started);
-                calls.insert(call_control_id, (info, context.webhook));
+                calls.insert(call_control_id, (info, context.webhook, record_id));
             }
             CallNotice::Answered { call_control_id, at } => {
                 services.live.answered(&call_control_id, unix_ms(at));
-                if let Some((info, hook)) = calls.get(&call_control_id) {
+                if let Some((info, hook, record_id)) = calls.get(&call_control_id) {
                     send(&services, hook, info, EventKind::Answered, at);
+                    if let Some(record_id) = record_id {
+                        services.records.call_answered(record_id, at);
+                    }
                 }
             }
             CallNotice::Ended(report) => {
                 let id = report.context.call_control_id.clone();
                 services.live.remove(&id);
-                if let Some((info, hook)) = calls.remove(&id) {
+                let mut record_id = None;
+                if let Some((info, hook, journaled_id)) = calls.remove(&id) {
+                    record_id = journaled_id;
                     let hangup = Hangup {
                         cause: hangup_cause(&report),
                         source: match report.ended_by {
@@ -274,7 +294,12 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     let day = engine::admission::timestamp(report.ended_at).utc_day();
                     Counters::add_spend(&*services.counters, profile, day, cost).await;
                 }
-                match record_of(*report) {
+                // A call refused before it started has no id yet.
+                let record_id = match record_id {
+                    Some(id) => Ok(id),
+                    None => store::new_cdr_id(unix_ms(report.context.started)).map_err(|e| e.to_string()),
+                };
+                match record_id.and_then(|id| record_of(*report, id)) {
                     Ok(r) => services.records.submit(r),
                     Err(e) => warn!("call record not made: {e}"),
                 }
@@ -303,9 +328,44 @@ fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The store's record of a call.
-fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
-    let started_ms = unix_ms(r.context.started);
+/// A call's record as known when it starts, as it would stand if the node were lost at once
+/// (what the reaper then writes: unanswered, the caller timed out, ended by the system). The
+/// rate is the one decided at the start; a forwarded call billed at its forwarding leg's rate
+/// is known only when it ends.
+fn opening_record(id: String, a_call_id: String, s: &CallSummary) -> Result<CallDetailRecord, String> {
+    let started = store::cdr_timestamp(unix_ms(s.started));
+    Ok(CallDetailRecord {
+        id,
+        account_id: s.account_id.clone(),
+        connection_id: s.connection_id.clone(),
+        outbound_voice_profile_id: s.profile_id.clone(),
+        direction: match s.direction {
+            Direction::Outbound => store::Direction::Outbound,
+            Direction::Inbound => store::Direction::Inbound,
+        },
+        a_leg_call_id: a_call_id,
+        b_leg_call_id: None,
+        from_received: s.from.clone(),
+        to_received: s.to_received.clone(),
+        from_sent: None,
+        to_sent: None,
+        started_at: started.clone(),
+        answered_at: None,
+        ended_at: started,
+        call_sec: 0,
+        billed_sec: 0,
+        rate: s.rate.map(|(rate, _)| rate.to_string()),
+        cost: None,
+        sip_response_code: store::LOST_UNANSWERED_STATUS,
+        reason_code: None,
+        hangup_source: store::HangupSource::System,
+        route_attempts: Vec::new(),
+        trace: RawJson::from_text("[]".to_owned()).map_err(|e| e.to_string())?,
+    })
+}
+
+/// The store's record of a call, under `id` (the one journaled when it started).
+fn record_of(r: CallReport, id: String) -> Result<CallDetailRecord, String> {
     let ts = |t: SystemTime| store::cdr_timestamp(unix_ms(t));
     let attempts = r
         .attempts
@@ -326,7 +386,7 @@ fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
         })
         .collect();
     Ok(CallDetailRecord {
-        id: store::new_cdr_id(started_ms).map_err(|e| e.to_string())?,
+        id,
         account_id: r.context.account_id,
         connection_id: r.context.connection_id,
         outbound_voice_profile_id: r.context.profile_id,
@@ -361,7 +421,127 @@ fn record_of(r: CallReport) -> Result<CallDetailRecord, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::reserved_name;
+    use super::*;
+
+    use std::time::UNIX_EPOCH;
+
+    use engine::admission::CallContext;
+    use store::Repository;
+    use trunking::rating::{BillingIncrement, parse_amount};
+
+    use crate::records::{CdrWriterConfig, start, start_journal};
+
+    /// Polls `done` (a store read) until it holds, failing after 10 s.
+    async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+        let start = std::time::Instant::now();
+        while !done().await {
+            assert!(start.elapsed() < Duration::from_secs(10), "waited 10 s for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A call's notices through `handle_notices` with a journaling sink: journaled at start
+    /// with what its record needs, updated at answer, and its record stored under the journaled
+    /// id, which takes its journal row with it.
+    #[tokio::test]
+    async fn a_call_is_journaled_while_it_lives_under_its_records_id() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let base = std::env::temp_dir().join(format!("ot_calls_journal_{}_{nanos}", std::process::id()));
+        let store = Store::open(&format!("sqlite://{}.db", base.display())).await.unwrap();
+        let journal = start_journal(store.clone(), "node-t".into(), Duration::from_secs(30));
+        let config = CdrWriterConfig {
+            flush_interval: Duration::from_millis(20),
+            ..CdrWriterConfig::new(base.with_extension("spool"))
+        };
+        let (records, writer) = start(store.clone(), config);
+        let handled = Arc::new(AtomicU64::new(0));
+        let services = CallServices {
+            live: Arc::new(LiveCallTable::new()),
+            webhooks: None,
+            records: journal.journaling(records),
+            counters: Arc::new(LocalCounters::new()),
+            handled: handled.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(handle_notices(rx, services));
+
+        let started = UNIX_EPOCH + Duration::from_millis(1_767_312_000_000);
+        let rate = (parse_amount("0.0100").unwrap(), BillingIncrement::new(6, 6).unwrap());
+        let summary = CallSummary {
+            direction: Direction::Outbound,
+            account_id: "acct".into(),
+            connection_id: "conn".into(),
+            from: "+12125551234".into(),
+            to: "+12125556789".into(),
+            started,
+            webhook: None,
+            profile_id: Some("ovp".into()),
+            to_received: "2125556789".into(),
+            rate: Some(rate),
+        };
+        let notice = CallNotice::Initiated {
+            call_control_id: "cc-1".into(),
+            a_call_id: "a-1@192.0.2.10".into(),
+            context: Box::new(summary),
+        };
+        tx.send(notice).unwrap();
+        tx.send(CallNotice::Answered { call_control_id: "cc-1".into(), at: started + Duration::from_secs(2) }).unwrap();
+        until("the call journaled", || async { store.open_calls().await.unwrap().len() == 1 }).await;
+        let open = store.open_calls().await.unwrap().remove(0);
+        assert_eq!(open.node_id, "node-t");
+        assert_eq!(open.billing_increment.as_deref(), Some("6/6"));
+        assert_eq!(open.answered_at_ms, Some(1_767_312_002_000));
+        let r = &open.record;
+        assert_eq!((r.account_id.as_str(), r.connection_id.as_str()), ("acct", "conn"));
+        assert_eq!(r.outbound_voice_profile_id.as_deref(), Some("ovp"));
+        assert_eq!((r.from_received.as_str(), r.to_received.as_str()), ("+12125551234", "2125556789"));
+        assert_eq!((r.a_leg_call_id.as_str(), r.rate.as_deref()), ("a-1@192.0.2.10", Some("0.0100")));
+        assert_eq!(r.started_at, "2026-01-02T00:00:00.000Z");
+
+        let context = CallContext {
+            direction: Direction::Outbound,
+            call_control_id: "cc-1".into(),
+            account_id: "acct".into(),
+            connection_id: "conn".into(),
+            profile_id: Some("ovp".into()),
+            from_received: "+12125551234".into(),
+            to_received: "2125556789".into(),
+            destination: Some("+12125556789".into()),
+            rate: Some(rate),
+            webhook: None,
+            started,
+            trace: trunking::Trace::new(),
+        };
+        let report = CallReport {
+            context,
+            a_call_id: "a-1@192.0.2.10".into(),
+            b_call_id: Some("b-1@opentrunk".into()),
+            from_sent: Some("+12125551234".into()),
+            to_sent: Some("+12125556789".into()),
+            answered_at: Some(started + Duration::from_secs(2)),
+            ended_at: started + Duration::from_secs(62),
+            call_sec: 60,
+            billed_sec: 60,
+            cost: parse_amount("0.0100"),
+            status: 200,
+            reason: None,
+            ended_by: EndedBy::Caller,
+            attempts: Vec::new(),
+        };
+        tx.send(CallNotice::Ended(Box::new(report))).unwrap();
+        let id = open.record.id.clone();
+        until("the call's record", || async { store.get_cdr(&id).await.unwrap().is_some() }).await;
+        assert!(store.open_calls().await.unwrap().is_empty(), "the journal row went with the record");
+        let stored = store.get_cdr(&id).await.unwrap().unwrap();
+        assert_eq!((stored.call_sec, stored.billed_sec, stored.sip_response_code), (60, 60, 200));
+
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(handled.load(Ordering::Relaxed), 3);
+        assert_eq!(writer.shutdown().await.journaled, 1, "the answer folded into the start");
+        journal.shutdown().await;
+        assert!(store.nodes().await.unwrap().is_empty(), "a node stopping with no call open leaves");
+    }
 
     #[test]
     fn reserved_names_are_never_looked_up() {

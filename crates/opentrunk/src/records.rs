@@ -21,24 +21,38 @@
 //!   would stall every record behind it: it goes to `<spool>.rejected` instead, logged and
 //!   counted, for the operator to mend and replay. Spool lines that do not parse (a write torn by
 //!   a crash) are kept in `<spool>.unreadable` the same way.
+//!
+//! The open-call journal, so that a node killed mid-call (SIGKILL, power) loses no record: a sink
+//! made journaling by [`JournalHandle::journaling`] also takes each call's start
+//! ([`CdrSink::call_opened`], the record as known then, under the id its finished record will
+//! carry) and answer ([`CdrSink::call_answered`]). They go through the same queue and task as
+//! the records, so a call's journal writes always land before its record, whose insert removes
+//! the call's journal row in the same transaction. Journal changes are written within
+//! `flush_interval` of arriving, coalesced per call (a call that ends before its start was
+//! written never touches the journal), in their own transaction ahead of each batch: a failed
+//! journal write is logged, counted and retried with its own backoff, and never holds records
+//! back. [`start_journal`] runs the node's heartbeat and the reaper, which turns the open calls
+//! of nodes silent for the node-loss age (this node's previous run included) into records
+//! ([`store::Store::reap_lost_nodes`]). A call started within `flush_interval` of the node's
+//! death is not journaled yet and is lost with it.
 
 // Until `serve` hands the switch a `CdrSink`, nothing outside the tests calls this module.
 #![cfg_attr(not(test), allow(dead_code))]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use store::{CallDetailRecord, Store, StoreError};
+use store::{Billing, CallDetailRecord, JournalWrite, OpenCall, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The first wait after a failed batch; it doubles with each failure in a row up to
 /// [`RETRY_MAX`].
@@ -90,6 +104,8 @@ struct Counters {
     replayed: AtomicU64,
     rejected: AtomicU64,
     lost: AtomicU64,
+    journaled: AtomicU64,
+    journal_failures: AtomicU64,
 }
 
 impl Counters {
@@ -104,6 +120,8 @@ impl Counters {
             replayed: get(&self.replayed),
             rejected: get(&self.rejected),
             lost: get(&self.lost),
+            journaled: get(&self.journaled),
+            journal_failures: get(&self.journal_failures),
         }
     }
 }
@@ -138,11 +156,16 @@ pub struct CdrWriterStats {
     pub rejected: u64,
     /// Records neither stored nor written to a file (the file could not be written): logged.
     pub lost: u64,
+    /// Open-call journal changes (a call started, a call answered) written.
+    pub journaled: u64,
+    /// Journal writes that failed (each is tried again), and journal changes dropped because
+    /// the store could never take them.
+    pub journal_failures: u64,
 }
 
 impl CdrWriterStats {
     /// Prometheus families: name, type, help, value.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 8] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 10] {
         [
             ("opentrunk_cdrs_queued", "gauge", "call records waiting to be stored", self.queued),
             ("opentrunk_cdrs_written_total", "counter", "call records stored", self.written),
@@ -167,16 +190,41 @@ impl CdrWriterStats {
                 self.rejected,
             ),
             ("opentrunk_cdrs_lost_total", "counter", "call records neither stored nor written to a file", self.lost),
+            (
+                "opentrunk_cdr_journal_writes_total",
+                "counter",
+                "open-call journal changes written (calls started and answered)",
+                self.journaled,
+            ),
+            (
+                "opentrunk_cdr_journal_failures_total",
+                "counter",
+                "open-call journal writes that failed and were retried, or changes dropped",
+                self.journal_failures,
+            ),
         ]
     }
 }
 
-/// Where the switch hands finished calls' records. Cheap to clone.
+/// What the writer task takes: a finished call's record, or a change to the open-call journal.
+#[derive(Debug)]
+// Records are nearly every item (a call's journal changes are at most two, and often none):
+// boxing them would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Record(CallDetailRecord),
+    Journal(JournalWrite),
+}
+
+/// Where the switch hands finished calls' records, and live calls' journal changes when it
+/// journals. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CdrSink {
-    tx: mpsc::UnboundedSender<CallDetailRecord>,
+    tx: mpsc::UnboundedSender<Item>,
     counters: Arc<Counters>,
     spool: Arc<Spool>,
+    /// The node whose live calls this sink journals; `None`: no journal.
+    node_id: Option<Arc<str>>,
 }
 
 impl CdrSink {
@@ -184,7 +232,7 @@ impl CdrSink {
     pub fn submit(&self, record: CallDetailRecord) {
         // Counted before it is sent, so the task never counts it out before it was counted in.
         add(&self.counters.queued, 1);
-        if let Err(mpsc::error::SendError(record)) = self.tx.send(record) {
+        if let Err(mpsc::error::SendError(Item::Record(record))) = self.tx.send(Item::Record(record)) {
             sub(&self.counters.queued, 1);
             // The writer has shut down and the switch is still finishing calls: the record goes
             // straight to the spool. Only ever after shutdown, so the file write delays no call.
@@ -193,9 +241,50 @@ impl CdrSink {
         }
     }
 
+    /// Journals a call that started on this node: `record` is its record as known at the start
+    /// (parties, rate, times; its id the one its finished record will carry), and
+    /// `billing_increment` (`60/60`) how its answered time is billed when it is rated. Never
+    /// waits; ignored by a sink that does not journal.
+    pub fn call_opened(&self, record: CallDetailRecord, billing_increment: Option<String>, started: SystemTime) {
+        let Some(node_id) = &self.node_id else { return };
+        let call = OpenCall {
+            node_id: node_id.to_string(),
+            record,
+            billing_increment,
+            answered_at_ms: None,
+            updated_at_ms: unix_ms(started),
+        };
+        self.journal(JournalWrite::Open(Box::new(call)));
+    }
+
+    /// Journals the answer of a call journaled by [`CdrSink::call_opened`] (by its record's id).
+    pub fn call_answered(&self, call_id: &str, at: SystemTime) {
+        if self.node_id.is_none() {
+            return;
+        }
+        let ms = unix_ms(at);
+        self.journal(JournalWrite::Answered { call_id: call_id.to_owned(), answered_at_ms: ms, updated_at_ms: ms });
+    }
+
+    fn journal(&self, write: JournalWrite) {
+        // After shutdown the calls are over and their records go to the spool: nothing to journal.
+        if self.tx.send(Item::Journal(write)).is_err() {
+            debug!("open-call journal change after the CDR writer stopped: dropped");
+        }
+    }
+
+    /// Whether this sink journals live calls.
+    pub fn journals(&self) -> bool {
+        self.node_id.is_some()
+    }
+
     pub fn stats(&self) -> CdrWriterStats {
         self.counters.snapshot()
     }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The writer task. Stop it with [`CdrWriter::shutdown`]; dropped instead, the task shuts down
@@ -243,6 +332,9 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
         replay_len: None,
         failures_in_row: 0,
         backoff: RETRY_FIRST,
+        journal: HashMap::new(),
+        journal_due: Instant::now(),
+        journal_backoff: RETRY_FIRST,
     };
     match spool.load() {
         Ok(None) => {}
@@ -250,7 +342,7 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
             info!(path = %spool.path.display(), records = records.len(), "replaying spooled call records");
             add(&counters.replayed, records.len());
             add(&counters.queued, records.len());
-            task.take(records);
+            task.take(records.into_iter().map(Item::Record));
             task.replay_left = task.pending.len();
             task.replay_len = Some(len);
             if task.replay_left == 0 {
@@ -264,7 +356,202 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
     }
     let (stop, stop_rx) = oneshot::channel();
     let handle = tokio::spawn(task.run(stop_rx));
-    (CdrSink { tx, counters: counters.clone(), spool }, CdrWriter { stop, task: handle, counters })
+    (CdrSink { tx, counters: counters.clone(), spool, node_id: None }, CdrWriter { stop, task: handle, counters })
+}
+
+/// The node's heartbeat and reaper, and what their task counted. Stop it with
+/// [`JournalHandle::shutdown`] after the CDR writer's shutdown.
+#[derive(Debug)]
+pub struct JournalHandle {
+    node_id: Arc<str>,
+    store: Store,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    counters: Arc<JournalCounters>,
+}
+
+#[derive(Debug, Default)]
+struct JournalCounters {
+    heartbeats: AtomicU64,
+    heartbeat_failures: AtomicU64,
+    lost_nodes: AtomicU64,
+    lost_calls: AtomicU64,
+    reap_failures: AtomicU64,
+}
+
+/// What the heartbeat and the reaper did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Heartbeats written, and those that failed.
+    pub heartbeats: u64,
+    pub heartbeat_failures: u64,
+    /// Lost nodes this node reaped, and the records it made of their open calls.
+    pub lost_nodes: u64,
+    pub lost_calls: u64,
+    /// Reaper runs that failed (the next one tries again).
+    pub reap_failures: u64,
+}
+
+impl JournalStats {
+    /// Prometheus families: name, type, help, value.
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 5] {
+        [
+            ("opentrunk_node_heartbeats_total", "counter", "node heartbeats written", self.heartbeats),
+            (
+                "opentrunk_node_heartbeat_failures_total",
+                "counter",
+                "node heartbeats that could not be written",
+                self.heartbeat_failures,
+            ),
+            (
+                "opentrunk_lost_nodes_reaped_total",
+                "counter",
+                "lost nodes whose open calls this node reaped",
+                self.lost_nodes,
+            ),
+            (
+                "opentrunk_lost_calls_recorded_total",
+                "counter",
+                "call records this node made of lost nodes' open calls",
+                self.lost_calls,
+            ),
+            ("opentrunk_reap_failures_total", "counter", "reaper runs that failed", self.reap_failures),
+        ]
+    }
+}
+
+impl JournalCounters {
+    fn snapshot(&self) -> JournalStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        JournalStats {
+            heartbeats: get(&self.heartbeats),
+            heartbeat_failures: get(&self.heartbeat_failures),
+            lost_nodes: get(&self.lost_nodes),
+            lost_calls: get(&self.lost_calls),
+            reap_failures: get(&self.reap_failures),
+        }
+    }
+}
+
+/// How often a node beats and reaps for a node-loss age: six beats per age, so a node is
+/// declared lost only after several missed beats, and at most every 5 s (the default 30 s age).
+pub fn heartbeat_interval(node_loss_after: Duration) -> Duration {
+    (node_loss_after / 6).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
+
+/// Starts `node_id`'s heartbeat and the reaper: every [`heartbeat_interval`] the node says it
+/// is alive, then (from the second beat on, so a spool left by this node's previous run is
+/// replayed first, its real records winning over reaped ones) turns the open calls of every
+/// other node silent for `node_loss_after` into records ([`store::Store::reap_lost_nodes`],
+/// billed by [`bill_lost_call`]). `node_loss_after` is the same age as the counters' lease TTL
+/// (default 30 s): a node is lost for its calls' records when its channels free. A node reaps
+/// only while its own heartbeat is current: cut off from the database, it judges no one. Must be
+/// called within a Tokio runtime.
+pub fn start_journal(store: Store, node_id: String, node_loss_after: Duration) -> JournalHandle {
+    let node_id: Arc<str> = node_id.into();
+    let counters = Arc::new(JournalCounters::default());
+    let (stop, mut stop_rx) = oneshot::channel::<()>();
+    let beat = heartbeat_interval(node_loss_after);
+    let lost_after_ms = i64::try_from(node_loss_after.as_millis()).unwrap_or(i64::MAX);
+    let task = {
+        let (store, node_id, counters) = (store.clone(), node_id.clone(), counters.clone());
+        tokio::spawn(async move {
+            let started_ms = unix_ms(SystemTime::now());
+            let mut last_beat: Option<Instant> = None;
+            let mut first = true;
+            loop {
+                let now_ms = unix_ms(SystemTime::now());
+                match store.node_heartbeat(&node_id, started_ms, now_ms).await {
+                    Ok(()) => {
+                        add(&counters.heartbeats, 1);
+                        last_beat = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        add(&counters.heartbeat_failures, 1);
+                        warn!(node = %node_id, "node heartbeat not written: {e}");
+                    }
+                }
+                let current = last_beat.is_some_and(|t| t.elapsed() < node_loss_after / 2);
+                if !first && current {
+                    match store.reap_lost_nodes(&node_id, now_ms, lost_after_ms, &bill_lost_call).await {
+                        Ok(r) => {
+                            add(&counters.lost_nodes, r.nodes.len());
+                            add(&counters.lost_calls, usize::try_from(r.records).unwrap_or(usize::MAX));
+                            if !r.nodes.is_empty() || r.records + r.already_stored > 0 {
+                                warn!(
+                                    lost_nodes = ?r.nodes,
+                                    records = r.records,
+                                    already_stored = r.already_stored,
+                                    "lost nodes' open calls recorded"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            add(&counters.reap_failures, 1);
+                            warn!("lost nodes not reaped: {e}");
+                        }
+                    }
+                }
+                first = false;
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = tokio::time::sleep(beat) => {}
+                }
+            }
+        })
+    };
+    JournalHandle { node_id, store, stop, task, counters }
+}
+
+/// Bills a lost call's answered time as the switch bills a finished call's: the billing
+/// increments and the cost rule of `trunking::rating`, at the rate journaled when it started.
+/// An unrated call (or one whose journaled rate or increment does not read) bills nothing, as
+/// the switch bills an unrated call.
+pub fn bill_lost_call(call: &OpenCall, call_ms: u64) -> Billing {
+    let rate = call.record.rate.as_deref().and_then(trunking::rating::parse_amount);
+    let increment =
+        call.billing_increment.as_deref().and_then(|s| s.parse::<trunking::rating::BillingIncrement>().ok());
+    match (rate, increment) {
+        (Some(per_minute), Some(inc)) => {
+            let billed = trunking::rating::billed_seconds(call_ms, inc);
+            Billing {
+                billed_sec: u32::try_from(billed).unwrap_or(u32::MAX),
+                cost: Some(trunking::rating::cost(per_minute, billed).to_string()),
+            }
+        }
+        _ => Billing::default(),
+    }
+}
+
+impl JournalHandle {
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// `records` journaling this node's live calls: hand the switch's notices this sink.
+    pub fn journaling(&self, records: CdrSink) -> CdrSink {
+        CdrSink { node_id: Some(self.node_id.clone()), ..records }
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the heartbeat and the reaper. The node's row goes when none of its calls is open
+    /// (call this after the CDR writer's shutdown); otherwise it stays to age, and reapers
+    /// record the calls left open.
+    pub async fn shutdown(self) -> JournalStats {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            error!("node heartbeat task failed: {e}");
+        }
+        match self.store.node_stopped(&self.node_id).await {
+            Ok(true) => info!(node = %self.node_id, "node left the journal"),
+            Ok(false) => warn!(node = %self.node_id, "node stopped with calls open: reapers will record them"),
+            Err(e) => warn!(node = %self.node_id, "node row not removed, it will be reaped: {e}"),
+        }
+        self.counters.snapshot()
+    }
 }
 
 /// Why the store would refuse `r` however often it is tried, if it would.
@@ -301,9 +588,14 @@ struct Task {
     shutdown_timeout: Duration,
     counters: Arc<Counters>,
     spool: Arc<Spool>,
-    rx: mpsc::UnboundedReceiver<CallDetailRecord>,
+    rx: mpsc::UnboundedReceiver<Item>,
     /// Records taken from the intake, oldest first; a failed batch stays at the head.
     pending: VecDeque<CallDetailRecord>,
+    /// Journal changes not written yet, one per call (an answer folds into its call's start).
+    journal: HashMap<String, JournalWrite>,
+    /// When the journal may be written next (later after a failure).
+    journal_due: Instant,
+    journal_backoff: Duration,
     /// How many records at the head of `pending` came from the spool and are not stored yet.
     replay_left: usize,
     /// The spool's length when it was read, while its records are being replayed.
@@ -327,19 +619,26 @@ impl Task {
                 }
                 self.take(buf.drain(..));
             } else if self.pending.len() < self.batch_size && intake_open {
-                if self.pending.is_empty() {
+                if self.pending.is_empty() && !self.journal_ready() {
+                    // Journal changes waiting out a failure wake the task when they are due.
+                    let retry = (!self.journal.is_empty()).then_some(self.journal_due);
                     tokio::select! {
                         biased;
                         _ = &mut stop => break 'running,
+                        _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {}
                         n = self.rx.recv_many(&mut buf, self.batch_size) => {
                             intake_open = n > 0;
                             self.take(buf.drain(..));
                         }
                     }
                 }
-                // The first record starts the flush clock; a full batch goes at once.
+                // The first record or journal change starts the flush clock; a full batch goes
+                // at once.
                 let deadline = Instant::now() + self.flush_interval;
-                while intake_open && !self.pending.is_empty() && self.pending.len() < self.batch_size {
+                while intake_open
+                    && (!self.pending.is_empty() || self.journal_ready())
+                    && self.pending.len() < self.batch_size
+                {
                     let room = self.batch_size - self.pending.len();
                     tokio::select! {
                         biased;
@@ -352,7 +651,7 @@ impl Task {
                     }
                 }
             }
-            if self.pending.is_empty() {
+            if self.pending.is_empty() && !self.journal_ready() {
                 if intake_open {
                     continue;
                 }
@@ -410,12 +709,31 @@ impl Task {
             sub(&self.counters.queued, rest.len());
             self.spool.append_counted(&rest, &self.counters);
         }
+        // Calls still open (their records never came): one try for their journal changes, so
+        // the reapers can make their records.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !self.journal.is_empty() && !left.is_zero() {
+            let _ = tokio::time::timeout(left, self.write_journal()).await;
+        }
+        if !self.journal.is_empty() {
+            warn!(changes = self.journal.len(), "open-call journal changes not written at shutdown");
+        }
     }
 
-    /// Queues `records`, setting aside those the store would never accept.
-    fn take(&mut self, records: impl IntoIterator<Item = CallDetailRecord>) {
+    /// Takes records and journal changes from the intake: records are queued, those the store
+    /// would never accept set aside; a record replaces its call's unwritten journal changes.
+    fn take(&mut self, items: impl IntoIterator<Item = Item>) {
         let mut refused = Vec::new();
-        for r in records {
+        for item in items {
+            let r = match item {
+                Item::Record(r) => r,
+                Item::Journal(w) => {
+                    self.take_journal(w);
+                    continue;
+                }
+            };
+            // Its row, if written, goes with the record's insert.
+            self.journal.remove(&r.id);
             match unstorable(&r) {
                 None => self.pending.push_back(r),
                 Some(why) => {
@@ -439,8 +757,70 @@ impl Task {
         }
     }
 
-    /// Stores the batch at the head of the queue.
+    /// Folds a journal change into the unwritten ones.
+    fn take_journal(&mut self, w: JournalWrite) {
+        match w {
+            JournalWrite::Open(c) => {
+                if let Some(why) = unstorable(&c.record) {
+                    // Its record will be set aside the same way when the call ends.
+                    warn!(id = %c.record.id, "open call not journaled: {why}");
+                    add(&self.counters.journal_failures, 1);
+                    return;
+                }
+                self.journal.insert(c.record.id.clone(), JournalWrite::Open(c));
+            }
+            JournalWrite::Answered { call_id, answered_at_ms, updated_at_ms } => match self.journal.get_mut(&call_id) {
+                Some(JournalWrite::Open(c)) => {
+                    c.answered_at_ms.get_or_insert(answered_at_ms);
+                    c.updated_at_ms = updated_at_ms;
+                }
+                // Answered twice: the first answer stands.
+                Some(JournalWrite::Answered { .. }) => {}
+                None => {
+                    let w = JournalWrite::Answered { call_id: call_id.clone(), answered_at_ms, updated_at_ms };
+                    self.journal.insert(call_id, w);
+                }
+            },
+        }
+    }
+
+    /// Whether unwritten journal changes are due.
+    fn journal_ready(&self) -> bool {
+        !self.journal.is_empty() && Instant::now() >= self.journal_due
+    }
+
+    /// Writes the unwritten journal changes in one transaction; on failure they stay, counted,
+    /// for a try after their own backoff. Cut short, nothing is lost: the changes stay until a
+    /// write of them returns, and writing one twice changes nothing.
+    async fn write_journal(&mut self) {
+        match self.store.write_journal(self.journal.values()).await {
+            Ok(()) => {
+                add(&self.counters.journaled, self.journal.len());
+                self.journal.clear();
+                self.journal_backoff = RETRY_FIRST;
+            }
+            Err(e) => {
+                add(&self.counters.journal_failures, 1);
+                warn!(
+                    changes = self.journal.len(),
+                    retry_in_ms = self.journal_backoff.as_millis() as u64,
+                    "open-call journal not written, kept for the next try: {e}"
+                );
+                self.journal_due = Instant::now() + self.journal_backoff;
+                self.journal_backoff = (self.journal_backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    /// Writes the journal changes when due, then stores the batch at the head of the queue (the
+    /// journal first: a call's start lands before its record, whose insert removes it).
     async fn write_batch(&mut self) -> Result<(), StoreError> {
+        if self.journal_ready() {
+            self.write_journal().await;
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let n = self.pending.len().min(self.batch_size);
         let added = self.store.insert_new_cdrs(&self.pending.make_contiguous()[..n]).await?;
         self.pending.drain(..n);
@@ -1031,16 +1411,243 @@ mod tests {
             replayed: 6,
             rejected: 7,
             lost: 8,
+            journaled: 9,
+            journal_failures: 10,
         };
         let families = stats.families();
         let values: Vec<u64> = families.iter().map(|f| f.3).collect();
-        assert_eq!(values, (1..=8).collect::<Vec<_>>());
+        assert_eq!(values, (1..=10).collect::<Vec<_>>());
         let names: HashSet<&str> = families.iter().map(|f| f.0).collect();
         assert_eq!(names.len(), families.len());
         for (name, kind, help, _) in families {
             assert!(name.starts_with("opentrunk_cdr"), "{name}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
             assert!(matches!(kind, "counter" | "gauge") && !help.is_empty());
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The open-call journal
+
+    /// A call as journaled when it starts: `n`'s record, unanswered and ended at its start.
+    fn opening(n: i64) -> CallDetailRecord {
+        let r = record(n);
+        CallDetailRecord {
+            answered_at: None,
+            ended_at: r.started_at.clone(),
+            call_sec: 0,
+            billed_sec: 0,
+            cost: None,
+            b_leg_call_id: None,
+            from_sent: None,
+            to_sent: None,
+            sip_response_code: store::LOST_UNANSWERED_STATUS,
+            hangup_source: HangupSource::System,
+            trace: RawJson::from_text("[]".into()).unwrap(),
+            ..r
+        }
+    }
+
+    fn at(ms: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    }
+
+    fn journaled_ids(calls: &[store::OpenCall]) -> Vec<&str> {
+        calls.iter().map(|c| c.record.id.as_str()).collect()
+    }
+
+    /// Starts, answers, ends: the journal holds a call while it lives and not after its record
+    /// is stored; a call that ends before its start was written never touches the journal.
+    async fn journal_follows_calls(store: Store) {
+        let b = store.backend();
+        let node = unique("node");
+        let journal = start_journal(store.clone(), node.clone(), Duration::from_secs(30));
+        assert_eq!(journal.node_id(), node);
+        let config = CdrWriterConfig { flush_interval: Duration::from_millis(50), ..config(temp_path("ot_spool")) };
+        let (sink, writer) = start(store.clone(), config);
+        let plain = sink.clone();
+        let sink = journal.journaling(sink);
+        assert!(sink.journals() && !plain.journals());
+        let (a, b_call) = (opening(1), opening(2));
+        sink.call_opened(a.clone(), Some("60/60".into()), at(T0 + 1_000));
+        sink.call_opened(b_call.clone(), None, at(T0 + 2_000));
+        sink.call_answered(&a.id, at(T0 + 3_000));
+        // A sink that does not journal ignores calls.
+        plain.call_opened(opening(3), None, at(T0));
+        wait_for("the starts journaled", Duration::from_secs(10), || sink.stats().journaled == 2).await;
+        let open = store.open_calls().await.unwrap();
+        assert_eq!(
+            journaled_ids(&open),
+            by_id(vec![a.clone(), b_call.clone()]).iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            "{b:?}"
+        );
+        let journaled_a = open.iter().find(|c| c.record.id == a.id).unwrap();
+        assert_eq!(journaled_a.record, a, "{b:?}");
+        assert_eq!(
+            (journaled_a.node_id.as_str(), journaled_a.billing_increment.as_deref()),
+            (node.as_str(), Some("60/60"))
+        );
+        // The answer came in the same flush as the start: folded into it.
+        assert_eq!((journaled_a.answered_at_ms, journaled_a.updated_at_ms), (Some(T0 + 3_000), T0 + 3_000), "{b:?}");
+
+        // A answered after its start was written: an update.
+        sink.call_answered(&b_call.id, at(T0 + 4_000));
+        wait_for("the answer journaled", Duration::from_secs(10), || sink.stats().journaled == 3).await;
+        let open = store.open_calls().await.unwrap();
+        assert_eq!(open.iter().find(|c| c.record.id == b_call.id).unwrap().answered_at_ms, Some(T0 + 4_000));
+
+        // A's record: its row goes.
+        sink.submit(CallDetailRecord { id: a.id.clone(), ..record(1) });
+        wait_for("A's record", Duration::from_secs(10), || sink.stats().written == 1).await;
+        assert_eq!(journaled_ids(&store.open_calls().await.unwrap()), [b_call.id.as_str()], "{b:?}");
+
+        // A call over before its start was written: nothing journaled, the record stored.
+        let short = opening(4);
+        sink.call_opened(short.clone(), None, at(T0));
+        sink.call_answered(&short.id, at(T0 + 10));
+        sink.submit(CallDetailRecord { id: short.id.clone(), ..record(4) });
+        wait_for("the short call's record", Duration::from_secs(10), || sink.stats().written == 2).await;
+        assert_eq!(sink.stats().journaled, 3, "{b:?}: the short call never reached the journal");
+        assert_eq!(journaled_ids(&store.open_calls().await.unwrap()), [b_call.id.as_str()], "{b:?}");
+
+        let stats = writer.shutdown().await;
+        assert_eq!((stats.written, stats.journaled, stats.journal_failures), (2, 3, 0), "{b:?}");
+        // B is still open: the node's row stays for the reapers.
+        let js = journal.shutdown().await;
+        assert!(js.heartbeats >= 1 && js.heartbeat_failures == 0, "{js:?}");
+        assert_eq!(store.nodes().await.unwrap().len(), 1, "{b:?}");
+    }
+
+    #[tokio::test]
+    async fn journal_follows_calls_on_sqlite() {
+        journal_follows_calls(sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn journal_follows_calls_on_postgres() {
+        let Some(schema) = PgSchema::create("journal_follows_calls_on_postgres") else { return };
+        journal_follows_calls(Store::open(&schema.url(PG_ADDR)).await.unwrap()).await;
+    }
+
+    /// A node dies with three calls open (one answered): another node, or the same database's
+    /// next run, records them once the node's heartbeat is older than the node-loss age.
+    async fn a_dead_nodes_calls_are_recorded(store: Store) {
+        let b = store.backend();
+        let loss = Duration::from_millis(600);
+        let dead = start_journal(store.clone(), unique("dead"), loss);
+        let (sink, _writer) = start(store.clone(), config(temp_path("ot_spool")));
+        let sink = dead.journaling(sink);
+        let now = unix_ms(SystemTime::now());
+        let calls: Vec<CallDetailRecord> = (10..13).map(opening).collect();
+        for c in &calls {
+            sink.call_opened(c.clone(), Some("6/6".into()), at(now - 40_000));
+        }
+        sink.call_answered(&calls[0].id, at(now - 30_000));
+        wait_for("the calls journaled", Duration::from_secs(10), || sink.stats().journaled == 3).await;
+        // Killed: no more heartbeats, and its records never come.
+        dead.task.abort();
+
+        let survivor = start_journal(store.clone(), unique("survivor"), loss);
+        wait_for("the dead node reaped", Duration::from_secs(10), || survivor.stats().lost_calls == 3).await;
+        assert!(store.open_calls().await.unwrap().is_empty(), "{b:?}");
+        let answered = store.get_cdr(&calls[0].id).await.unwrap().expect("the answered call's record");
+        // Answered 30 s before it was journaled and lost within about a second.
+        assert_eq!(answered.sip_response_code, 200, "{b:?}");
+        assert!((30..33).contains(&answered.call_sec), "{answered:?}");
+        assert_eq!(answered.billed_sec % 6, 0, "{b:?}: billed in 6 s steps");
+        assert!(answered.billed_sec >= answered.call_sec, "{answered:?}");
+        let expected_cost = trunking::rating::cost("0.0100".parse().unwrap(), u64::from(answered.billed_sec));
+        assert_eq!(answered.cost, Some(expected_cost.to_string()), "{b:?}");
+        for c in &calls[1..] {
+            let r = store.get_cdr(&c.id).await.unwrap().expect("an unanswered call's record");
+            assert_eq!((r.sip_response_code, r.call_sec, r.billed_sec, r.cost), (408, 0, 0, None), "{b:?}");
+            assert!(r.trace.get().contains(store::NODE_LOST_RULE), "{b:?}");
+        }
+        let js = survivor.shutdown().await;
+        assert_eq!((js.lost_nodes, js.lost_calls, js.reap_failures), (1, 3, 0), "{js:?}");
+        assert!(store.nodes().await.unwrap().is_empty(), "{b:?}: the dead node's row and the survivor's went");
+    }
+
+    #[tokio::test]
+    async fn a_dead_nodes_calls_are_recorded_on_sqlite() {
+        a_dead_nodes_calls_are_recorded(sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_nodes_calls_are_recorded_on_postgres() {
+        let Some(schema) = PgSchema::create("a_dead_nodes_calls_are_recorded_on_postgres") else { return };
+        a_dead_nodes_calls_are_recorded(Store::open(&schema.url(PG_ADDR)).await.unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journal_writes_wait_out_a_database_outage_without_holding_calls() {
+        let Some(schema) = PgSchema::create("journal_writes_wait_out_a_database_outage") else { return };
+        let link = Link::start().await;
+        let store = Store::open(&schema.url(&link.addr)).await.unwrap();
+        let journal = start_journal(store.clone(), unique("node"), Duration::from_secs(30));
+        let (sink, writer) = start(store.clone(), config(temp_path("ot_spool")));
+        let sink = journal.journaling(sink);
+        link.cut();
+        let calls: Vec<CallDetailRecord> = (0..1_000).map(opening).collect();
+        let started = std::time::Instant::now();
+        for c in &calls {
+            sink.call_opened(c.clone(), None, at(T0));
+        }
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        wait_for("a failed journal write", Duration::from_secs(10), || sink.stats().journal_failures > 0).await;
+        assert_eq!(sink.stats().journaled, 0);
+        link.restore();
+        wait_for("the journal written", Duration::from_secs(20), || sink.stats().journaled == 1_000).await;
+        assert_eq!(store.open_calls().await.unwrap().len(), 1_000);
+        writer.shutdown().await;
+        journal.shutdown().await;
+    }
+
+    #[test]
+    fn lost_calls_are_billed_like_finished_ones() {
+        let call = |rate: Option<&str>, increment: Option<&str>| store::OpenCall {
+            node_id: "n".into(),
+            record: CallDetailRecord { rate: rate.map(str::to_owned), ..opening(1) },
+            billing_increment: increment.map(str::to_owned),
+            answered_at_ms: Some(T0),
+            updated_at_ms: T0,
+        };
+        // (rate, increment, answered ms, billed seconds, cost)
+        type Case = (Option<&'static str>, Option<&'static str>, u64, u32, Option<&'static str>);
+        let cases: [Case; 8] = [
+            (Some("0.0100"), Some("60/60"), 1, 60, Some("0.0100")),
+            (Some("0.0100"), Some("60/60"), 60_001, 120, Some("0.0200")),
+            (Some("0.0120"), Some("6/6"), 7_000, 12, Some("0.0024")),
+            (Some("0.0120"), Some("30/6"), 31_000, 36, Some("0.0072")),
+            (Some("0.5"), Some("1/1"), 0, 0, Some("0")),
+            (None, Some("60/60"), 10_000, 0, None),
+            (Some("0.0100"), None, 10_000, 0, None),
+            (Some("-1"), Some("60/60"), 10_000, 0, None),
+        ];
+        for (i, (rate, inc, ms, billed, cost)) in cases.into_iter().enumerate() {
+            let b = bill_lost_call(&call(rate, inc), ms);
+            assert_eq!((b.billed_sec, b.cost.as_deref()), (billed, cost), "case {i}");
+        }
+    }
+
+    #[test]
+    fn journal_families_name_every_count() {
+        let stats =
+            JournalStats { heartbeats: 1, heartbeat_failures: 2, lost_nodes: 3, lost_calls: 4, reap_failures: 5 };
+        let families = stats.families();
+        assert_eq!(families.iter().map(|f| f.3).collect::<Vec<_>>(), (1..=5).collect::<Vec<_>>());
+        let names: HashSet<&str> = families.iter().map(|f| f.0).collect();
+        assert_eq!(names.len(), families.len());
+        for (name, kind, help, _) in families {
+            assert!(name.starts_with("opentrunk_") && name.ends_with("_total") && kind == "counter", "{name}");
+            assert!(!help.is_empty());
+        }
+    }
+
+    #[test]
+    fn heartbeats_fit_the_node_loss_age() {
+        for (age_ms, beat_ms) in [(30_000, 5_000), (60_000, 5_000), (12_000, 2_000), (600, 100), (60, 50)] {
+            assert_eq!(heartbeat_interval(Duration::from_millis(age_ms)), Duration::from_millis(beat_ms), "{age_ms}");
         }
     }
 }

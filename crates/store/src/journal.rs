@@ -222,7 +222,10 @@ impl Store {
 
     /// Writes `writes` to the journal, all or nothing. An opened call already journaled stays as
     /// it was; an answer to a call no longer journaled (its record is stored) changes nothing.
-    pub async fn write_journal(&self, writes: &[JournalWrite]) -> Result<(), StoreError> {
+    pub async fn write_journal<'a>(
+        &self,
+        writes: impl IntoIterator<Item = &'a JournalWrite>,
+    ) -> Result<(), StoreError> {
         let _timing = self.stats.time(crate::Operation::JournalWrite);
         let mut opens = Vec::new();
         let mut answers = Vec::new();
