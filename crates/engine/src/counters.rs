@@ -1,26 +1,36 @@
 //! Counters that must hold across calls (and, with the Redis backend, across nodes): live
-//! channels per account, outbound voice profile and connection; each profile's spend per UTC
-//! day; calls per called number for a calling window's `calls_per_cld`.
+//! channels per account, outbound voice profile and connection; calls per second per source
+//! address and per account (token buckets); each profile's spend per UTC day; calls per called
+//! number for a calling window's `calls_per_cld`.
 //!
 //! One abstraction, [`Counters`], two backends: [`LocalCounters`] here (one node, in process)
-//! and Redis later (many nodes). The decision in `trunking` reads counters through
-//! [`Usage`] (reads only, advisory); the engine then takes the call's channels with
-//! [`Counters::acquire`], which is authoritative: all of them or none, under the limits the
-//! decision returned ([`ChannelLimits`]). A refused take names its [`Scope`], which
-//! [`Scope::limit_reason`] turns into `D1`/`D2`/`D3`.
+//! and [`RedisCounters`] (a cluster's nodes sharing one Redis); [`NodeCounters`] is either, the
+//! type a node runs with. The decision in `trunking` reads counters through [`Usage`] (reads
+//! only, advisory); the engine then takes the call's rate tokens with
+//! [`Counters::take_call_rate`] and its channels with [`Counters::acquire`], which are
+//! authoritative: all of them or none, under the limits `trunking` named ([`CallRateBucket`],
+//! [`ChannelLimits`]). A refused take names its bucket or its [`Scope`], which
+//! `trunking::call_rate::outcome` and [`Scope::limit_reason`] turn into `P05` and
+//! `D1`/`D2`/`D3`.
 //!
 //! Why the writes are async and the reads are not: Redis must answer a take before the call can
-//! proceed (one script round trip, atomic on the server), so `acquire`, `add_spend` and
-//! `record_call_to` return futures now and the engine is written once against the final shape.
-//! The local backend hands back futures that are ready when made (`std::future::ready`: no
-//! allocation, done on the first poll), so that costs nothing. The trait uses `-> impl Future +
-//! Send` rather than `#[async_trait]`, which would box every call; it is therefore not object
-//! safe: the engine holds a concrete backend (or an enum of the two). The reads stay
-//! synchronous because the pure decision calls them in the middle of its checks; the Redis
-//! backend will answer them from a node-local view it keeps fresh, which is enough because the
-//! take, not the read, enforces channel limits. Releasing stays synchronous too: a lease is
-//! released on every call end path including `Drop`, which cannot await; Redis will hand the
-//! release to a background task (its leases carry a TTL for node loss, hence `call_id`).
+//! proceed (one script round trip, atomic on the server), so `acquire`, `take_call_rate`,
+//! `add_spend`, `record_call_to` and `prefetch` return futures and the engine is written once
+//! against them. The local backend hands back futures that are ready when made
+//! (`std::future::ready`: no allocation, done on the first poll), so that costs nothing. The
+//! trait uses `-> impl Future + Send` rather than `#[async_trait]`, which would box every call;
+//! it is therefore not object safe: the engine holds a concrete backend, or [`NodeCounters`].
+//! The reads stay synchronous because the pure decision calls them in the middle of its checks;
+//! the Redis backend answers them from a node-local view it keeps fresh, and
+//! [`Counters::prefetch`] makes the spend and calls-to reads a decision is about to make
+//! current first. That is enough for channels because the take, not the read, enforces them.
+//! Releasing stays synchronous too: a lease is released on every call end path including
+//! `Drop`, which cannot await; Redis hands the release to a background task (its leases carry a
+//! TTL for node loss, hence `call_id`).
+//!
+//! Calls per second are token buckets: each holds at most its burst and refills at its rate,
+//! a call takes one token from each of its buckets. Time is passed in (`now`) for the local
+//! backend; Redis uses its own clock, shared by every node.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -31,11 +41,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use rust_decimal::Decimal;
 use rustc_hash::FxBuildHasher;
+use trunking::call_rate::{CallRate, CallRateBucket, CallRateKey};
 use trunking::config::Id;
-use trunking::outbound::{ChannelLimits, Scope, Usage};
+use trunking::outbound::{ChannelLimits, Scope, Usage, UsageReads};
 use trunking::time::Timestamp;
 
-use crate::redis_counters::RedisTake;
+use crate::redis_counters::{RedisCounters, RedisTake};
 
 /// How long calls to a number are remembered: a calling window is at most a day long, so
 /// `calls_to` is exact for any `since` within a day of the latest record.
@@ -67,6 +78,23 @@ pub trait Counters: Usage + Send + Sync {
     /// Remembers a call of the profile to `destination` (E.164) placed at `at`, for
     /// [`Usage::calls_to`].
     fn record_call_to(&self, profile_id: &str, destination: &str, at: Timestamp) -> impl Future<Output = ()> + Send;
+
+    /// Takes one token from each bucket, all or none (calls per second). `Err(i)`: `buckets[i]`
+    /// is the first without a token, and nothing was taken. `now` is the local backend's clock
+    /// (Redis keeps time itself). The buckets' keys are distinct.
+    fn take_call_rate(
+        &self,
+        buckets: &[CallRateBucket],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), usize>> + Send;
+
+    /// Makes the reads an outbound decision is about to make current ([`UsageReads`]): a shared
+    /// backend answers [`Usage`] from a view that may lag behind other nodes. In process the
+    /// reads are always current, so by default there is nothing to do.
+    fn prefetch(&self, reads: &UsageReads) -> impl Future<Output = ()> + Send {
+        let _ = reads;
+        ready(())
+    }
 
     /// Live calls of an account, profile or connection: the engine's (and metrics') name for
     /// [`Usage::channels`].
@@ -142,6 +170,7 @@ pub struct LocalCounters {
     accounts: SlotMap,
     profiles: SlotMap,
     connections: SlotMap,
+    rates: RateBuckets,
     spend: Box<[Mutex<HashMap<Id, SpendDays, FxBuildHasher>>]>,
     calls: Box<[Mutex<CallsShard>]>,
     retention_ms: u64,
@@ -174,6 +203,7 @@ impl LocalCounters {
             accounts: SlotMap::new(),
             profiles: SlotMap::new(),
             connections: SlotMap::new(),
+            rates: RateBuckets::new(),
             spend: (0..SHARDS).map(|_| Mutex::default()).collect(),
             calls: (0..SHARDS).map(|_| Mutex::default()).collect(),
             retention_ms,
@@ -214,6 +244,11 @@ impl LocalCounters {
     /// Live calls of an account, profile or connection.
     pub fn live(&self, scope: Scope, id: &str) -> u32 {
         self.slots(scope).live(id)
+    }
+
+    /// [`Counters::take_call_rate`], synchronously.
+    pub fn take_call_rate(&self, buckets: &[CallRateBucket], now: Timestamp) -> Result<(), usize> {
+        self.rates.take(buckets, now)
     }
 
     /// [`Counters::add_spend`], synchronously. Each profile keeps its two most recent UTC days
@@ -275,6 +310,11 @@ impl LocalCounters {
         u32::try_from(count_since(times, since.as_millis())).unwrap_or(u32::MAX)
     }
 
+    /// Call rate buckets currently kept (metrics; shows that full ones are dropped).
+    pub fn call_rate_buckets(&self) -> usize {
+        self.rates.len()
+    }
+
     /// Call records currently kept (metrics; shows pruning at work).
     pub fn recorded_calls(&self) -> usize {
         self.calls
@@ -284,12 +324,14 @@ impl LocalCounters {
     }
 
     /// Housekeeping (say once a minute): forgets slots of accounts, profiles and connections
-    /// with no live call (ids the configuration no longer has), spend older than yesterday and
-    /// call records past retention. Counting needs none of it; memory does.
+    /// with no live call (ids the configuration no longer has), call rate buckets that have
+    /// filled up again, spend older than yesterday and call records past retention. Counting
+    /// needs none of it; memory does.
     pub fn prune(&self, now: Timestamp) {
         for map in [&self.accounts, &self.profiles, &self.connections] {
             map.prune();
         }
+        self.rates.prune(now);
         let yesterday = now.utc_day().saturating_sub(1);
         for shard in self.spend.iter() {
             lock(shard).retain(|_, days| days.recent.0 >= yesterday);
@@ -342,8 +384,258 @@ impl Counters for LocalCounters {
         ready(())
     }
 
+    fn take_call_rate(
+        &self,
+        buckets: &[CallRateBucket],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), usize>> + Send {
+        ready(LocalCounters::take_call_rate(self, buckets, now))
+    }
+
     fn live(&self, scope: Scope, id: &str) -> u32 {
         LocalCounters::live(self, scope, id)
+    }
+}
+
+/// The counters a node runs with: in process when it runs alone, in Redis when it is one of a
+/// cluster's nodes. One type, so the admission, the calls and the metrics are written once.
+#[derive(Debug)]
+pub enum NodeCounters {
+    Local(LocalCounters),
+    Redis(RedisCounters),
+}
+
+impl NodeCounters {
+    /// Times a live lease's expiry was pushed back in Redis (0 in process).
+    pub fn lease_refreshes(&self) -> u64 {
+        match self {
+            NodeCounters::Local(_) => 0,
+            NodeCounters::Redis(r) => r.lease_refreshes(),
+        }
+    }
+
+    /// Live leases put back into Redis after it lost them (a restart) or before it had them
+    /// (taken while it was unreachable); 0 in process.
+    pub fn leases_restored(&self) -> u64 {
+        match self {
+            NodeCounters::Local(_) => 0,
+            NodeCounters::Redis(r) => r.leases_restored(),
+        }
+    }
+
+    /// Channel and call rate takes counted on this node alone because Redis could not be
+    /// reached (0 in process).
+    pub fn fallback_takes(&self) -> u64 {
+        match self {
+            NodeCounters::Local(_) => 0,
+            NodeCounters::Redis(r) => r.fallback_takes(),
+        }
+    }
+
+    /// Spend and call records Redis did not take (0 in process).
+    pub fn write_failures(&self) -> u64 {
+        match self {
+            NodeCounters::Local(_) => 0,
+            NodeCounters::Redis(r) => r.write_failures(),
+        }
+    }
+
+    /// Whether Redis answers, as the node last saw; `None` in process (no Redis to reach).
+    pub fn redis_reachable(&self) -> Option<bool> {
+        match self {
+            NodeCounters::Local(_) => None,
+            NodeCounters::Redis(r) => Some(r.is_reachable()),
+        }
+    }
+
+    /// Housekeeping, as [`LocalCounters::prune`] (Redis: its node-local call rate buckets).
+    pub fn prune(&self, now: Timestamp) {
+        match self {
+            NodeCounters::Local(l) => l.prune(now),
+            NodeCounters::Redis(r) => r.prune(now),
+        }
+    }
+}
+
+impl From<LocalCounters> for NodeCounters {
+    fn from(c: LocalCounters) -> Self {
+        NodeCounters::Local(c)
+    }
+}
+
+impl From<RedisCounters> for NodeCounters {
+    fn from(c: RedisCounters) -> Self {
+        NodeCounters::Redis(c)
+    }
+}
+
+impl Usage for NodeCounters {
+    fn channels(&self, scope: Scope, id: &str) -> u32 {
+        match self {
+            NodeCounters::Local(c) => c.channels(scope, id),
+            NodeCounters::Redis(c) => c.channels(scope, id),
+        }
+    }
+
+    fn spend_today(&self, profile_id: &str, utc_day: u64) -> Decimal {
+        match self {
+            NodeCounters::Local(c) => c.spend_today(profile_id, utc_day),
+            NodeCounters::Redis(c) => c.spend_today(profile_id, utc_day),
+        }
+    }
+
+    fn calls_to(&self, profile_id: &str, destination: &str, since: Timestamp) -> u32 {
+        match self {
+            NodeCounters::Local(c) => Usage::calls_to(c, profile_id, destination, since),
+            NodeCounters::Redis(c) => c.calls_to(profile_id, destination, since),
+        }
+    }
+}
+
+// The two backends' futures differ in type, so each method is an `async fn` over both; the
+// local arm is done on its first poll as before.
+impl Counters for NodeCounters {
+    async fn acquire(&self, limits: &ChannelLimits, call_id: &str) -> Result<ChannelLease, Scope> {
+        match self {
+            NodeCounters::Local(c) => LocalCounters::acquire(c, limits, call_id),
+            NodeCounters::Redis(c) => c.acquire(limits, call_id).await,
+        }
+    }
+
+    async fn add_spend(&self, profile_id: &str, utc_day: u64, amount: Decimal) {
+        match self {
+            NodeCounters::Local(c) => LocalCounters::add_spend(c, profile_id, utc_day, amount),
+            NodeCounters::Redis(c) => c.add_spend(profile_id, utc_day, amount).await,
+        }
+    }
+
+    async fn record_call_to(&self, profile_id: &str, destination: &str, at: Timestamp) {
+        match self {
+            NodeCounters::Local(c) => LocalCounters::record_call_to(c, profile_id, destination, at),
+            NodeCounters::Redis(c) => c.record_call_to(profile_id, destination, at).await,
+        }
+    }
+
+    async fn take_call_rate(&self, buckets: &[CallRateBucket], now: Timestamp) -> Result<(), usize> {
+        match self {
+            NodeCounters::Local(c) => LocalCounters::take_call_rate(c, buckets, now),
+            NodeCounters::Redis(c) => c.take_call_rate(buckets, now).await,
+        }
+    }
+
+    async fn prefetch(&self, reads: &UsageReads) {
+        if let NodeCounters::Redis(c) = self {
+            c.prefetch(reads).await;
+        }
+    }
+
+    fn live(&self, scope: Scope, id: &str) -> u32 {
+        self.channels(scope, id)
+    }
+}
+
+/// A token is a million micro-tokens: a millisecond of refill at 1 call a second is a whole
+/// number of them, so levels stay exact integers.
+const TOKEN: u64 = 1_000_000;
+
+/// Call rate buckets by key, sharded, in process (the local backend's, and the Redis backend's
+/// while Redis is unreachable). A bucket that is not there is a full one, so buckets that
+/// have filled up again are dropped: each shard sweeps them at most once a second of call
+/// time, and memory follows the sources and accounts calling now. Keys include callers'
+/// addresses, so the maps hash with SipHash.
+pub(crate) struct RateBuckets {
+    shards: Box<[Mutex<RateShard>]>,
+}
+
+#[derive(Default)]
+struct RateShard {
+    buckets: HashMap<CallRateKey, TokenBucket, RandomState>,
+    next_sweep: u64,
+}
+
+/// A bucket's level (micro-tokens) at `at` (ms), and the rate it last refilled at.
+#[derive(Clone, Copy)]
+struct TokenBucket {
+    level: u64,
+    at: u64,
+    rate: CallRate,
+}
+
+/// How often (ms of call time) a shard drops the buckets that have filled up.
+const RATE_SWEEP_MS: u64 = 1_000;
+
+impl TokenBucket {
+    fn full(rate: CallRate) -> u64 {
+        u64::from(rate.burst()) * TOKEN
+    }
+
+    /// The level at `now` under `rate` (a clock that went back refills nothing).
+    fn level_at(&self, rate: CallRate, now: u64) -> u64 {
+        let refill = now.saturating_sub(self.at).saturating_mul(u64::from(rate.per_second()) * (TOKEN / 1_000));
+        self.level.saturating_add(refill).min(TokenBucket::full(rate))
+    }
+}
+
+impl RateBuckets {
+    pub(crate) fn new() -> Self {
+        RateBuckets { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+    }
+
+    /// [`Counters::take_call_rate`]: the buckets' shards are locked in shard order (every take
+    /// does the same, so none waits on another in a cycle), every level checked, then every
+    /// bucket takes its token.
+    pub(crate) fn take(&self, buckets: &[CallRateBucket], now: Timestamp) -> Result<(), usize> {
+        let now = now.as_millis();
+        let shard_of_bucket: Vec<usize> = buckets.iter().map(|b| spread(FxBuildHasher.hash_one(&b.key))).collect();
+        let mut order = shard_of_bucket.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<MutexGuard<'_, RateShard>> = order.iter().map(|&i| lock(&self.shards[i])).collect();
+        let guard_of = |shard: usize| order.binary_search(&shard).unwrap_or_default();
+
+        let mut levels = Vec::with_capacity(buckets.len());
+        for (i, bucket) in buckets.iter().enumerate() {
+            let shard = &guards[guard_of(shard_of_bucket[i])];
+            let level = match shard.buckets.get(&bucket.key) {
+                Some(b) => b.level_at(bucket.rate, now),
+                None => TokenBucket::full(bucket.rate),
+            };
+            if level < TOKEN {
+                return Err(i);
+            }
+            levels.push(level);
+        }
+        for (i, bucket) in buckets.iter().enumerate() {
+            let shard = &mut guards[guard_of(shard_of_bucket[i])];
+            let at = shard.buckets.get(&bucket.key).map_or(now, |b| b.at.max(now));
+            let taken = TokenBucket { level: levels[i] - TOKEN, at, rate: bucket.rate };
+            shard.buckets.insert(bucket.key.clone(), taken);
+        }
+        for shard in guards.iter_mut() {
+            if now >= shard.next_sweep {
+                shard.sweep(now);
+                shard.next_sweep = now.saturating_add(RATE_SWEEP_MS);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every bucket that has filled up by `now`.
+    pub(crate) fn prune(&self, now: Timestamp) {
+        for shard in self.shards.iter() {
+            lock(shard).sweep(now.as_millis());
+        }
+    }
+
+    /// Buckets kept (metrics, tests: shows the sweep at work).
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).buckets.len()).sum()
+    }
+}
+
+impl RateShard {
+    fn sweep(&mut self, now: u64) {
+        self.buckets.retain(|_, b| b.level_at(b.rate, now) < TokenBucket::full(b.rate));
     }
 }
 

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
-use engine::counters::{CALLS_TO_RETENTION_MS, ChannelLease, Counters, LocalCounters};
+use engine::counters::{CALLS_TO_RETENTION_MS, ChannelLease, Counters, LocalCounters, NodeCounters};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use trunking::Reason;
+use trunking::call_rate::{CallRate, CallRateBucket, CallRateKey};
 use trunking::config::Id;
 use trunking::outbound::{ChannelLimits, Scope, Usage};
 use trunking::time::Timestamp;
@@ -541,4 +542,102 @@ fn a_refused_take_is_never_seen_half_done() {
         assert!(attempts.iter().all(|&a| a > 0));
     });
     assert_eq!(lives_of(&c, &["A"], &["P"], &["FULL", "OPEN"]), 0);
+}
+
+fn bucket(key: CallRateKey, per_second: u32, burst: u32) -> CallRateBucket {
+    CallRateBucket { key, rate: CallRate::new(per_second, burst).unwrap() }
+}
+
+fn source(ip: &str) -> CallRateKey {
+    CallRateKey::source(ip.parse().unwrap())
+}
+
+fn account(id: &str) -> CallRateKey {
+    CallRateKey::Account(Id::from(id))
+}
+
+/// A take's answer: `Err(i)` names the first bucket without a token.
+type Taken = Result<(), usize>;
+
+/// Token buckets under a clock the test moves: each row takes from some buckets at a time (ms)
+/// and expects the take, or the first bucket without a token. The same rows run through
+/// `NodeCounters` (the node's type), whose local futures are ready at once.
+#[test]
+fn call_rate_buckets_table() {
+    let s = || bucket(source("192.0.2.1"), 2, 3);
+    let a = || bucket(account("acc-1"), 1, 1);
+    let other = || bucket(source("192.0.2.2"), 2, 3);
+    #[rustfmt::skip]
+    let table: Vec<(u64, Vec<CallRateBucket>, Taken, &str)> = vec![
+        (0, vec![s()], Ok(()), "a burst of 3: 1st"),
+        (0, vec![s()], Ok(()), "2nd"),
+        (0, vec![s()], Ok(()), "3rd"),
+        (0, vec![s()], Err(0), "4th at once: empty"),
+        (0, vec![other()], Ok(()), "another source has its own bucket"),
+        (499, vec![s()], Err(0), "2/s: not a whole token after 499 ms"),
+        (500, vec![s()], Ok(()), "one token after 500 ms"),
+        (500, vec![s(), a()], Err(0), "source empty: the first bucket is named"),
+        (1_000, vec![s(), a()], Ok(()), "both have a token"),
+        (1_500, vec![s(), a()], Err(1), "the account's has half a token: named"),
+        (1_500, vec![s()], Ok(()), "the refused take took nothing from the source's"),
+        (1_900, vec![s()], Err(0), "0.8 of a token"),
+        (2_000, vec![s()], Ok(()), "1.0"),
+        (400, vec![s()], Err(0), "a clock gone back refills nothing"),
+        (60_000, vec![s()], Ok(()), "refilled to the burst, no further: 1st"),
+        (60_000, vec![s()], Ok(()), "2nd"),
+        (60_000, vec![s()], Ok(()), "3rd"),
+        (60_000, vec![s()], Err(0), "4th"),
+        (60_000, vec![], Ok(()), "no bucket: nothing to take"),
+    ];
+    let c = LocalCounters::new();
+    let node = NodeCounters::Local(LocalCounters::new());
+    for (at, buckets, expected, case) in table {
+        assert_eq!(c.take_call_rate(&buckets, Timestamp(at)), expected, "{case} (t={at})");
+        assert_eq!(ready(node.take_call_rate(&buckets, Timestamp(at))), expected, "NodeCounters: {case} (t={at})");
+    }
+
+    // Full buckets are as good as none: pruning forgets them, and keeps the empty one.
+    assert_eq!(c.call_rate_buckets(), 3);
+    c.prune(Timestamp(60_000));
+    assert_eq!(c.call_rate_buckets(), 1, "the source's bucket is empty at 60 s");
+    c.prune(Timestamp(61_499));
+    assert_eq!(c.call_rate_buckets(), 1, "2.998 tokens of 3");
+    c.prune(Timestamp(61_500));
+    assert_eq!(c.call_rate_buckets(), 0);
+    assert_eq!(c.take_call_rate(&[s()], Timestamp(61_500)), Ok(()), "a forgotten bucket is a full one");
+}
+
+/// Buckets that fill up again are swept as calls come, without any housekeeping call: a flood
+/// of one-call sources leaves at most a second's worth behind.
+#[test]
+fn call_rate_buckets_are_swept_as_time_passes() {
+    let c = LocalCounters::new();
+    for i in 0..2_000u64 {
+        let ip = format!("10.0.{}.{}", i / 250, i % 250);
+        // 2,000 sources over 20 s, one call each; each bucket is full again 10 ms later.
+        assert_eq!(c.take_call_rate(&[bucket(source(&ip), 100, 1)], Timestamp(i * 10)), Ok(()));
+    }
+    assert!(c.call_rate_buckets() <= 2 * 100 + 32, "{} buckets kept", c.call_rate_buckets());
+}
+
+/// The node's counters type, in process: reads, takes and metrics as `LocalCounters`.
+#[test]
+fn node_counters_in_process() {
+    let node = NodeCounters::from(LocalCounters::new());
+    let l = limits(("A", Some(1)), None, ("C", None));
+    let lease = ready(node.acquire(&l, "call-1")).expect("room");
+    assert_eq!(ready(node.acquire(&l, "call-2")).unwrap_err(), Scope::Account);
+    assert_eq!(node.channels(Scope::Account, "A"), 1);
+    assert_eq!(Counters::live(&node, Scope::Connection, "C"), 1);
+    drop(lease);
+    assert_eq!(node.channels(Scope::Account, "A"), 0);
+    ready(node.add_spend("P", 3, Decimal::ONE));
+    assert_eq!(node.spend_today("P", 3), Decimal::ONE);
+    ready(node.record_call_to("P", "+14155550100", Timestamp(9)));
+    assert_eq!(node.calls_to("P", "+14155550100", Timestamp(0)), 1);
+    assert_eq!(
+        (node.lease_refreshes(), node.leases_restored(), node.fallback_takes(), node.write_failures()),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(node.redis_reachable(), None, "no Redis to reach");
 }

@@ -12,8 +12,9 @@ use engine::redis_counters::RedisCounters;
 use rust_decimal::Decimal;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use trunking::call_rate::{CallRate, CallRateBucket, CallRateKey};
 use trunking::config::Id;
-use trunking::outbound::{ChannelLimits, Scope, Usage};
+use trunking::outbound::{ChannelLimits, Scope, Usage, UsageReads};
 use trunking::time::Timestamp;
 
 const REDIS_ADDR: &str = "127.0.0.1:6379";
@@ -206,14 +207,25 @@ async fn spend_and_calls_to_add_up_across_nodes() {
     assert_eq!(a.calls_to("ovp-1", "+15551230001", t0), 3);
     assert_eq!(a.calls_to("ovp-1", "+15551230002", t0), 1);
     assert_eq!(a.calls_to("ovp-2", "+15551230001", t0), 0);
-    // A prefetch makes a node current for one call's keys at once.
+    // A fetch makes a node current for one call's keys at once.
     b.record_call_to("ovp-1", "+15551230004", t0).await;
     b.add_spend("ovp-3", day, Decimal::TWO).await;
-    a.prefetch("ovp-3", "+15551230004", day).await.unwrap();
+    a.fetch_usage("ovp-3", Some(day), Some("+15551230004")).await.unwrap();
     assert_eq!(a.spend_today("ovp-3", day), Decimal::TWO);
     assert_eq!(a.calls_to("ovp-1", "+15551230004", t0), 0, "another profile's key");
-    a.prefetch("ovp-1", "+15551230004", day).await.unwrap();
+    a.fetch_usage("ovp-1", None, Some("+15551230004")).await.unwrap();
     assert_eq!(a.calls_to("ovp-1", "+15551230004", t0), 1);
+    // The trait's prefetch, as the admission calls it with the decision's reads.
+    b.record_call_to("ovp-1", "+13125550199", t0).await;
+    b.add_spend("ovp-1", day, Decimal::TWO).await;
+    let plan = trunking::numbering::NumberingPlan::new();
+    let destination = plan.dial("+13125550199", None).destination().and_then(|d| d.e164);
+    assert!(destination.is_some());
+    let reads = UsageReads { profile_id: "ovp-1".into(), spend_day: Some(day), calls_to: destination };
+    assert_eq!(a.calls_to("ovp-1", "+13125550199", t0), 0);
+    Counters::prefetch(&a, &reads).await;
+    assert_eq!(a.calls_to("ovp-1", "+13125550199", t0), 1);
+    assert_eq!(a.spend_today("ovp-1", day), Decimal::new(5_750_001, 6));
 
     // Records past retention are trimmed.
     let old = Timestamp(t0.as_millis() - CALLS_TO_RETENTION_MS - 10);
@@ -254,6 +266,17 @@ impl Relay {
     }
 }
 
+/// Waits (at most five seconds) until the node counts in Redis again.
+async fn reachable_soon(node: &RedisCounters) {
+    for _ in 0..100 {
+        if node.is_reachable() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not find Redis again");
+}
+
 #[tokio::test]
 async fn without_redis_channels_are_counted_on_the_node_and_sharing_resumes() {
     let prefix = unique_prefix();
@@ -261,41 +284,86 @@ async fn without_redis_channels_are_counted_on_the_node_and_sharing_resumes() {
     let Some(b) = node(REDIS_URL, "node-b", &prefix, ttl).await else { return };
     let relay = Relay::start("127.0.0.1:0").await;
     let a = node(&format!("redis://{}", relay.addr), "node-a", &prefix, ttl).await.expect("through the relay");
-    let l = limits(Some(2), None, ("conn-1", None));
+    let l = limits(Some(3), None, ("conn-1", None));
 
     let shared = a.acquire(&l, "shared").await.unwrap();
     assert_eq!(a.fallback_takes(), 0);
+    assert!(a.is_reachable());
 
-    // Redis gone for node a: it counts alone, under the same limit, and says so.
+    // Redis gone for node a: it counts its own calls alone, the shared one included, under
+    // the same limit, and says so.
     let addr = relay.cut().await;
     let local_1 = a.acquire(&l, "local-1").await.expect("fails open");
+    assert!(!a.is_reachable());
+    let started = std::time::Instant::now();
     let local_2 = a.acquire(&l, "local-2").await.expect("fails open");
-    assert_eq!(a.acquire(&l, "local-3").await.unwrap_err(), Scope::Account, "local limit");
+    assert!(started.elapsed() < Duration::from_millis(100), "no wait once Redis is known unreachable");
+    assert_eq!(a.acquire(&l, "local-3").await.unwrap_err(), Scope::Account, "its own 3 calls");
     assert_eq!(a.fallback_takes(), 3);
-    // Its view adds the local channels to the shared ones it last saw.
+    // Its view adds the calls Redis does not hold to the shared ones it last saw.
     assert_eq!(a.channels(Scope::Account, "acc-1"), 3);
     // Node b still shares: only the shared lease counts there.
-    let b_lease = b.acquire(&l, "b-1").await.unwrap();
-    assert_eq!(b.acquire(&l, "b-2").await.unwrap_err(), Scope::Account);
-    drop(b_lease);
+    let b_1 = b.acquire(&l, "b-1").await.unwrap();
+    let b_2 = b.acquire(&l, "b-2").await.unwrap();
+    assert_eq!(b.acquire(&l, "b-3").await.unwrap_err(), Scope::Account);
+    drop((b_1, b_2));
 
-    // Redis back: node a's takes are shared again without anything done.
+    // Redis back: node a finds it by itself and puts its two local calls there first.
     let relay = Relay::start(&addr.to_string()).await;
-    let mut resumed = None;
-    for _ in 0..50 {
-        let before = a.fallback_takes();
-        let taken = a.acquire(&l, "resumed").await;
-        if a.fallback_takes() == before {
-            resumed = Some(taken.expect("room for one more"));
-            break;
-        }
-        drop(taken);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let resumed = resumed.expect("node a went back to Redis");
-    assert_eq!(b.acquire(&l, "b-3").await.unwrap_err(), Scope::Account, "a's take is shared");
+    reachable_soon(&a).await;
+    assert_eq!(a.leases_restored(), 2, "local-1 and local-2 are in Redis now");
+    assert_eq!(b.acquire(&l, "b-4").await.unwrap_err(), Scope::Account, "b counts a's local calls");
+    drop(local_2);
+    let b_5 = take_soon(&b, &l, "b-5").await;
+    assert_eq!(b.acquire(&l, "b-6").await.unwrap_err(), Scope::Account, "shared, local-1, b-5");
+    let fallbacks = a.fallback_takes();
+    assert_eq!(a.acquire(&l, "a-2").await.unwrap_err(), Scope::Account, "a counts in Redis again");
+    assert_eq!(a.fallback_takes(), fallbacks);
+    assert_eq!(a.channels(Scope::Account, "acc-1"), 3);
 
-    drop((shared, local_1, local_2, resumed));
+    drop((shared, local_1, b_5));
+    drop(take_soon(&a, &l, "a-3").await);
     let _ = relay.cut().await;
+    cleanup(&prefix).await;
+}
+
+/// A token bucket for the tests: `per_second` calls a second, `burst` at once.
+fn bucket(key: CallRateKey, per_second: u32, burst: u32) -> CallRateBucket {
+    CallRateBucket { key, rate: CallRate::new(per_second, burst).unwrap() }
+}
+
+#[tokio::test]
+async fn call_rate_buckets_are_shared_by_the_nodes_all_or_none() {
+    let Some((a, b, prefix)) = two_nodes(Duration::from_secs(30)).await else { return };
+    // 1 call a second, 3 at once: the test's few milliseconds refill a few thousandths.
+    let source = bucket(CallRateKey::source("192.0.2.7".parse().unwrap()), 1, 3);
+    let account = bucket(CallRateKey::Account("acc-1".into()), 1, 1);
+    let t = now();
+    let one = |b: &CallRateBucket| vec![b.clone()];
+
+    assert_eq!(a.take_call_rate(&one(&source), t).await, Ok(()));
+    assert_eq!(b.take_call_rate(&[source.clone(), account.clone()], t).await, Ok(()));
+    // The account's only token is gone: refused, named, and the source's not taken.
+    assert_eq!(a.take_call_rate(&[source.clone(), account.clone()], t).await, Err(1));
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let source_key = format!("{prefix}cps:source:192.0.2.7");
+    let level: i64 = redis::cmd("HGET").arg(&source_key).arg("level").query_async(&mut conn).await.unwrap();
+    assert!(
+        (1_000_000..1_100_000).contains(&level),
+        "one token left after two calls, none taken by the refusal: {level}"
+    );
+    // A bucket expires when it would be full: two tokens short is two seconds at 1 a second.
+    let pttl: i64 = redis::cmd("PTTL").arg(&source_key).query_async(&mut conn).await.unwrap();
+    assert!((1_800..=2_001).contains(&pttl), "expires in {pttl} ms");
+
+    assert_eq!(b.take_call_rate(&one(&source), t).await, Ok(()));
+    assert_eq!(a.take_call_rate(&one(&source), t).await, Err(0), "3 at once across two nodes");
+    assert_eq!(b.take_call_rate(&one(&source), t).await, Err(0));
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    assert_eq!(a.take_call_rate(&one(&source), t).await, Ok(()), "refilled at 1 a second");
+    assert_eq!(b.take_call_rate(&one(&source), t).await, Err(0));
+    assert_eq!(a.take_call_rate(&[], t).await, Ok(()), "no bucket: nothing to take");
+    assert_eq!((a.fallback_takes(), b.fallback_takes()), (0, 0));
     cleanup(&prefix).await;
 }
