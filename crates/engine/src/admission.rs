@@ -1,8 +1,10 @@
 //! Call admission: what happens to a new customer INVITE before any carrier hears of it. The
-//! rules are `trunking`'s (identify, decide); this adds what they leave to the engine: the
-//! clock, the channel take under the decision's limits (the only step that may wait, on a shared
-//! counter backend), and locating each route's gateway (RFC 3263). The switch core hands an
-//! [`AdmissionRequest`] out and takes the [`Admission`] back; it never waits in between.
+//! rules are `trunking`'s (identify, decide, which call rate buckets a call takes from); this
+//! adds what they leave to the engine: the clock, fetching the counters a decision reads, the
+//! call rate take and the channel take under the decision's limits (the steps that may wait,
+//! on a shared counter backend), and locating each route's gateway (RFC 3263). The switch core
+//! hands an [`AdmissionRequest`] out and takes the [`Admission`] back; it never waits in
+//! between.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,13 +16,14 @@ use rustc_hash::FxHashMap;
 use sip::Message;
 use sip::headers::HeaderName;
 use tokio::sync::watch;
+use trunking::call_rate::{self, CallOrigin, CallRateBucket};
 use trunking::catalog::Reason;
 use trunking::config::SipUriCalling;
 use trunking::config::{Config, Id};
 use trunking::digest::{DigestRealm, ReplayGuard};
 use trunking::identify::{CallFacts, Identification, identify};
 use trunking::inbound::{self, InboundDecision, InboundRequest, InboundRoute, NoRegistrations, Registrations};
-use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, Scope, decide};
+use trunking::outbound::{Caller, ChannelLimits, OutboundDecision, OutboundRequest, Scope, decide, usage_reads};
 use trunking::rating::BillingIncrement;
 use trunking::registrar::FailedAuthLimiter;
 use trunking::subdomain::{self, SubdomainDecision, SubdomainRequest};
@@ -120,6 +123,8 @@ type ForwardingLeg =
 
 /// A call addressed to one connection by name (SIP URI or subdomain), as its decision gave it.
 struct ConnectionCall<'a> {
+    /// The caller's account when the caller is one of the platform's connections.
+    caller_account: Option<&'a Id>,
     account_id: &'a Id,
     connection_id: &'a Id,
     user: &'a str,
@@ -295,6 +300,10 @@ impl<C: Counters> Admitter<C> {
             started: req.received,
             trace: Trace::new(),
         };
+        // A shared backend answers the decision's reads from a view: make them current first.
+        if let Some(reads) = usage_reads(config, &facts, identified, now) {
+            self.counters.prefetch(&reads).await;
+        }
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let decision = decide(
             config,
@@ -308,6 +317,12 @@ impl<C: Counters> Admitter<C> {
         context.profile_id = call.profile_id.as_ref().map(ToString::to_string);
         context.destination = call.destination.e164.as_ref().map(ToString::to_string);
         context.rate = call.rate.map(|(rate, inc)| (rate.per_minute, inc));
+        let origin =
+            CallOrigin::Customer { source: req.source.ip(), account: &call.account_id, emergency: call.is_emergency() };
+        let buckets = config.call_rate_limits().buckets(origin);
+        if let Err(reason) = self.take_call_rate(&buckets, now, &mut trace).await {
+            return refused(context, trace, reason);
+        }
         let lease = match self.take(&call.channels, &req.call_control_id).await {
             Ok(lease) => lease,
             Err(reason) => return refused(context, trace, reason),
@@ -568,7 +583,9 @@ impl<C: Counters> Admitter<C> {
             SubdomainDecision::Reject(reason) => return Admission::refuse(reason, None),
             SubdomainDecision::NotSubdomain => return Admission::refuse(Reason::D31, None),
         };
+        let caller_account = caller.map(|c| &config.connection(c).account_id);
         let to = ConnectionCall {
+            caller_account,
             account_id: &call.account_id,
             connection_id: &call.connection_id,
             user: &call.user,
@@ -605,7 +622,9 @@ impl<C: Counters> Admitter<C> {
             // `callee` said it was one; a policy swap in between is the only way here.
             UriCallDecision::NotUriCall => return Admission::refuse(Reason::D30, None),
         };
+        let caller_account = caller.map(|c| &config.connection(c).account_id);
         let to = ConnectionCall {
+            caller_account,
             account_id: &call.account_id,
             connection_id: &call.connection_id,
             user: &call.user,
@@ -626,7 +645,7 @@ impl<C: Counters> Admitter<C> {
         policy: &Policy,
         req: &AdmissionRequest,
         to: ConnectionCall<'_>,
-        trace: Trace,
+        mut trace: Trace,
     ) -> Admission {
         let context = CallContext {
             direction: Direction::Inbound,
@@ -642,6 +661,11 @@ impl<C: Counters> Admitter<C> {
             started: req.received,
             trace: Trace::new(),
         };
+        let origin = CallOrigin::ByName { source: req.source.ip(), caller_account: to.caller_account };
+        let buckets = policy.config.call_rate_limits().buckets(origin);
+        if let Err(reason) = self.take_call_rate(&buckets, timestamp(req.received), &mut trace).await {
+            return refused(context, trace, reason);
+        }
         let lease = match self.take(to.channels, &req.call_control_id).await {
             Ok(lease) => lease,
             Err(reason) => return refused(context, trace, reason),
@@ -669,6 +693,18 @@ impl<C: Counters> Admitter<C> {
             Some(r) => &**r,
             None => &NoRegistrations,
         }
+    }
+
+    /// Takes a token from each of a call's call rate buckets, or refuses it (`P05`); the
+    /// trace says which.
+    async fn take_call_rate(
+        &self,
+        buckets: &[CallRateBucket],
+        now: Timestamp,
+        trace: &mut Trace,
+    ) -> Result<(), Reason> {
+        let taken = if buckets.is_empty() { Ok(()) } else { self.counters.take_call_rate(buckets, now).await };
+        call_rate::outcome(trace, buckets, taken)
     }
 
     /// Takes a call's channels under `limits`, or names the limit that is full.
