@@ -420,6 +420,16 @@ impl JournalStats {
     }
 }
 
+/// Reads a node's [`JournalStats`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JournalStatsReader(Arc<JournalCounters>);
+
+impl JournalStatsReader {
+    pub fn stats(&self) -> JournalStats {
+        self.0.snapshot()
+    }
+}
+
 impl JournalCounters {
     fn snapshot(&self) -> JournalStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -535,6 +545,12 @@ impl JournalHandle {
 
     pub fn stats(&self) -> JournalStats {
         self.counters.snapshot()
+    }
+
+    /// A reader of [`JournalHandle::stats`] that outlives a borrow of the handle (for
+    /// `/metrics`, while the handle waits for shutdown).
+    pub fn stats_reader(&self) -> JournalStatsReader {
+        JournalStatsReader(self.counters.clone())
     }
 
     /// Stops the heartbeat and the reaper. The node's row goes when none of its calls is open
@@ -1563,8 +1579,10 @@ mod tests {
             assert_eq!((r.sip_response_code, r.call_sec, r.billed_sec, r.cost), (408, 0, 0, None), "{b:?}");
             assert!(r.trace.get().contains(store::NODE_LOST_RULE), "{b:?}");
         }
+        let reader = survivor.stats_reader();
         let js = survivor.shutdown().await;
         assert_eq!((js.lost_nodes, js.lost_calls, js.reap_failures), (1, 3, 0), "{js:?}");
+        assert_eq!(reader.stats(), js);
         assert!(store.nodes().await.unwrap().is_empty(), "{b:?}: the dead node's row and the survivor's went");
     }
 
