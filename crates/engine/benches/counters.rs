@@ -1,6 +1,7 @@
 //! The in-process counters' cost per call: taking a call's three channels and releasing them
 //! (alone; through the async trait; on two threads at once, on the same account, profile and
-//! connection and on different ones), the reads a decision makes, and a calls-per-number record.
+//! connection and on different ones), the reads a decision makes, a calls-per-number record,
+//! and a call rate take from a source's and an account's token buckets.
 //!
 //! The maps hold 1,000 accounts of 10 connections each (UUID-sized ids), so lookups are not
 //! served by a single tiny map.
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use engine::counters::{CALLS_TO_RETENTION_MS, Counters, LocalCounters};
+use trunking::call_rate::{CallOrigin, CallRate, CallRateLimits};
 use trunking::config::Id;
 use trunking::outbound::{ChannelLimits, Scope, Usage};
 use trunking::time::Timestamp;
@@ -118,6 +120,24 @@ fn bench(c: &mut Criterion) {
     group.bench_function("spend_today", |b| {
         counters.add_spend(&call.account.0, 20_000, rust_decimal::Decimal::new(12, 3));
         b.iter(|| counters.spend(black_box(&call.account.0), 20_000))
+    });
+    // A call from one of 1,000 sources of an account: two buckets, never empty (the time moves
+    // a millisecond a call, the rate refills faster than that).
+    let rates = CallRate::new(100_000, 100_000);
+    let limits = CallRateLimits { per_source: rates, per_account: rates };
+    let buckets: Vec<_> = (0..1_000u32)
+        .map(|i| {
+            let source = std::net::IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
+            limits.buckets(CallOrigin::Customer { source, account: &call.account.0, emergency: false })
+        })
+        .collect();
+    let mut at = 1_795_737_600_000u64;
+    group.bench_function("call_rate_source_and_account", |b| {
+        b.iter(|| {
+            at += 1;
+            let call = &buckets[(at % 1_000) as usize];
+            counters.take_call_rate(black_box(call), Timestamp(at)).expect("a token")
+        })
     });
     // A dialer's day: numbers called in turn, a call every 10 ms, each count over the last
     // hour. 10,000 numbers: each called every 100 s and keeping 864 records at the default
