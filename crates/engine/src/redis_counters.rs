@@ -53,10 +53,18 @@
 //! [`RETRY_INTERVAL`]; the round that goes through puts this node's leases (those taken during
 //! the outage too) into Redis and only then declares it reachable, so takes are shared again
 //! against counts that include every live call of the nodes that are back. A spend or call
-//! record that cannot be written is counted ([`RedisCounters::write_failures`]) and kept in
-//! this node's view only until the next refresh. The connection reconnects by itself
-//! (`ConnectionManager`), and scripts a restarted Redis no longer has are loaded again on
-//! `NOSCRIPT` (`Script::invoke_async`).
+//! record that cannot be written is counted ([`RedisCounters::write_failures`]), kept in this
+//! node's view, and written by the first refresh that reaches Redis (a write that timed out
+//! after Redis applied it is then written twice: spend errs on the safe side of a limit). The
+//! connection reconnects by itself (`ConnectionManager`), and scripts a restarted Redis no
+//! longer has are loaded again on `NOSCRIPT` (`Script::invoke_async`).
+//!
+//! Redis restarted without persistence. Leases come back as above. A spend key Redis lost is
+//! put back with the total the node writing or refreshing it last saw (at most a refresh
+//! period old; the first node to do so wins), then the increments since, so a day's spend
+//! limit still holds. A calls set Redis lost is put back by the next refresh from the call
+//! times the node saw, under names every node derives alike; a record written to the set
+//! before that refresh makes the set exist again, and the older records are then not put back.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -161,6 +169,60 @@ return out
     )
 });
 
+/// KEYS: spend keys (a profile's UTC day each). ARGV: the keys' TTL (s), then per key the
+/// total this node last saw, put back first if Redis lost the key (0: nothing to put back),
+/// and the amount to add. Returns each key's total.
+static SPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local seen, adding = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if seen > 0 and redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, ARGV[2 * i], 'EX', ttl)
+  end
+  if adding ~= 0 then
+    redis.call('INCRBY', key, ARGV[2 * i + 1])
+    redis.call('EXPIRE', key, ttl)
+  end
+  out[i] = tonumber(redis.call('GET', key) or '0')
+end
+return out
+",
+    )
+});
+
+/// KEYS: one calls set. ARGV: retention (ms), horizon (ms), how many call times follow to put
+/// back if Redis lost the set, those times, then (time, member) pairs to add (records this
+/// node could not write). Put back records are named `{time}:restored:{n}`, the same on every
+/// node, so two nodes putting back the same records add them once. Returns the set's members
+/// from the horizon on.
+static CALLS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key = KEYS[1]
+local n = tonumber(ARGV[3])
+if n > 0 and redis.call('EXISTS', key) == 0 then
+  local seen = {}
+  for i = 4, 3 + n do
+    local at = ARGV[i]
+    seen[at] = (seen[at] or 0) + 1
+    redis.call('ZADD', key, at, at .. ':restored:' .. seen[at])
+  end
+end
+for i = 4 + n, #ARGV, 2 do
+  redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
+end
+if redis.call('EXISTS', key) == 1 then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[2])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return redis.call('ZRANGEBYSCORE', key, ARGV[2], '+inf')
+",
+    )
+});
+
 /// KEYS: a call's token buckets. ARGV: per key, its rate (calls a second) then its burst.
 /// Levels are micro-tokens and times µs, so a rate of r calls a second refills r micro-tokens a
 /// µs, exactly. Returns 0 (a token taken from every bucket) or the 1-based index of the first
@@ -230,6 +292,9 @@ impl fmt::Debug for RedisCounters {
     }
 }
 
+/// A call record as written to a calls set: its time (ms) and its member name.
+type CallRecord = (u64, String);
+
 /// The sets one lease is in: its account's, profile's (if any) and connection's.
 type LeaseKeys = Arc<[Box<str>]>;
 
@@ -242,6 +307,11 @@ struct Shared {
     spend: Mutex<HashMap<Box<str>, i64>>,
     /// Call times (ms, sorted) per calls key.
     calls: Mutex<HashMap<Box<str>, Vec<u64>>>,
+    /// Spend Redis did not take (millionths per day key), in the view meanwhile: added to
+    /// Redis by the next refresh that reaches it.
+    unsent_spend: Mutex<HashMap<Box<str>, i64>>,
+    /// Call records Redis did not take, (time, member) per calls key: likewise.
+    unsent_calls: Mutex<HashMap<Box<str>, Vec<CallRecord>>>,
     releases: mpsc::UnboundedSender<Release>,
     health: Health,
     lease_refreshes: AtomicU64,
@@ -423,6 +493,8 @@ impl RedisCounters {
             channels: Mutex::default(),
             spend: Mutex::default(),
             calls: Mutex::default(),
+            unsent_spend: Mutex::default(),
+            unsent_calls: Mutex::default(),
             releases,
             health: Health { reachable: AtomicBool::new(true), lost: Notify::new() },
             lease_refreshes: AtomicU64::new(0),
@@ -640,22 +712,23 @@ impl RedisCounters {
     }
 
     async fn spend_in_redis(&self, profile_id: &str, utc_day: u64, amount: Decimal) {
-        let key = self.spend_key(profile_id, utc_day);
+        let key: Box<str> = self.spend_key(profile_id, utc_day).into();
         let mut micros = amount.round_dp(SPEND_SCALE);
         micros.rescale(SPEND_SCALE);
         let micros =
             i64::try_from(micros.mantissa()).unwrap_or(if amount.is_sign_negative() { i64::MIN } else { i64::MAX });
-        let mut pipe = redis::pipe();
-        pipe.atomic().incr(&key, micros).expire(&key, SPEND_KEY_TTL_SECS).ignore();
+        let mut invocation = SPEND.prepare_invoke();
+        invocation.key(&*key).arg(SPEND_KEY_TTL_SECS).arg(self.shared.spend_to_restore(&key, utc_today())).arg(micros);
         let mut conn = self.conn.clone();
-        let total = self.shared.attempt(pipe.query_async::<(i64,)>(&mut conn)).await;
-        let mut view = lock(&self.shared.spend);
-        let entry = view.entry(key.into()).or_default();
+        let total = self.shared.attempt(invocation.invoke_async::<Vec<i64>>(&mut conn)).await;
         match total {
-            Some(Ok((total,))) => *entry = total,
+            Some(Ok(total)) if total.len() == 1 => self.shared.spend_seen(&key, total[0]),
             other => {
                 self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(profile_id, error = ?other.and_then(Result::err), "redis unreachable: spend kept on this node only");
+                tracing::debug!(profile_id, error = ?other.and_then(Result::err), "redis: spend kept on this node until it answers");
+                *lock(&self.shared.unsent_spend).entry(key.clone()).or_default() += micros;
+                let mut view = lock(&self.shared.spend);
+                let entry = view.entry(key).or_default();
                 *entry = entry.saturating_add(micros);
             }
         }
@@ -686,13 +759,15 @@ impl RedisCounters {
         let mut conn = self.conn.clone();
         let members = self.shared.attempt(pipe.query_async::<(Vec<String>,)>(&mut conn)).await;
         let mut view = lock(&self.shared.calls);
-        let times = view.entry(key.into()).or_default();
+        let times = view.entry(key.as_str().into()).or_default();
         match members {
             Some(Ok((members,))) => *times = call_times(&members),
             other => {
                 self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(profile_id, error = ?other.and_then(Result::err), "redis unreachable: call record kept on this node only");
+                tracing::debug!(profile_id, error = ?other.and_then(Result::err), "redis: call record kept on this node until it answers");
                 times.insert(times.partition_point(|&t| t <= at), at);
+                drop(view);
+                lock(&self.shared.unsent_calls).entry(key.into()).or_default().push((at, member));
             }
         }
     }
@@ -885,8 +960,68 @@ impl Shared {
         Ok(())
     }
 
+    /// What to put back in a spend key if Redis lost it: the total this node last saw there,
+    /// less what it could not write (added on its own), for today's and yesterday's keys (an
+    /// older one expired by design).
+    fn spend_to_restore(&self, key: &str, today: u64) -> i64 {
+        let day = key.rsplit(':').next().and_then(|d| d.parse::<u64>().ok());
+        if day.is_none_or(|day| day.saturating_add(1) < today) {
+            return 0;
+        }
+        let seen = lock(&self.spend).get(key).copied().unwrap_or(0);
+        let unsent = lock(&self.unsent_spend).get(key).copied().unwrap_or(0);
+        seen.saturating_sub(unsent).max(0)
+    }
+
+    /// The view of a spend key from Redis' total: plus what this node has not written yet.
+    fn spend_seen(&self, key: &str, total: i64) {
+        let unsent = lock(&self.unsent_spend).get(key).copied().unwrap_or(0);
+        let mut view = lock(&self.spend);
+        match total.saturating_add(unsent) {
+            0 => view.remove(key),
+            value => view.insert(key.into(), value),
+        };
+    }
+
+    /// Writes a calls set's unsent records, putting back the records this node saw if Redis lost
+    /// the set; returns its members from `horizon` on.
+    async fn sync_calls(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &str,
+        horizon: u64,
+        unsent: &[CallRecord],
+    ) -> Result<Vec<String>, RedisError> {
+        // The records seen in Redis: the view's, less the unsent ones (written by name).
+        let mut seen: Vec<u64> = lock(&self.calls).get(key).map_or_else(Vec::new, |t| t.clone());
+        for (at, _) in unsent {
+            if let Some(i) = seen.iter().position(|t| t == at) {
+                seen.remove(i);
+            }
+        }
+        seen.retain(|&t| t >= horizon);
+        let mut invocation = CALLS.prepare_invoke();
+        invocation.key(key).arg(CALLS_TO_RETENTION_MS).arg(horizon).arg(seen.len());
+        for at in &seen {
+            invocation.arg(*at);
+        }
+        for (at, member) in unsent {
+            invocation.arg(*at).arg(member);
+        }
+        let members: Vec<String> = within(invocation.invoke_async(conn)).await?;
+        let mut pending = lock(&self.unsent_calls);
+        if let Some(left) = pending.get_mut(key) {
+            left.retain(|record| !unsent.contains(record));
+            if left.is_empty() {
+                pending.remove(key);
+            }
+        }
+        Ok(members)
+    }
+
     async fn refresh_view(&self, conn: &mut ConnectionManager) -> Result<(), RedisError> {
         let channels: Vec<Box<str>> = lock(&self.channels).keys().cloned().collect();
+        // Unsent writes are in the view too, so its keys cover them.
         let spend: Vec<Box<str>> = lock(&self.spend).keys().cloned().collect();
         let calls: Vec<Box<str>> = lock(&self.calls).keys().cloned().collect();
         self.refresh_keys(conn, &channels, &spend, &calls).await
@@ -917,18 +1052,32 @@ impl Shared {
             }
         }
 
+        let today = utc_today();
         for batch in spend.chunks(REFRESH_BATCH) {
-            let mut mget = redis::cmd("MGET");
-            for key in batch {
-                mget.arg(&**key);
+            let adding: Vec<i64> = {
+                let unsent = lock(&self.unsent_spend);
+                batch.iter().map(|key| unsent.get(key).copied().unwrap_or(0)).collect()
+            };
+            let mut invocation = SPEND.prepare_invoke();
+            invocation.arg(SPEND_KEY_TTL_SECS);
+            for (key, adding) in batch.iter().zip(&adding) {
+                invocation.key(&**key).arg(self.spend_to_restore(key, today)).arg(*adding);
             }
-            let totals: Vec<Option<i64>> = within(mget.query_async(conn)).await?;
-            let mut view = lock(&self.spend);
+            let totals: Vec<i64> = within(invocation.invoke_async(conn)).await?;
+            {
+                // Written now; what failed meanwhile stays unsent.
+                let mut unsent = lock(&self.unsent_spend);
+                for (key, sent) in batch.iter().zip(&adding).filter(|(_, sent)| **sent != 0) {
+                    if let Some(left) = unsent.get_mut(key) {
+                        *left -= sent;
+                        if *left == 0 {
+                            unsent.remove(key);
+                        }
+                    }
+                }
+            }
             for (key, total) in batch.iter().zip(totals) {
-                match total {
-                    Some(total) => view.insert(key.clone(), total),
-                    None => view.remove(key),
-                };
+                self.spend_seen(key, total);
             }
         }
 
@@ -940,8 +1089,14 @@ impl Shared {
                 pipe.cmd("ZRANGEBYSCORE").arg(&**key).arg(horizon).arg("+inf");
             }
             let all: Vec<Vec<String>> = within(pipe.query_async(conn)).await?;
-            let mut view = lock(&self.calls);
-            for (key, members) in batch.iter().zip(all) {
+            for (key, mut members) in batch.iter().zip(all) {
+                // Records to write, or a set Redis lost that this node saw: one script each.
+                let unsent = lock(&self.unsent_calls).get(key).cloned().unwrap_or_default();
+                let lost = members.is_empty() && lock(&self.calls).get(key).is_some_and(|t| t.last() >= Some(&horizon));
+                if lost || !unsent.is_empty() {
+                    members = self.sync_calls(conn, key, horizon, &unsent).await?;
+                }
+                let mut view = lock(&self.calls);
                 if members.is_empty() {
                     view.remove(key);
                 } else {
@@ -951,6 +1106,11 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Today's UTC day on this node's clock ([`Timestamp::utc_day`]).
+fn utc_today() -> u64 {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)).utc_day()
 }
 
 /// `op`, or a timeout error if Redis has not answered within [`REDIS_TIMEOUT`].

@@ -4,7 +4,8 @@
 //! killed, takes fall back to the nodes, the server comes back on the same port, and the counts
 //! in Redis converge on the calls actually up: live leases put back (those taken during the
 //! outage too), released ones gone, takes shared again with no help (the connection reconnects,
-//! the scripts are loaded again). Without `redis-server` the test prints one line and passes,
+//! the scripts are loaded again); the day's spend and the call records are put back as the
+//! nodes last saw them, plus what they could not write meanwhile. Without `redis-server` the test prints one line and passes,
 //! unless `CI=true` or `OPENTRUNK_REQUIRE_SERVICES=1`.
 
 use std::collections::BTreeSet;
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::counters::{ChannelLease, Counters, NodeCounters};
 use engine::redis_counters::RedisCounters;
+use rust_decimal::Decimal;
 use trunking::call_rate::{CallRate, CallRateBucket, CallRateKey};
 use trunking::config::Id;
 use trunking::outbound::{ChannelLimits, Scope, Usage};
@@ -143,8 +145,15 @@ async fn after_a_redis_restart_the_counts_converge_on_the_live_calls() {
         set(&["node-a:a-1", "node-a:a-2", "node-a:a-3", "node-b:b-1", "node-b:b-2"])
     );
 
+    // Spend and a call record, seen by node a.
+    let day = now().utc_day();
+    let t0 = now();
+    b.add_spend("ovp-1", day, Decimal::new(25, 1)).await;
+    a.record_call_to("ovp-1", "+13125550199", t0).await;
+    a.fetch_usage("ovp-1", Some(day), None).await.unwrap();
     a.refresh_view().await.unwrap();
     assert_eq!(a.channels(Scope::Account, "acc-1"), 5);
+    assert_eq!(a.spend_today("ovp-1", day), Decimal::new(25, 1));
 
     // Redis dies with every key. One call ends, two start: counted on their nodes.
     server.kill();
@@ -155,6 +164,13 @@ async fn after_a_redis_restart_the_counts_converge_on_the_live_calls() {
     assert_eq!((a.fallback_takes(), b.fallback_takes()), (2, 1));
     assert!(!a.is_reachable() && !b.is_reachable());
     assert_eq!(a.channels(Scope::Account, "acc-1"), 5, "a's view: the 5 it last saw in Redis, less a-3, plus a-4");
+    // Spend and call records are kept on their nodes meanwhile.
+    a.add_spend("ovp-1", day, Decimal::ONE).await;
+    b.add_spend("ovp-1", day, Decimal::new(25, 2)).await;
+    a.record_call_to("ovp-1", "+13125550199", t0.plus_millis(1)).await;
+    assert_eq!((a.write_failures(), b.write_failures()), (2, 1));
+    assert_eq!(a.spend_today("ovp-1", day), Decimal::new(35, 1));
+    assert_eq!(a.calls_to("ovp-1", "+13125550199", t0), 2);
 
     // Back on the same port, empty. The nodes find it by themselves and put their live
     // leases back before they count there again.
@@ -167,6 +183,19 @@ async fn after_a_redis_restart_the_counts_converge_on_the_live_calls() {
         "every live call, a-3 (released while Redis was down) not among them"
     );
     assert_eq!((a.leases_restored(), b.leases_restored()), (3, 3));
+    // The day's spend as the nodes last saw it is put back once, then what each could not
+    // write is added; likewise the call records.
+    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
+    let spend_key = format!("t:spend:ovp-1:{day}");
+    let spend: i64 = redis::cmd("GET").arg(&spend_key).query_async(&mut conn).await.unwrap();
+    assert_eq!(spend, 3_750_000, "2.5 seen by both, 1 from a and 0.25 from b written after");
+    let records: i64 = redis::cmd("ZCARD").arg("t:cld:ovp-1:+13125550199").query_async(&mut conn).await.unwrap();
+    assert_eq!(records, 2);
+    a.refresh_view().await.unwrap();
+    assert_eq!(a.spend_today("ovp-1", day), Decimal::new(375, 2));
+    assert_eq!(a.calls_to("ovp-1", "+13125550199", t0), 2);
+    b.refresh_view().await.unwrap();
+    assert_eq!(b.spend_today("ovp-1", day), Decimal::new(375, 2));
 
     // Takes are shared again (ACQUIRE and the call rate script were loaded again on NOSCRIPT).
     let fallbacks = (a.fallback_takes(), b.fallback_takes());
@@ -174,7 +203,6 @@ async fn after_a_redis_restart_the_counts_converge_on_the_live_calls() {
     assert_eq!(a.acquire(&limits(7), "a-5").await.unwrap_err(), Scope::Account, "b's take counted in Redis");
     assert_eq!(a.take_call_rate(&rate, now()).await, Ok(()));
     assert_eq!((a.fallback_takes(), b.fallback_takes()), fallbacks, "nothing counted on the nodes alone");
-    let mut conn = server.client().get_multiplexed_async_connection().await.unwrap();
     let exists: bool = redis::cmd("EXISTS").arg("t:cps:account:acc-1").query_async(&mut conn).await.unwrap();
     assert!(exists, "the call rate bucket is in the new Redis");
 
