@@ -641,3 +641,26 @@ fn node_counters_in_process() {
     );
     assert_eq!(node.redis_reachable(), None, "no Redis to reach");
 }
+
+/// Four threads take from one shared bucket (1,000 tokens) and each from its own (300): the
+/// shared tokens go to calls exactly, none to a take its own bucket refused (1,200 own tokens
+/// in all, so a refused take that kept a shared token would leave fewer than 1,000 calls).
+#[test]
+fn call_rate_takes_are_all_or_none_under_threads() {
+    let c = LocalCounters::new();
+    let shared = bucket(account("acc-1"), 1, 1_000);
+    let taken: Vec<u32> = thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (c, shared) = (&c, shared.clone());
+                s.spawn(move || {
+                    let call = [shared, bucket(source(&format!("192.0.2.{t}")), 1, 300)];
+                    (0..1_000).filter(|_| c.take_call_rate(&call, Timestamp(0)).is_ok()).count() as u32
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(taken.iter().all(|&n| n <= 300), "{taken:?}");
+    assert_eq!(taken.iter().sum::<u32>(), 1_000, "{taken:?}");
+}
