@@ -118,20 +118,28 @@ pub fn config_from_snapshot(
     decks: &HashMap<String, Arc<RateDeck>>,
     resolved: &HashMap<String, Vec<IpAddr>>,
 ) -> (Config, Vec<ConfigWarning>) {
-    config_from_snapshot_with(snapshot, plan, decks, resolved, UriCallingSettings::default())
+    config_from_snapshot_with(snapshot, plan, decks, resolved, OperatorSettings::default())
 }
 
-/// [`config_from_snapshot`] with the operator's SIP URI calling settings (the platform's SIP
-/// domain and its equivalent hosts, the unidentified-source rate).
+/// What the operator sets in the node's configuration rather than through the API.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorSettings {
+    /// The platform's SIP domain and its equivalent hosts, the unidentified-source rate.
+    pub uri_calling: UriCallingSettings,
+    /// Calls per second per source address and per account.
+    pub call_rates: trunking::call_rate::CallRateLimits,
+}
+
+/// [`config_from_snapshot`] with the operator's settings.
 pub fn config_from_snapshot_with(
     snapshot: &Snapshot,
     plan: Arc<NumberingPlan>,
     decks: &HashMap<String, Arc<RateDeck>>,
     resolved: &HashMap<String, Vec<IpAddr>>,
-    uri_calling: UriCallingSettings,
+    settings: OperatorSettings,
 ) -> (Config, Vec<ConfigWarning>) {
     let mut w = Warnings(Vec::new());
-    let mut b = Config::builder(plan.clone()).uri_calling(uri_calling);
+    let mut b = Config::builder(plan.clone()).uri_calling(settings.uri_calling).call_rate_limits(settings.call_rates);
 
     // Rate decks first: accounts are checked against the decks that made it in.
     let mut deck_ids: Vec<&str> = Vec::new();

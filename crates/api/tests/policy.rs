@@ -1006,8 +1006,13 @@ async fn sip_uri_calling_preference_reaches_the_rules() {
             equivalent_hosts: vec!["127.0.0.1".into()],
             unidentified_source_rate: amount("0.004"),
         };
-        let (config, _) =
-            config_from_snapshot_with(&snapshot, PLAN.clone(), &HashMap::new(), &HashMap::new(), settings);
+        let (config, _) = config_from_snapshot_with(
+            &snapshot,
+            PLAN.clone(),
+            &HashMap::new(),
+            &HashMap::new(),
+            api::policy::OperatorSettings { uri_calling: settings, ..Default::default() },
+        );
         let phones: HashMap<String, Vec<RegisteredContact>> = ids
             .iter()
             .map(|id| {

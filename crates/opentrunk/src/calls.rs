@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use api::live_calls::CallDirection;
 use api::{LiveCall, LiveCallTable};
 use engine::admission::{Direction, Policy};
-use engine::counters::{Counters, LocalCounters};
+use engine::counters::{Counters, NodeCounters};
 use engine::switch::{CallNotice, CallReport, CallSummary, EndedBy};
 use engine::webhooks::{self, CallInfo, Destination, Event, EventKind, Hangup, HangupCause, HangupSource, Webhooks};
 use rustc_hash::FxHashMap;
@@ -41,9 +41,9 @@ pub struct PolicySource {
     pub store: Store,
     pub plan: Arc<NumberingPlan>,
     pub resolver: Option<Arc<engine::Locator>>,
-    /// The platform's SIP domain, the hosts that mean the same, and the rate of SIP URI calls
-    /// from outside.
-    pub uri_calling: trunking::config::UriCallingSettings,
+    /// What the operator configured on the node: SIP URI calling (the platform's domain, the
+    /// hosts that mean the same, the rate of calls from outside), the call rate limits.
+    pub settings: api::policy::OperatorSettings,
 }
 
 impl PolicySource {
@@ -79,13 +79,8 @@ impl PolicySource {
     async fn build(&self, snap: &store::Snapshot) -> Result<Policy, String> {
         let decks = api::policy::load_rate_decks(&self.store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
         let resolved = self.resolve_fqdns(snap).await;
-        let (config, warnings) = api::policy::config_from_snapshot_with(
-            snap,
-            self.plan.clone(),
-            &decks,
-            &resolved,
-            self.uri_calling.clone(),
-        );
+        let (config, warnings) =
+            api::policy::config_from_snapshot_with(snap, self.plan.clone(), &decks, &resolved, self.settings.clone());
         for w in &warnings {
             warn!("configuration: {w}");
         }
@@ -195,7 +190,7 @@ pub struct CallServices {
     pub live: Arc<LiveCallTable>,
     pub webhooks: Option<Webhooks>,
     pub records: CdrSink,
-    pub counters: Arc<LocalCounters>,
+    pub counters: Arc<NodeCounters>,
     /// Notices handled (a test waits on it through the metrics).
     pub handled: Arc<AtomicU64>,
 }
@@ -459,7 +454,7 @@ mod tests {
             live: Arc::new(LiveCallTable::new()),
             webhooks: None,
             records: journal.journaling(records),
-            counters: Arc::new(LocalCounters::new()),
+            counters: Arc::new(engine::counters::LocalCounters::new().into()),
             handled: handled.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();

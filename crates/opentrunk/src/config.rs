@@ -20,6 +20,65 @@ pub struct Config {
     pub admin_api_key: Option<String>,
     pub log: LogConfig,
     pub calls: CallsConfig,
+    pub cluster: ClusterConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Call rates (token buckets): a source address's and an account's new calls per second and
+/// burst. 0 for either number of a pair: no limit of that kind.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub calls_per_second_per_source: u32,
+    pub burst_per_source: u32,
+    pub calls_per_second_per_account: u32,
+    pub burst_per_account: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let source = trunking::call_rate::CallRateLimits::DEFAULT_PER_SOURCE;
+        LimitsConfig {
+            calls_per_second_per_source: source.per_second(),
+            burst_per_source: source.burst(),
+            calls_per_second_per_account: 0,
+            burst_per_account: 0,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn call_rates(&self) -> trunking::call_rate::CallRateLimits {
+        use trunking::call_rate::CallRate;
+        trunking::call_rate::CallRateLimits {
+            per_source: CallRate::new(self.calls_per_second_per_source, self.burst_per_source),
+            per_account: CallRate::new(self.calls_per_second_per_account, self.burst_per_account),
+        }
+    }
+}
+
+/// Many nodes, one platform (`redis_url` and a PostgreSQL `database_url` set).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a node that stops answering keeps its channels counted, and how old its last
+    /// heartbeat must be before another node closes its open calls' records. Every node of a
+    /// cluster must use the same value.
+    pub lease_ttl_secs: u64,
+    /// The prefix of every Redis key, so two deployments (or tests) can share one Redis.
+    pub redis_key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { lease_ttl_secs: 30, redis_key_prefix: "ot:".into() }
+    }
+}
+
+impl ClusterConfig {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
 }
 
 /// How long calls may wait for their peers.
@@ -100,6 +159,8 @@ impl Default for Config {
             admin_api_key: None,
             log: LogConfig::default(),
             calls: CallsConfig::default(),
+            cluster: ClusterConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -184,6 +245,10 @@ impl Config {
         if let Some(v) = set(env("OPENTRUNK_LOG")) {
             c.log.level = v;
         }
+        if let Some(v) = set(env("OPENTRUNK_LEASE_TTL_SECS")) {
+            c.cluster.lease_ttl_secs =
+                v.trim().parse().map_err(|_| format!("OPENTRUNK_LEASE_TTL_SECS `{v}`: seconds"))?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -214,6 +279,15 @@ impl Config {
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err("sip timers: need 0 < t1_ms <= t2_ms".into());
+        }
+        if self.cluster.lease_ttl_secs < 3 {
+            // Leases are refreshed every third of the TTL: below 3 s that is under a second.
+            return Err("cluster.lease_ttl_secs: at least 3".into());
+        }
+        if self.redis_url.is_some() && self.database_url.starts_with("sqlite:") {
+            return Err("redis_url with an SQLite database: a cluster's nodes share one PostgreSQL \
+                        (OPENTRUNK_DATABASE_URL=postgres://...); one node needs no Redis"
+                .into());
         }
         Ok(())
     }
@@ -282,6 +356,8 @@ mod tests {
         let env = |k: &str| match k {
             "OPENTRUNK_API_LISTEN" => Some("127.0.0.1:9100".to_owned()),
             "OPENTRUNK_REDIS_URL" => Some("redis://127.0.0.1:6379".to_owned()),
+            "OPENTRUNK_DATABASE_URL" => Some("postgres://db.example.net/opentrunk".to_owned()),
+            "OPENTRUNK_LEASE_TTL_SECS" => Some("12".to_owned()),
             _ => None,
         };
         let c = Config::load(Some(&file), env).unwrap();
@@ -289,6 +365,7 @@ mod tests {
         assert_eq!(c.sip.t1_ms, 250);
         assert_eq!(c.api.listen, "127.0.0.1:9100");
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.cluster.lease_ttl(), Duration::from_secs(12));
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -299,6 +376,11 @@ mod tests {
         assert!(Config::load(None, env("sctp:127.0.0.1:5060")).is_err());
         assert!(Config::load(None, env("tls:127.0.0.1:5061")).unwrap_err().contains("TLS_CERT"));
         assert!(Config::load(None, env("udp:127.0.0.1:5060,tcp:[::1]:5060")).is_ok());
+        // A cluster shares one PostgreSQL; leases need time to be refreshed.
+        let redis_on_sqlite = |k: &str| (k == "OPENTRUNK_REDIS_URL").then(|| "redis://127.0.0.1".to_owned());
+        assert!(Config::load(None, redis_on_sqlite).unwrap_err().contains("PostgreSQL"));
+        let short = |k: &str| (k == "OPENTRUNK_LEASE_TTL_SECS").then(|| "1".to_owned());
+        assert!(Config::load(None, short).unwrap_err().contains("lease_ttl_secs"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Metrics {
     pub stats: Arc<SwitchStats>,
     pub transports: Transports,
     pub snapshot: store::SnapshotHandle,
-    pub admitter: Arc<Admitter<engine::counters::LocalCounters>>,
+    pub admitter: Arc<Admitter<engine::counters::NodeCounters>>,
     pub records: crate::records::CdrSink,
     pub webhooks: Webhooks,
     /// The store's latency of the node's own database work.

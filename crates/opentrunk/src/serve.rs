@@ -57,7 +57,8 @@ async fn run(config: Config) -> Result<(), String> {
     let plan = tokio::task::spawn_blocking(|| Arc::new(trunking::numbering::NumberingPlan::new()))
         .await
         .map_err(|e| e.to_string())?;
-    let counters = Arc::new(engine::counters::LocalCounters::new());
+    let counters = Arc::new(crate::cluster::counters(&config, &node_id).await?);
+    tokio::spawn(crate::cluster::keep_counters(counters.clone()));
     // Nonces are HMACs under the deployment's key, kept in the store: a challenge one node
     // issues is answered at any node, and survives restarts.
     let algorithms = config.digest_algorithms()?;
@@ -108,7 +109,7 @@ async fn run(config: Config) -> Result<(), String> {
         store: store.clone(),
         plan,
         resolver: resolver("FQDN connections' sources").map(Arc::new),
-        uri_calling,
+        settings: api::policy::OperatorSettings { uri_calling, call_rates: config.limits.call_rates() },
     };
     let first = source.first(&snapshot).await;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));
@@ -154,7 +155,12 @@ async fn run(config: Config) -> Result<(), String> {
     let signing_key = api::public_key::webhook_signing_key(&store).await.map_err(|e| format!("webhook key: {e}"))?;
     let (webhooks, webhook_driver) =
         Webhooks::start(WebhookConfig::default(), signing_key).map_err(|e| format!("webhooks: {e}"))?;
+    // Call records, and the journal of open calls that lets another node (or this one's next
+    // start) write the records of calls this node was carrying when it died.
+    let journal = crate::records::start_journal(store.clone(), node_id.clone(), config.cluster.lease_ttl());
     let (records, record_writer) = crate::records::start(store.clone(), CdrWriterConfig::new(spool_path(&config)));
+    let records = journal.journaling(records);
+    let journal_stats = journal.stats_reader();
     let live = Arc::new(api::LiveCallTable::new());
     let (notice_tx, notice_rx) = tokio::sync::mpsc::unbounded_channel();
     let services = crate::calls::CallServices {
@@ -190,7 +196,10 @@ async fn run(config: Config) -> Result<(), String> {
         records,
         webhooks,
         store: store.stats(),
-        extra: Vec::new(),
+        extra: vec![
+            Box::new(move |e: &mut crate::metrics::Exposition| e.flat(journal_stats.stats().families())),
+            crate::cluster::counter_metrics(counters.clone()),
+        ],
     };
     let app = Router::new()
         .route("/health", get(health_handler))
@@ -214,6 +223,8 @@ async fn run(config: Config) -> Result<(), String> {
     let _ = notices.await;
     let written = record_writer.shutdown().await;
     info!(?written, "call records flushed");
+    let journaled = journal.shutdown().await;
+    info!(?journaled, "open-call journal closed");
     let delivered = webhook_driver.shutdown(Duration::from_secs(5)).await;
     info!(?delivered, "webhooks flushed");
     Ok(())

@@ -22,9 +22,7 @@ pub use cdr::{
     AttemptOutcome, CallDetailRecord, CdrFilter, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp,
     is_cdr_timestamp, new_cdr_id,
 };
-pub use journal::{
-    Billing, JournalWrite, LOST_UNANSWERED_STATUS, NODE_LOST_RULE, OpenCall, Reaped, lost_call_record,
-};
+pub use journal::{Billing, JournalWrite, LOST_UNANSWERED_STATUS, NODE_LOST_RULE, OpenCall, Reaped, lost_call_record};
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
 pub use registrations::{Registration, RegistrationNotice};
 pub use repository::Repository;
