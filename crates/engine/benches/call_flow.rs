@@ -182,14 +182,7 @@ fn bench(c: &mut Criterion) {
             let t0 = now;
             core.handle_inbound(inbound(pbx_request("INVITE", n, "r", 1, None), PBX), t0);
             let req = core.poll_admission().expect("an admission");
-            let r = trunking::Reason::D25.response();
-            let refusal = Admission::Refuse {
-                status: r.status,
-                phrase: r.phrase,
-                reason: Some(trunking::Reason::D25),
-                headers: Vec::new(),
-                context: None,
-            };
+            let refusal = Admission::refuse(trunking::Reason::D25, None);
             core.admit(req.id, refusal, t0);
             let out = sent(&mut core);
             let tag = out.iter().find(|m| m.status() == Some(403)).and_then(|m| m.to().ok()?.tag().map(str::to_owned));

@@ -164,7 +164,8 @@ pub enum Admission {
 }
 
 impl Admission {
-    fn refuse(reason: Reason, context: Option<CallContext>) -> Admission {
+    /// Refused with `reason`'s response; `context` when the call was identified (recorded).
+    pub fn refuse(reason: Reason, context: Option<CallContext>) -> Admission {
         let r = reason.response();
         Admission::Refuse {
             status: r.status,

@@ -374,14 +374,7 @@ mod tests {
             Instant::now(),
         );
         let req = core.poll_admission().expect("the INVITE waits for admission");
-        let r = trunking::Reason::D25.response();
-        let refusal = Admission::Refuse {
-            status: r.status,
-            phrase: r.phrase,
-            reason: Some(trunking::Reason::D25),
-            headers: Vec::new(),
-            context: None,
-        };
+        let refusal = Admission::refuse(trunking::Reason::D25, None);
         core.admit(req.id, refusal, Instant::now());
         let mut e = Exposition::default();
         switch(&mut e, &core.stats());

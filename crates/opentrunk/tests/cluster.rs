@@ -133,6 +133,19 @@ fn platform(c: &Cluster, limit: u32) -> (Account, String, Running, Duration) {
     (account, id(&conn), gateway, on_b)
 }
 
+/// With an account limit of 3: two calls up through node A and one through node B (held
+/// `hold_ms`), then a fourth through either node is refused D1.
+fn three_calls_fit_across_the_nodes_and_a_fourth_does_not(c: &Cluster, hold_ms: u32) {
+    let held_a = pbx(&c.dir, "held-a", &c.a, 2, hold_ms).spawn();
+    let held_b = pbx(&c.dir, "held-b", &c.b, 1, hold_ms).spawn();
+    wait_metric(&c.a, "opentrunk_calls_active", 2.0, Duration::from_secs(10));
+    wait_metric(&c.b, "opentrunk_calls_active", 1.0, Duration::from_secs(10));
+    assert_eq!(refused_at(&c.dir, "fourth-at-b", &c.b), "SIP/2.0 403 User channel limit exceeded D1");
+    assert_eq!(refused_at(&c.dir, "fourth-at-a", &c.a), "SIP/2.0 403 User channel limit exceeded D1");
+    held_a.wait(Duration::from_secs(30)).assert_succeeded("node A's two calls", 2);
+    held_b.wait(Duration::from_secs(30)).assert_succeeded("node B's call", 1);
+}
+
 #[test]
 fn limits_challenges_and_configuration_hold_across_two_nodes() {
     let Some(c) = cluster("cluster-limits", SHARED_REDIS) else { return };
@@ -142,14 +155,7 @@ fn limits_challenges_and_configuration_hold_across_two_nodes() {
     pbx(&c.dir, "first-at-b", &c.b, 1, 200).run().assert_succeeded("a call through node B", 1);
 
     // Three calls up across both nodes (the account's limit), then a fourth on either node.
-    let held_a = pbx(&c.dir, "held-a", &c.a, 2, 8000).spawn();
-    let held_b = pbx(&c.dir, "held-b", &c.b, 1, 8000).spawn();
-    wait_metric(&c.a, "opentrunk_calls_active", 2.0, Duration::from_secs(10));
-    wait_metric(&c.b, "opentrunk_calls_active", 1.0, Duration::from_secs(10));
-    assert_eq!(refused_at(&c.dir, "fourth-at-b", &c.b), "SIP/2.0 403 User channel limit exceeded D1");
-    assert_eq!(refused_at(&c.dir, "fourth-at-a", &c.a), "SIP/2.0 403 User channel limit exceeded D1");
-    held_a.wait(Duration::from_secs(30)).assert_succeeded("node A's two calls", 2);
-    held_b.wait(Duration::from_secs(30)).assert_succeeded("node B's call", 1);
+    three_calls_fit_across_the_nodes_and_a_fourth_does_not(&c, 8000);
 
     // A phone's REGISTER challenged by node A is answered at node B.
     let generation = generations(&c.a);
@@ -342,12 +348,5 @@ fn calls_keep_flowing_through_a_redis_restart() {
     );
     assert_eq!(code, 200, "{v}");
     wait_config_applied(&c.b, before);
-    let held_a = pbx(&c.dir, "held-a", &c.a, 2, 6000).spawn();
-    let held_b = pbx(&c.dir, "held-b", &c.b, 1, 6000).spawn();
-    wait_metric(&c.a, "opentrunk_calls_active", 2.0, Duration::from_secs(10));
-    wait_metric(&c.b, "opentrunk_calls_active", 1.0, Duration::from_secs(10));
-    assert_eq!(refused_at(&c.dir, "fourth-at-b", &c.b), "SIP/2.0 403 User channel limit exceeded D1");
-    assert_eq!(refused_at(&c.dir, "fourth-at-a", &c.a), "SIP/2.0 403 User channel limit exceeded D1");
-    held_a.wait(Duration::from_secs(30)).assert_succeeded("node A's two calls", 2);
-    held_b.wait(Duration::from_secs(30)).assert_succeeded("node B's call", 1);
+    three_calls_fit_across_the_nodes_and_a_fourth_does_not(&c, 6000);
 }

@@ -935,14 +935,7 @@ mod tests {
     /// Answers every waiting admission as an unknown caller's (403 D25, nothing recorded).
     fn refuse_admissions(core: &mut Core, now: Instant) {
         while let Some(req) = core.poll_admission() {
-            let r = trunking::Reason::D25.response();
-            let refusal = Admission::Refuse {
-                status: r.status,
-                phrase: r.phrase,
-                reason: Some(trunking::Reason::D25),
-                headers: Vec::new(),
-                context: None,
-            };
+            let refusal = Admission::refuse(trunking::Reason::D25, None);
             core.admit(req.id, refusal, now);
         }
     }
@@ -1021,15 +1014,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_call_flows_through_the_core_and_ends_with_its_record_and_no_channel_held() {
-        let counters = crate::counters::LocalCounters::new();
+    /// A core with one UDP listener at [`SWITCH`], advertising 192.0.2.1.
+    fn udp_core() -> Core {
         let config = SwitchConfig {
             local_host: "192.0.2.1".into(),
             listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
             ..SwitchConfig::default()
         };
-        let mut core = Core::new(config, 7);
+        Core::new(config, 7)
+    }
+
+    #[test]
+    fn a_call_flows_through_the_core_and_ends_with_its_record_and_no_channel_held() {
+        let counters = crate::counters::LocalCounters::new();
+        let mut core = udp_core();
         let t0 = Instant::now();
         core.handle_inbound(udp(&request("INVITE", "z9hG4bKcall1", "INVITE")), t0);
         assert_eq!(statuses(&sent(&mut core)), vec![100]);
@@ -1206,12 +1204,7 @@ mod tests {
     #[test]
     fn every_new_invite_is_counted_once_as_attempted_and_once_as_answered_or_failed_with_its_reason() {
         let counters = crate::counters::LocalCounters::new();
-        let config = SwitchConfig {
-            local_host: "192.0.2.1".into(),
-            listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
-            ..SwitchConfig::default()
-        };
-        let mut core = Core::new(config, 7);
+        let mut core = udp_core();
         let t0 = Instant::now();
         let invite =
             |n: u32| request("INVITE", &format!("z9hG4bKcount{n}"), "INVITE").replace("call-1@", &format!("call-{n}@"));
@@ -1274,12 +1267,7 @@ mod tests {
     #[test]
     fn client_transactions_and_the_requests_they_send_again_are_counted() {
         let counters = crate::counters::LocalCounters::new();
-        let config = SwitchConfig {
-            local_host: "192.0.2.1".into(),
-            listeners: vec![(TransportKind::Udp, SWITCH.parse().unwrap())],
-            ..SwitchConfig::default()
-        };
-        let mut core = Core::new(config, 7);
+        let mut core = udp_core();
         let t0 = Instant::now();
         core.handle_inbound(udp(&request("INVITE", "z9hG4bKretx", "INVITE")), t0);
         admit_all(&mut core, &counters, t0);
