@@ -5,33 +5,9 @@
 mod support;
 
 use store::{Registration, Repository};
+use support::binding;
 
 const T0: i64 = 1_767_312_000_000;
-
-fn binding(connection: &str, contact: &str, expires_at: i64) -> Registration {
-    Registration {
-        connection_id: connection.into(),
-        binding_key: Registration::key_of(contact, None, None),
-        account_id: "acct-a".into(),
-        username: format!("user{connection}"),
-        contact: contact.into(),
-        instance: None,
-        reg_id: None,
-        q: None,
-        path: Vec::new(),
-        call_id: "reg-1@192.0.2.10".into(),
-        cseq: 1,
-        source_ip: "192.0.2.10".into(),
-        source_port: 5060,
-        transport: "UDP".into(),
-        nat: false,
-        user_agent: None,
-        node: None,
-        registered_at: T0,
-        updated_at: T0,
-        expires_at,
-    }
-}
 
 fn full() -> Registration {
     let instance = "\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"";

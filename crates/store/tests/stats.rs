@@ -4,35 +4,10 @@
 
 mod support;
 
-use store::{Billing, Operation, Registration, Store};
+use store::{Billing, Operation, Store};
 
 /// 2026-01-02T00:00:00.000Z.
 const T0: i64 = 1_767_312_000_000;
-
-fn binding(contact: &str) -> Registration {
-    Registration {
-        connection_id: "conn-stats".into(),
-        binding_key: Registration::key_of(contact, None, None),
-        account_id: "acct-a".into(),
-        username: "userstats".into(),
-        contact: contact.into(),
-        instance: None,
-        reg_id: None,
-        q: None,
-        path: Vec::new(),
-        call_id: "reg-stats@192.0.2.10".into(),
-        cseq: 1,
-        source_ip: "192.0.2.10".into(),
-        source_port: 5060,
-        transport: "UDP".into(),
-        nat: false,
-        user_agent: None,
-        node: None,
-        registered_at: T0,
-        updated_at: T0,
-        expires_at: T0 + 3_600_000,
-    }
-}
 
 fn counts(s: &Store) -> Vec<(&'static str, u64)> {
     Operation::ALL.iter().map(|op| (op.as_str(), s.stats().latency(*op).count())).collect()
@@ -44,7 +19,9 @@ async fn each_timed_operation_is_observed_once_per_call_whatever_the_clone() {
         let other = s.clone();
         assert!(counts(&s).iter().all(|(_, n)| *n == 0), "{:?}", counts(&s));
         s.load_snapshot(1).await.unwrap();
-        s.upsert_registrations(&[binding("sip:stats@192.0.2.10:5060")]).await.unwrap();
+        s.upsert_registrations(&[support::binding("conn-stats", "sip:stats@192.0.2.10:5060", T0 + 3_600_000)])
+            .await
+            .unwrap();
         s.remove_registrations("conn-stats", &["sip:stats@192.0.2.10:5060"], None).await.unwrap();
         s.expire_registrations(T0).await.unwrap();
         s.node_heartbeat("node-stats", T0, T0).await.unwrap();

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use store::Store;
+use store::{Registration, Store};
 
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -94,4 +94,30 @@ pub async fn backends() -> Vec<Store> {
     let mut v = vec![sqlite().await];
     v.extend(postgres().await);
     v
+}
+
+/// A binding of `contact` to `connection`, registered at 2026-01-02T00:00:00Z.
+pub fn binding(connection: &str, contact: &str, expires_at: i64) -> Registration {
+    Registration {
+        connection_id: connection.into(),
+        binding_key: Registration::key_of(contact, None, None),
+        account_id: "acct-a".into(),
+        username: format!("user{connection}"),
+        contact: contact.into(),
+        instance: None,
+        reg_id: None,
+        q: None,
+        path: Vec::new(),
+        call_id: "reg-1@192.0.2.10".into(),
+        cseq: 1,
+        source_ip: "192.0.2.10".into(),
+        source_port: 5060,
+        transport: "UDP".into(),
+        nat: false,
+        user_agent: None,
+        node: None,
+        registered_at: 1_767_312_000_000,
+        updated_at: 1_767_312_000_000,
+        expires_at,
+    }
 }
