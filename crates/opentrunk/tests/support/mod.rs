@@ -7,6 +7,7 @@ pub mod pg;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Re-runs the calling test inside a private network namespace where only `lo` exists
@@ -74,14 +75,18 @@ impl Server {
         let api_port = free_port();
         let sip: SocketAddr = format!("{sip_ip}:{port}").parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+        // A name of this start alone: a port freed by an earlier test of this process may come
+        // back, and that test's database must not be this one's.
+        static STARTS: AtomicU64 = AtomicU64::new(0);
+        let stem = format!("ot-test-{}-{}-{port}", std::process::id(), STARTS.fetch_add(1, Ordering::Relaxed));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_opentrunk"));
         cmd.arg("serve");
         if !toml.is_empty() {
-            let file = std::env::temp_dir().join(format!("ot-test-{}-{port}.toml", std::process::id()));
+            let file = std::env::temp_dir().join(format!("{stem}.toml"));
             std::fs::write(&file, toml).expect("write config");
             cmd.arg("--config").arg(file);
         }
-        let db = std::env::temp_dir().join(format!("ot-test-{}-{port}.db", std::process::id()));
+        let db = std::env::temp_dir().join(format!("{stem}.db"));
         cmd.env("OPENTRUNK_DATABASE_URL", format!("sqlite://{}", db.display()))
             .env("OPENTRUNK_SIP_LISTEN", format!("udp:{sip},tcp:{sip}"))
             .env("OPENTRUNK_API_LISTEN", api.to_string())
