@@ -13,12 +13,6 @@ mod registrations;
 mod serve;
 mod sip_cli;
 
-/// mimalloc instead of glibc's malloc: the switch allocates and frees small objects per message
-/// on several threads; glibc's arenas spent 13% of the process's CPU at 1,000 calls/s
-/// (`docs/performance.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "opentrunk", version, about = "Self-hostable elastic SIP trunking")]
 struct Cli {
