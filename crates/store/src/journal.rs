@@ -17,9 +17,6 @@ use serde_json::value::RawValue;
 use crate::cdr::{self, CallDetailRecord, HangupSource, RawJson, Taken, cdr_timestamp};
 use crate::{Backend, Store, StoreError};
 
-/// Rows per statement: 6 columns x 500 within both backends' parameter limits.
-const CHUNK: usize = 500;
-
 /// A live call as the node handling it journaled it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenCall {
@@ -156,7 +153,7 @@ pub(crate) async fn close(
     backend: Backend,
     ids: &[&str],
 ) -> Result<(), StoreError> {
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in cdr::shaped_chunks(ids) {
         let list = tuples(backend, 1, chunk.len());
         let sql = format!("DELETE FROM open_calls WHERE call_id IN {list}");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -246,7 +243,7 @@ impl Store {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await?;
-        for (chunk, texts) in opens.chunks(CHUNK).zip(records.chunks(CHUNK)) {
+        for (chunk, texts) in cdr::shaped_chunks(&opens).zip(cdr::shaped_chunks(&records)) {
             let sql = format!(
                 "INSERT INTO open_calls ({OPEN_CALL_COLUMNS}) VALUES {} ON CONFLICT (call_id) DO NOTHING",
                 tuples(self.backend, chunk.len(), 6)
@@ -263,7 +260,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in answers.chunks(CHUNK) {
+        for chunk in cdr::shaped_chunks(&answers) {
             // VALUES columns are column1.. on both backends.
             let sql = format!(
                 "UPDATE open_calls SET answered_at = COALESCE(open_calls.answered_at, v.column2), updated_at = \
