@@ -2,17 +2,23 @@
 //! nodes, know who is registered), the stored ones restored at start, other nodes' changes
 //! followed, and expired ones swept. The switch answers REGISTERs from memory; nothing here is on a call's path.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use engine::registrar::{BindingChange, Registrar};
-use store::{Registration, Store};
+use store::{Registration, RegistrationWrite, Store};
 use tokio::sync::mpsc;
 use tracing::warn;
 use trunking::registrar::{Binding, Flow};
 use trunking::routing::Transport;
 use trunking::time::Timestamp;
+
+/// Binding changes written in one transaction at most: what queued while the last one was
+/// written (a REGISTER storm makes thousands a second; each its own commit cost more than the
+/// REGISTER).
+const MAX_BATCH: usize = 256;
 
 /// How often expired bindings are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -120,19 +126,16 @@ pub async fn keep(
     node: String,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
-            change = changes.recv() => {
-                let Some(change) = change else { return };
-                let rows: Vec<Registration> = change.bound.iter().map(|b| to_row(b, &change.account_id, &node)).collect();
-                if let Err(e) = store.upsert_registrations(&rows).await {
-                    warn!("registrations not stored: {e}");
+            n = changes.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    return;
                 }
-                for b in &change.removed {
-                    let key = Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id);
-                    if let Err(e) = store.remove_registrations(&b.connection_id, &[key.as_str()], Some(&node)).await {
-                        warn!("registration not removed from the store: {e}");
-                    }
+                let writes = coalesce(batch.drain(..), &node);
+                if let Err(e) = store.write_registrations(&writes, Some(&node)).await {
+                    warn!(bindings = writes.len(), "registrations not stored: {e}");
                 }
             }
             _ = sweep.tick() => {
@@ -146,9 +149,79 @@ pub async fn keep(
     }
 }
 
+/// The registrar's changes as writes, the last change of each binding only (a refresh that
+/// follows a refresh of the same binding replaces it), in the order of those last changes.
+fn coalesce(changes: impl Iterator<Item = BindingChange>, node: &str) -> Vec<RegistrationWrite> {
+    let mut writes: Vec<Option<RegistrationWrite>> = Vec::new();
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    for change in changes {
+        let upserts =
+            change.bound.iter().map(|b| RegistrationWrite::Upsert(Box::new(to_row(b, &change.account_id, node))));
+        let removals = change.removed.iter().map(|b| RegistrationWrite::Remove {
+            connection_id: b.connection_id.to_string(),
+            binding_key: Registration::key_of(&b.contact, b.instance.as_deref(), b.reg_id),
+        });
+        for write in upserts.chain(removals) {
+            let (c, k) = write.binding();
+            if let Some(superseded) = at.insert((c.to_owned(), k.to_owned()), writes.len()) {
+                writes[superseded] = None;
+            }
+            writes.push(Some(write));
+        }
+    }
+    writes.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn binding(contact: &str, cseq: u32) -> Binding {
+        Binding {
+            connection_id: "conn-1".into(),
+            username: "alice".into(),
+            contact: contact.into(),
+            instance: None,
+            reg_id: None,
+            q: None,
+            path: Vec::new(),
+            call_id: "reg-1@192.168.1.20".into(),
+            cseq,
+            source: Flow { address: "203.0.113.9:40123".parse().unwrap(), transport: Transport::Udp },
+            nat: false,
+            user_agent: None,
+            registered_at: Timestamp(1_700_000_000_000),
+            updated_at: Timestamp(1_700_000_060_000),
+            expires_at: Timestamp(1_700_003_660_000),
+        }
+    }
+
+    #[test]
+    fn queued_changes_keep_the_last_change_of_each_binding_in_order() {
+        let change =
+            |bound: Vec<Binding>, removed: Vec<Binding>| BindingChange { account_id: "acct-1".into(), bound, removed };
+        let (a, b, c) = ("sip:a@192.0.2.1", "sip:b@192.0.2.2", "sip:c@192.0.2.3");
+        let changes = vec![
+            change(vec![binding(a, 1)], vec![]),
+            change(vec![binding(b, 1)], vec![]),
+            change(vec![binding(a, 2)], vec![]),
+            change(vec![], vec![binding(b, 1)]),
+            change(vec![binding(c, 1)], vec![]),
+            change(vec![], vec![binding(c, 1)]),
+            change(vec![binding(c, 2)], vec![]),
+        ];
+        let writes = coalesce(changes.into_iter(), "node-1");
+        let seen: Vec<(&str, Option<u32>)> = writes
+            .iter()
+            .map(|w| match w {
+                RegistrationWrite::Upsert(r) => (r.contact.as_str(), Some(r.cseq)),
+                RegistrationWrite::Remove { binding_key, .. } => (binding_key.as_str(), None),
+            })
+            .collect();
+        // a refreshed (its second refresh only), b removed, c removed then bound again.
+        assert_eq!(seen, [(a, Some(2)), (b, None), (c, Some(2))]);
+        assert!(writes.iter().all(|w| w.binding().0 == "conn-1"));
+    }
 
     #[test]
     fn a_binding_survives_the_store_unchanged() {

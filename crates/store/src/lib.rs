@@ -24,7 +24,7 @@ pub use cdr::{
 };
 pub use journal::{Billing, JournalWrite, LOST_UNANSWERED_STATUS, NODE_LOST_RULE, OpenCall, Reaped, lost_call_record};
 pub use rates::{MAX_PREFIX_DIGITS, RATE_DECK, RatePage};
-pub use registrations::{Registration, RegistrationNotice};
+pub use registrations::{Registration, RegistrationNotice, RegistrationWrite};
 pub use repository::Repository;
 pub use snapshot::{Snapshot, SnapshotHandle};
 pub use stats::{BUCKETS, Latency, Operation, StoreStats};

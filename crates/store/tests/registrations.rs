@@ -4,7 +4,7 @@
 
 mod support;
 
-use store::{Registration, Repository};
+use store::{Registration, RegistrationWrite, Repository};
 use support::binding;
 
 const T0: i64 = 1_767_312_000_000;
@@ -63,6 +63,31 @@ async fn upsert_replaces_by_key_and_removal_is_by_key() {
         assert!(s.list_registrations("conn-1").await.unwrap().is_empty());
         assert_eq!(s.list_registrations("conn-2").await.unwrap(), vec![other]);
         assert_eq!(s.remove_registrations("conn-1", &[first.binding_key.as_str()], None).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_changes_applies_in_order() {
+    for s in support::backends().await {
+        let a = binding("conn-1", "sip:a@192.0.2.1", T0 + 60_000);
+        let b = binding("conn-1", "sip:b@192.0.2.2", T0 + 60_000);
+        let c = binding("conn-2", "sip:c@192.0.2.3", T0 + 60_000);
+        s.upsert_registrations(std::slice::from_ref(&b)).await.unwrap();
+        let remove = |r: &Registration| RegistrationWrite::Remove {
+            connection_id: r.connection_id.clone(),
+            binding_key: r.binding_key.clone(),
+        };
+        let writes = [
+            RegistrationWrite::Upsert(Box::new(a.clone())),
+            remove(&b),
+            remove(&c),
+            RegistrationWrite::Upsert(Box::new(c.clone())),
+        ];
+        // b was there; c's removal came before c was written.
+        assert_eq!(s.write_registrations(&writes, Some("node-1")).await.unwrap(), 1, "{:?}", s.backend());
+        assert_eq!(s.list_registrations("conn-1").await.unwrap(), vec![a.clone()]);
+        assert_eq!(s.list_registrations("conn-2").await.unwrap(), vec![c.clone()]);
+        assert_eq!(s.write_registrations(&[], None).await.unwrap(), 0);
     }
 }
 
