@@ -137,10 +137,12 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
 /// A response is usable only if it can be matched to a transaction: status line, Via, CSeq,
 /// From, To and Call-ID must all be well formed.
 pub fn check_response(msg: &Message) -> Result<(), Error> {
-    for via in msg.vias() {
+    // Every Via parsed once; the first is the top one.
+    let mut vias = msg.vias();
+    vias.next().unwrap_or(Err(Error("missing Via")))?;
+    for via in vias {
         via?;
     }
-    msg.top_via()?;
     msg.cseq()?;
     msg.from()?;
     msg.to()?;
@@ -153,10 +155,12 @@ pub fn check_request(msg: &Message, policy: &Policy) -> Result<(), Rejection> {
     let method = msg.method().ok_or_else(|| Rejection::bad(Error("not a request")))?;
 
     // Syntax of the headers every request needs (RFC 3261 section 8.1.1).
-    for via in msg.vias() {
+    // Every Via parsed once; the first is the top one.
+    let mut vias = msg.vias();
+    let top_via = vias.next().unwrap_or(Err(Error("missing Via"))).map_err(Rejection::bad)?;
+    for via in vias {
         via.map_err(Rejection::bad)?;
     }
-    let top_via = msg.top_via().map_err(Rejection::bad)?;
     msg.from().map_err(|e| Rejection::bad_in(HeaderName::From, e))?;
     let to = msg.to().map_err(|e| Rejection::bad_in(HeaderName::To, e))?;
     msg.call_id().map_err(Rejection::bad)?;
