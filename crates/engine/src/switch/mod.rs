@@ -793,13 +793,22 @@ pub async fn run<C: crate::counters::Counters + 'static>(
             }
         }
         while let Some(req) = core.poll_admission() {
+            let id = req.id;
             let admitter = plumbing.admitter.clone();
-            let tx = admitted_tx.clone();
-            tokio::spawn(async move {
-                let id = req.id;
-                let admission = admitter.admit(req).await;
-                let _ = tx.send((id, admission));
-            });
+            let mut admission = Box::pin(async move { admitter.admit(req).await });
+            // With in-process counters the answer is ready at once: take it in place. Only
+            // an admission that waits (a shared counter backend) becomes a task; it polls
+            // the same future again with a real waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match admission.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
+                std::task::Poll::Pending => {
+                    let tx = admitted_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send((id, admission.await));
+                    });
+                }
+            }
         }
         while let Some(notice) = core.poll_notice() {
             let _ = plumbing.notices.send(notice);
