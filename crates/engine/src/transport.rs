@@ -104,7 +104,9 @@ pub struct TransportLimits {
     pub tls_handshake_timeout: Duration,
     /// A message begun on a stream must be complete within this time.
     pub message_timeout: Duration,
-    /// Depth of the queue toward the switch; datagrams beyond it are dropped (overload).
+    /// Depth of the queue of stream messages toward the switch (a full queue makes the
+    /// connections wait). Datagrams do not queue here: the switch reads its UDP listeners
+    /// itself, and under overload the kernel drops them (see [`Transports::dropped_datagrams`]).
     pub inbound_queue: usize,
 }
 
@@ -231,14 +233,23 @@ impl Drop for Slot {
     }
 }
 
+/// A UDP listener with its bound address kept, so choosing the socket to send from costs no
+/// `getsockname` per datagram.
+struct UdpListener {
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    /// The kernel's count of datagrams this socket dropped because its receive buffer was
+    /// full, as last reported with a received datagram (`SO_RXQ_OVFL`).
+    overflows: AtomicU64,
+}
+
 struct Inner {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<UdpListener>,
     conns: Mutex<ConnTable>,
     limits: TransportLimits,
     tls_client: Option<tokio_rustls::TlsConnector>,
     inbound: mpsc::Sender<Inbound>,
     next_id: AtomicU64,
-    dropped: AtomicU64,
     bound: Vec<ListenSpec>,
     /// One connect at a time per target, so concurrent sends to a new peer share a connection.
     connecting: Mutex<HashMap<(TransportKind, SocketAddr), ConnectGate>>,
@@ -260,8 +271,10 @@ pub struct TlsSettings {
 }
 
 impl Transports {
-    /// Binds every listener (so that, when this returns, each is up) and starts serving them.
-    /// Messages go to `inbound`.
+    /// Binds every listener (so that, when this returns, each is up) and starts serving the
+    /// stream listeners: their messages go to `inbound`. The UDP listeners are read by the
+    /// switch's driver itself through [`Transports::datagram_reader`] (in batches, with no
+    /// task or queue between the socket and the core).
     pub async fn bind(
         specs: &[ListenSpec],
         tls: TlsSettings,
@@ -274,10 +287,11 @@ impl Transports {
         for spec in specs {
             match spec.kind {
                 TransportKind::Udp => {
-                    let sock = Arc::new(UdpSocket::bind(spec.addr).await.map_err(|e| ctx(e, spec))?);
+                    let sock = UdpSocket::bind(spec.addr).await.map_err(|e| ctx(e, spec))?;
+                    tune_udp_listener(&sock, spec);
                     let addr = sock.local_addr()?;
                     bound.push(ListenSpec { kind: spec.kind, addr });
-                    udp.push(sock);
+                    udp.push(UdpListener { sock: Arc::new(sock), local: addr, overflows: AtomicU64::new(0) });
                 }
                 TransportKind::Tcp | TransportKind::Tls => {
                     if spec.kind == TransportKind::Tls && tls.server.is_none() {
@@ -294,19 +308,15 @@ impl Transports {
             }
         }
         let inner = Arc::new(Inner {
-            udp: udp.clone(),
+            udp,
             conns: Mutex::new(ConnTable::default()),
             limits,
             tls_client: tls.client.map(tokio_rustls::TlsConnector::from),
             inbound,
             next_id: AtomicU64::new(1),
-            dropped: AtomicU64::new(0),
             bound: bound.clone(),
             connecting: Mutex::new(HashMap::new()),
         });
-        for sock in udp {
-            tokio::spawn(udp_loop(inner.clone(), sock));
-        }
         let acceptor = tls.server.map(tokio_rustls::TlsAcceptor::from);
         for (kind, l) in tcp {
             tokio::spawn(accept_loop(inner.clone(), l, kind, acceptor.clone()));
@@ -327,9 +337,19 @@ impl Transports {
         self.inner.conns.lock().map(|t| t.by_id.len()).unwrap_or(0)
     }
 
-    /// Datagrams dropped because the switch's queue was full.
+    /// Datagrams the kernel dropped because a UDP listener's receive buffer was full (the
+    /// switch did not read fast enough), as of the last datagram read on each listener.
     pub fn dropped_datagrams(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.udp.iter().map(|l| l.overflows.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The reader of the UDP listeners, for the switch's driver.
+    pub fn datagram_reader(&self) -> DatagramReader {
+        DatagramReader {
+            inner: self.inner.clone(),
+            bufs: vec![vec![0u8; MAX_DATAGRAM]; RECV_BATCH],
+            got: Vec::with_capacity(RECV_BATCH),
+        }
     }
 
     /// Sends bytes. Streams: on the given connection, else on a connection already open to
@@ -410,11 +430,65 @@ impl Transports {
     }
 
     fn udp_socket(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<&Arc<UdpSocket>> {
+        self.udp_listener(local, remote).map(|i| &self.inner.udp[i].sock)
+    }
+
+    /// The index of the UDP listener to send from: the one bound to `local`, else the first
+    /// of the remote's address family.
+    fn udp_listener(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<usize> {
         let socks = &self.inner.udp;
-        let by_local = local.and_then(|l| socks.iter().find(|s| s.local_addr().is_ok_and(|a| a == l)));
+        let by_local = local.and_then(|l| socks.iter().position(|s| s.local == l));
         by_local
-            .or_else(|| socks.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())))
+            .or_else(|| socks.iter().position(|s| s.local.is_ipv4() == remote.is_ipv4()))
             .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no UDP listener for that address family"))
+    }
+
+    /// Sends datagrams without waiting, in as few system calls as the kernel allows
+    /// (`sendmmsg` per listener). Datagrams from one listener leave in their order; when its
+    /// socket buffer is full, what is left of them is sent by one task, in order. Errors of a
+    /// single datagram are logged and the others still go.
+    pub fn try_send_udp_batch(&self, batch: &[Outbound]) {
+        if batch.is_empty() {
+            return;
+        }
+        // The listener of each datagram, resolved once.
+        let mut routed: Vec<(usize, &Outbound)> = Vec::with_capacity(batch.len());
+        for out in batch {
+            match self.udp_listener(out.local, out.remote) {
+                Ok(i) => routed.push((i, out)),
+                Err(e) => debug!(remote = %out.remote, error = %e, "send failed"),
+            }
+        }
+        for (i, listener) in self.inner.udp.iter().enumerate() {
+            let mine: Vec<&Outbound> = routed.iter().filter(|(l, _)| *l == i).map(|(_, o)| *o).collect();
+            let mut at = 0;
+            while at < mine.len() {
+                let chunk = &mine[at..mine.len().min(at + SEND_BATCH)];
+                match send_batch(&listener.sock, chunk) {
+                    Ok(n) if n > 0 => at += n,
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                        // The first datagram of the chunk was refused (an unreachable
+                        // address and the like): it alone is lost.
+                        debug!(remote = %chunk[0].remote, error = %e, "send failed");
+                        at += 1;
+                    }
+                    _ => {
+                        // The socket buffer is full: the rest leaves in order from a task.
+                        let sock = listener.sock.clone();
+                        let rest: Vec<(Bytes, SocketAddr)> =
+                            mine[at..].iter().map(|o| (o.data.clone(), o.remote)).collect();
+                        tokio::spawn(async move {
+                            for (data, remote) in rest {
+                                if let Err(e) = sock.send_to(&data, remote).await {
+                                    debug!(%remote, error = %e, "send failed");
+                                }
+                            }
+                        });
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     fn existing(&self, kind: TransportKind, conn: Option<ConnId>, remote: SocketAddr) -> Option<Writer> {
@@ -457,30 +531,150 @@ fn ctx(e: io::Error, spec: &ListenSpec) -> io::Error {
     io::Error::new(e.kind(), format!("listener {spec}: {e}"))
 }
 
-async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
-    let local = match sock.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, remote) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors surface here on some systems; they are not fatal to a listener.
-                debug!(%local, error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        if n == 0 {
-            continue;
-        }
-        let msg =
-            Inbound { data: Bytes::copy_from_slice(&buf[..n]), kind: TransportKind::Udp, local, remote, conn: None };
-        if inner.inbound.try_send(msg).is_err() {
-            inner.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+/// Room for the largest UDP payload (65,507 bytes over IPv4, 65,527 over IPv6).
+const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams taken per `recvmmsg`: enough to empty the buffer of a burst in a few calls.
+const RECV_BATCH: usize = 32;
+/// Datagrams given to one `sendmmsg`.
+const SEND_BATCH: usize = 64;
+/// The receive buffer asked for each UDP listener: at 10,000 datagrams a second of about
+/// 1 KiB, some 400 ms of traffic the switch can fall behind by before the kernel drops any.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Raises the listener's receive buffer (the default, about 200 KiB, overflows in bursts
+/// under load) and asks the kernel to report with each datagram how many it dropped for want
+/// of room. `SO_RCVBUFFORCE` (root, `CAP_NET_ADMIN`) ignores `net.core.rmem_max`; without the
+/// privilege `SO_RCVBUF` gets at most that maximum.
+fn tune_udp_listener(sock: &UdpSocket, spec: &ListenSpec) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &UDP_RECEIVE_BUFFER).is_err()
+        && let Err(e) = setsockopt(sock, sockopt::RcvBuf, &UDP_RECEIVE_BUFFER)
+    {
+        warn!(listener = %spec, error = %e, "could not raise the UDP receive buffer");
     }
+    if let Err(e) = setsockopt(sock, sockopt::RxqOvfl, &1) {
+        warn!(listener = %spec, error = %e, "the kernel will not report dropped datagrams");
+    }
+}
+
+/// One `sendmmsg` of datagrams from one socket: how many the kernel took (at least one), or
+/// the error of the first.
+fn send_batch(sock: &UdpSocket, chunk: &[&Outbound]) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::os::fd::AsRawFd;
+    if let [one] = chunk {
+        // A lone datagram needs none of the batch's bookkeeping.
+        return sock.try_send_to(&one.data, one.remote);
+    }
+    let slices: Vec<[io::IoSlice<'_>; 1]> = chunk.iter().map(|o| [io::IoSlice::new(&o.data)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = chunk.iter().map(|o| Some(SockaddrStorage::from(o.remote))).collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+    let cmsgs: [ControlMessage<'_>; 0] = [];
+    sock.try_io(tokio::io::Interest::WRITABLE, || {
+        sendmmsg(sock.as_raw_fd(), &mut headers, &slices, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT)
+            .map(|sent| sent.count())
+            .map_err(io::Error::from)
+    })
+}
+
+/// Reads the UDP listeners for the switch's driver: waits until one has datagrams, then
+/// takes them in batches (`recvmmsg`) into one set of buffers kept from call to call, and
+/// copies each into its own [`Inbound`].
+pub struct DatagramReader {
+    inner: Arc<Inner>,
+    bufs: Vec<Vec<u8>>,
+    /// Length and sender of each datagram of the last batch.
+    got: Vec<(usize, SocketAddr)>,
+}
+
+impl DatagramReader {
+    /// Resolves when some UDP listener has datagrams to read (or an error to report); never,
+    /// when there is no UDP listener.
+    pub async fn readable(&self) {
+        std::future::poll_fn(|cx| {
+            for l in &self.inner.udp {
+                if l.sock.poll_recv_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Reads up to `budget` datagrams from the listeners that have some, handing each to
+    /// `deliver` with the time it was read; returns how many were read. A listener read
+    /// until it has nothing left stops being ready, so [`DatagramReader::readable`] waits
+    /// again; one cut short by the budget stays ready for the next turn.
+    pub fn read(&mut self, budget: usize, mut deliver: impl FnMut(Inbound, std::time::Instant)) -> usize {
+        let mut read = 0;
+        for l in &self.inner.udp {
+            // Each error counts against the budget so a socket in trouble cannot spin us.
+            while read < budget {
+                let want = (budget - read).min(RECV_BATCH);
+                match recv_batch(l, &mut self.bufs[..want], &mut self.got) {
+                    Ok(()) if self.got.is_empty() => break,
+                    Ok(()) => {
+                        let now = std::time::Instant::now();
+                        read += self.got.len();
+                        let full = self.got.len() == want;
+                        for (i, &(n, remote)) in self.got.iter().enumerate() {
+                            if n == 0 {
+                                continue;
+                            }
+                            let data = Bytes::copy_from_slice(&self.bufs[i][..n]);
+                            let msg = Inbound { data, kind: TransportKind::Udp, local: l.local, remote, conn: None };
+                            deliver(msg, now);
+                        }
+                        if !full {
+                            // The socket had no more: the next call would only say so.
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors surface here on some systems; they are not fatal to a
+                        // listener.
+                        debug!(local = %l.local, error = %e, "UDP receive error");
+                        read += 1;
+                    }
+                }
+            }
+        }
+        read
+    }
+}
+
+/// One `recvmmsg` into `bufs`: each datagram's length and sender, in the order of `bufs`.
+/// The kernel's count of drops for want of buffer, when it reports one, is kept on the
+/// listener.
+fn recv_batch(l: &UdpListener, bufs: &mut [Vec<u8>], out: &mut Vec<(usize, SocketAddr)>) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+    use std::os::fd::AsRawFd;
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), Some(nix::cmsg_space!(u32)));
+    let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
+    l.sock.try_io(tokio::io::Interest::READABLE, || {
+        let got = recvmmsg(l.sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            .map_err(io::Error::from)?;
+        out.clear();
+        for msg in got {
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::RxqOvfl(dropped) = c {
+                        l.overflows.fetch_max(u64::from(dropped), Ordering::Relaxed);
+                    }
+                }
+            }
+            let remote = msg.address.as_ref().and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from(*v4))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+            });
+            // A datagram without an IP sender cannot be answered; its slot still counts.
+            out.push((if remote.is_some() { msg.bytes } else { 0 }, remote.unwrap_or(l.local)));
+        }
+        Ok(())
+    })
 }
 
 async fn accept_loop(

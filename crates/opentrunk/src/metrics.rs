@@ -49,7 +49,7 @@ fn render(m: &Metrics) -> String {
         (
             "opentrunk_sip_datagrams_dropped_total",
             "counter",
-            "datagrams dropped: switch queue full",
+            "datagrams the kernel dropped: a UDP listener's receive buffer was full",
             m.transports.dropped_datagrams(),
         ),
         ("opentrunk_config_generation", "gauge", "reloads of the configuration snapshot", snapshot.generation),

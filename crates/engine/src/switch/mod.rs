@@ -773,6 +773,7 @@ pub async fn run<C: crate::counters::Counters + 'static>(
     // come back here.
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     let (located_tx, mut located_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut datagrams = transports.datagram_reader();
     loop {
         while let Some((id, uri)) = core.poll_uac_locate() {
             let locator = plumbing.locator.clone();
@@ -792,13 +793,22 @@ pub async fn run<C: crate::counters::Counters + 'static>(
             }
         }
         while let Some(req) = core.poll_admission() {
+            let id = req.id;
             let admitter = plumbing.admitter.clone();
-            let tx = admitted_tx.clone();
-            tokio::spawn(async move {
-                let id = req.id;
-                let admission = admitter.admit(req).await;
-                let _ = tx.send((id, admission));
-            });
+            let mut admission = Box::pin(async move { admitter.admit(req).await });
+            // With in-process counters the answer is ready at once: take it in place. Only
+            // an admission that waits (a shared counter backend) becomes a task; it polls
+            // the same future again with a real waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match admission.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
+                std::task::Poll::Pending => {
+                    let tx = admitted_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send((id, admission.await));
+                    });
+                }
+            }
         }
         while let Some(notice) = core.poll_notice() {
             let _ = plumbing.notices.send(notice);
@@ -822,6 +832,12 @@ pub async fn run<C: crate::counters::Counters + 'static>(
         });
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
+            () = datagrams.readable() => {
+                // Datagrams are read here, in batches, and handled in place: no task, queue
+                // or wake-up between the socket and the core. Bounded per turn so timers and
+                // the other channels are not starved under load.
+                datagrams.read(DATAGRAMS_PER_TURN, |msg, now| core.handle_inbound(msg, now));
+            }
             msg = inbound.recv() => {
                 let Some(msg) = msg else { break };
                 core.handle_inbound(msg, Instant::now());
@@ -870,30 +886,31 @@ pub async fn run<C: crate::counters::Counters + 'static>(
 }
 
 fn flush(core: &mut Core, transports: &crate::Transports) {
+    // The datagrams of one pass leave together, in as few system calls as possible.
+    let mut datagrams = Vec::new();
     while let Some(out) = core.poll_transmit() {
-        // Neither path blocks the core. UDP goes to the socket buffer; a stream message is
-        // queued on its connection in order. Only a message that needs a new connection (or
-        // meets a full queue) goes to a task.
-        let queued = match out.kind {
-            TransportKind::Udp => transports.try_send_udp(&out).map(|_| true),
-            _ => transports.try_send_stream(&out),
-        };
-        match queued {
-            Ok(true) => {}
-            Ok(false) | Err(_) if out.kind != TransportKind::Udp => {
-                let t = transports.clone();
-                tokio::spawn(async move {
-                    let remote = out.remote;
-                    if let Err(e) = t.send(out).await {
-                        debug!(%remote, error = %e, "send failed");
-                    }
-                });
-            }
-            Ok(false) => {}
-            Err(e) => debug!(remote = %out.remote, error = %e, "send failed"),
+        if out.kind == TransportKind::Udp {
+            datagrams.push(out);
+            continue;
+        }
+        // Neither path blocks the core. A stream message is queued on its connection in
+        // order; only a message that needs a new connection (or meets a full queue) goes to
+        // a task.
+        if !matches!(transports.try_send_stream(&out), Ok(true)) {
+            let t = transports.clone();
+            tokio::spawn(async move {
+                let remote = out.remote;
+                if let Err(e) = t.send(out).await {
+                    debug!(%remote, error = %e, "send failed");
+                }
+            });
         }
     }
+    transports.try_send_udp_batch(&datagrams);
 }
+
+/// Datagrams read per turn of the driver's loop before it looks at timers and channels again.
+const DATAGRAMS_PER_TURN: usize = 256;
 
 #[cfg(test)]
 mod tests {
