@@ -8,7 +8,9 @@
 //! 2. The same calls held 40 s later: those transactions ended, the calls alone.
 //! 3. All of them hung up by the caller (BYE, 200; BYE to the carrier, 200): what lingers per
 //!    finished call (the BYE server transaction for Timer J, the BYE client transaction for K).
-//! 4. 100 s later: everything ended; what is left is the tables' capacity.
+//!    The call entries wait for their BYE client transaction (Timer K, 5 s).
+//! 4. 10 s later: only the BYE server transactions (Timer J, 32 s) linger.
+//! 5. 100 s later: everything ended; what is left is the tables' capacity.
 //!
 //! `cargo bench -p engine --bench call_memory`
 
@@ -84,8 +86,6 @@ fn main() {
     core.handle_timeout(held);
     sent(&mut core);
     report("held 40 s: the calls alone", &core, base, CALLS);
-    let held_heap = heap_bytes();
-    let held_rss = rss_bytes();
 
     for (n, a_tag) in tags.iter().enumerate() {
         let n = n as u64;
@@ -96,11 +96,10 @@ fn main() {
         while core.poll_notice().is_some() {}
     }
     report("hung up: what lingers per finished call (Timers J, K)", &core, base, CALLS);
-    println!(
-        "| (the same, above the held calls' own memory) | | | | {:.2} | {:.2} |",
-        (heap_bytes() - held_heap) as f64 / CALLS as f64 / 1024.0,
-        (rss_bytes() - held_rss) as f64 / CALLS as f64 / 1024.0,
-    );
+
+    core.handle_timeout(held + Duration::from_secs(10));
+    sent(&mut core);
+    report("10 s later: the BYE server transactions alone (Timer J)", &core, base, CALLS);
 
     core.handle_timeout(held + Duration::from_secs(100));
     sent(&mut core);

@@ -852,6 +852,20 @@ impl Core {
                 (_, ClientEvent::Terminated) => {
                     self.clients.remove(key);
                     c.clients = c.clients.saturating_sub(1);
+                    if let ClientRole::Invite { attempt, .. } = role {
+                        // Past Timer M a repeated 2xx matches no transaction and there is
+                        // nothing left to CANCEL: the held call keeps neither its ACK nor the key.
+                        c.acks.remove(&attempt);
+                        if c.invites.get(&attempt) == Some(key) {
+                            c.invites.remove(&attempt);
+                        }
+                        if c.acks.is_empty() {
+                            c.acks = HashMap::new();
+                        }
+                        if c.invites.is_empty() {
+                            c.invites = HashMap::new();
+                        }
+                    }
                 }
                 _ => {}
             }

@@ -711,6 +711,8 @@ impl Core {
         }
         if terminated {
             self.servers.remove(key);
+            // A CANCEL now finds no INVITE transaction (481): the call's index entry can go.
+            self.a_invites.remove(key);
             self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
             return;
         }
