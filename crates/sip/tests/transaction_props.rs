@@ -390,7 +390,11 @@ impl Sim {
             Action::Respond(key, code) => {
                 let Some(s) = self.servers.get_mut(&key) else { return };
                 let tag = (code > 100).then_some("srv");
-                let resp = s.request().response_to(code, "Scripted", tag);
+                let Some(request) = s.request() else {
+                    self.out.violations.push(format!("the TU's {code} came after the final response"));
+                    return;
+                };
+                let resp = request.response_to(code, "Scripted", tag);
                 if let Err(e) = s.send_response(resp.clone(), self.now) {
                     self.out.violations.push(format!("server refused the TU's {code}: {e}"));
                 }

@@ -36,6 +36,9 @@ pub(super) struct Pending {
     pub(super) a_txn: TransactionKey,
     pub(super) a_route: ReplyRoute,
     pub(super) received: Instant,
+    /// The INVITE, once its transaction answered it (a CANCEL) and let it go: the call's
+    /// record is still made from it when the admission comes back.
+    pub(super) invite: Option<Box<Message>>,
 }
 
 /// What a client transaction of ours is for.
@@ -60,7 +63,10 @@ pub(super) enum ClientRole {
 }
 
 pub(super) struct ClientEntry {
-    pub(super) txn: ClientTransaction,
+    /// Boxed: the table's spare buckets then cost a pointer, not a transaction.
+    pub(super) txn: Box<ClientTransaction>,
+    /// The deadline this transaction has in the core's timer heap: one entry at a time.
+    pub(super) scheduled: Option<Instant>,
     pub(super) role: ClientRole,
     pub(super) dest: Dest,
 }
@@ -270,7 +276,7 @@ impl Core {
         self.next_call += 1;
         let Some(entry) = self.servers.get(key) else { return };
         let a_route = ReplyRoute { remote: inbound.remote, ..entry.route };
-        self.pending.insert(id, Pending { a_txn: key.clone(), a_route, received: now });
+        self.pending.insert(id, Pending { a_txn: key.clone(), a_route, received: now, invite: None });
         let call_control_id = self.new_uuid();
         self.admissions.push_back(AdmissionRequest {
             id,
@@ -307,7 +313,7 @@ impl Core {
 
     /// The admission of call `id` is decided.
     pub fn admit(&mut self, id: u64, admission: Admission, now: Instant) {
-        let Some(pending) = self.pending.remove(&id) else { return };
+        let Some(mut pending) = self.pending.remove(&id) else { return };
         let open = self.servers.get(&pending.a_txn).is_some_and(|e| !e.final_sent);
         // The attempt is counted now that its direction is known; a call not started here
         // failed with what the caller got: the refusal, or the 487 of its CANCEL.
@@ -321,9 +327,10 @@ impl Core {
             (_, false) => self.stats.call_failed(487, None),
             (Admission::Admit(_), true) => {}
         }
-        let invite = match self.servers.get(&pending.a_txn) {
-            Some(e) => e.txn.request().clone(),
-            None => {
+        let invite = match (self.servers.get(&pending.a_txn).and_then(|e| e.txn.request()), pending.invite.take()) {
+            (Some(request), _) => request.clone(),
+            (None, Some(kept)) => *kept,
+            (None, None) => {
                 // The INVITE's transaction is gone (it can only have been answered): a call
                 // admitted meanwhile is dropped, its lease with it.
                 return;
@@ -437,7 +444,7 @@ impl Core {
             forward,
             scheduled: None,
         };
-        self.calls.insert(id, entry);
+        self.calls.insert(id, Box::new(entry));
         self.live_calls += 1;
         self.leases_held += 1;
         bump(&self.stats.calls);
@@ -542,7 +549,8 @@ impl Core {
             }
             Action::CancelB { attempt } => {
                 let Some(invite) = entry.invites.get(&attempt).and_then(|k| self.clients.get(k)) else { return };
-                let cancel = cancel_for(invite.txn.request());
+                // No CANCEL once a final response came (the request is gone then: 9.1).
+                let cancel = invite.txn.request().and_then(cancel_for);
                 let dest = invite.dest.clone();
                 if let Some(cancel) = cancel
                     && self.start_client_as_is(cancel, dest, ClientRole::Cancel, now).is_some()
@@ -752,7 +760,7 @@ impl Core {
             }
         };
         let key = txn.key().clone();
-        self.clients.insert(key.clone(), ClientEntry { txn, role, dest });
+        self.clients.insert(key.clone(), ClientEntry { txn: Box::new(txn), scheduled: None, role, dest });
         bump(&self.stats.client_transactions);
         self.pump_client(&key, now);
         Some(key)
@@ -844,13 +852,29 @@ impl Core {
                 (_, ClientEvent::Terminated) => {
                     self.clients.remove(key);
                     c.clients = c.clients.saturating_sub(1);
+                    if let ClientRole::Invite { attempt, .. } = role {
+                        // Past Timer M a repeated 2xx matches no transaction and there is
+                        // nothing left to CANCEL: the held call keeps neither its ACK nor the key.
+                        c.acks.remove(&attempt);
+                        if c.invites.get(&attempt) == Some(key) {
+                            c.invites.remove(&attempt);
+                        }
+                        if c.acks.is_empty() {
+                            c.acks = HashMap::new();
+                        }
+                        if c.invites.is_empty() {
+                            c.invites = HashMap::new();
+                        }
+                    }
                 }
                 _ => {}
             }
         }
         if let Some(at) = next
-            && self.clients.contains_key(key)
+            && let Some(entry) = self.clients.get_mut(key)
+            && entry.scheduled.is_none_or(|s| at < s)
         {
+            entry.scheduled = Some(at);
             self.timers.push(std::cmp::Reverse((at, Due::Client(key.clone()))));
         }
         self.publish_client_count();
@@ -883,6 +907,16 @@ impl Core {
         }
         self.drive(id, now);
         true
+    }
+
+    /// Keeps the INVITE of transaction `invite` with its pending admission, if it has one,
+    /// before the transaction answers it and lets it go.
+    pub(super) fn keep_pending_invite(&mut self, invite: &TransactionKey) {
+        let Some(request) = self.servers.get(invite).and_then(|e| e.txn.request()) else { return };
+        // Admissions in flight are few: a scan, not another index.
+        if let Some(p) = self.pending.values_mut().find(|p| &p.a_txn == invite) {
+            p.invite = Some(Box::new(request.clone()));
+        }
     }
 
     /// The caller cancelled an INVITE that belongs to a call.

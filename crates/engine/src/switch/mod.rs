@@ -285,12 +285,16 @@ impl ReplyRoute {
 }
 
 struct ServerEntry {
-    txn: ServerTransaction,
+    /// Boxed: the table's spare buckets then cost a pointer, not a transaction.
+    txn: Box<ServerTransaction>,
     route: ReplyRoute,
     final_sent: bool,
+    /// The deadline this transaction has in the core's timer heap: one entry at a time.
+    scheduled: Option<Instant>,
 }
 
-/// What a deadline in the timer heap belongs to.
+/// What a deadline in the timer heap belongs to. Transaction keys are shared, so an entry
+/// costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Server(TransactionKey),
@@ -313,8 +317,9 @@ enum Served {
 pub struct Core {
     config: SwitchConfig,
     servers: HashMap<TransactionKey, ServerEntry>,
-    /// Deadlines of transactions and calls, earliest first; stale entries are skipped when
-    /// popped.
+    /// Deadlines of transactions and calls, earliest first. Each holds one entry at a time (the
+    /// `scheduled` of its table entry): a deadline moved later waits for the earlier entry to
+    /// fire and re-arms then; entries of ended ones are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, Due)>>,
     outbox: VecDeque<Outbound>,
     draining: bool,
@@ -323,7 +328,9 @@ pub struct Core {
     /// A moment and the wall-clock time at it: records and events carry wall-clock times.
     wall_base: (Instant, SystemTime),
     clients: HashMap<TransactionKey, calls::ClientEntry>,
-    calls: HashMap<u64, calls::CallEntry>,
+    /// Boxed: a call entry is about 2 KB, moved out and back on every step of its call, and
+    /// the table's spare buckets would each cost one.
+    calls: HashMap<u64, Box<calls::CallEntry>>,
     pending: HashMap<u64, calls::Pending>,
     admissions: VecDeque<crate::admission::AdmissionRequest>,
     notices: VecDeque<CallNotice>,
@@ -517,7 +524,7 @@ impl Core {
             }
         };
         bump(&self.stats.server_transactions);
-        self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false });
+        self.servers.insert(key.clone(), ServerEntry { txn: Box::new(txn), route, final_sent: false, scheduled: None });
         self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
         Some(key)
     }
@@ -551,7 +558,11 @@ impl Core {
             Served::Cancel => {
                 // RFC 3261 section 9.2: a CANCEL matching an INVITE transaction gets 200; the
                 // INVITE ends with 487 unless it already has its final answer.
-                let target = self.servers.get(key).and_then(|e| TransactionKey::cancel_target(e.txn.request()).ok());
+                let target = self
+                    .servers
+                    .get(key)
+                    .and_then(|e| e.txn.request())
+                    .and_then(|r| TransactionKey::cancel_target(r).ok());
                 match target.filter(|t| self.servers.get(t).is_some_and(|e| e.txn.is_invite())) {
                     Some(t) => {
                         // The CANCEL's 200 first, then the INVITE's 487 (the order of 9.2,
@@ -559,6 +570,9 @@ impl Core {
                         self.respond(key, 200, "OK", now);
                         self.pump(key);
                         if !self.cancel_call(&t, now) && self.servers.get(&t).is_some_and(|e| !e.final_sent) {
+                            // The transaction lets its request go with the 487; a pending
+                            // admission still wants it for the call's record.
+                            self.keep_pending_invite(&t);
                             self.respond(&t, 487, "Request Terminated", now);
                             self.pump(&t);
                         }
@@ -601,8 +615,10 @@ impl Core {
         let tag = self.new_tag();
         let draining = self.draining;
         let retry_after = self.config.drain_retry_after;
-        let Some(entry) = self.servers.get(key) else { return };
-        let request = entry.txn.request();
+        let Some(request) = self.servers.get(key).and_then(|e| e.txn.request()) else {
+            debug!("no response once the final one is sent");
+            return;
+        };
         let mut resp = request.response_to(status, reason, Some(&tag));
         if status == 200 && request.method() == Some(Method::Options) {
             resp.push_header(HeaderName::Allow, &self.config.policy.methods.join(", "));
@@ -636,10 +652,14 @@ impl Core {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, due))) = self.timers.pop() else { break };
+            let Some(Reverse((at, due))) = self.timers.pop() else { break };
             match due {
                 Due::Server(key) => {
                     let Some(entry) = self.servers.get_mut(&key) else { continue };
+                    if entry.scheduled != Some(at) {
+                        continue; // superseded by an earlier deadline, which has its own entry
+                    }
+                    entry.scheduled = None;
                     if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
                         let before = entry.txn.retransmissions();
                         entry.txn.handle_timeout(now);
@@ -649,6 +669,10 @@ impl Core {
                 }
                 Due::Client(key) => {
                     let Some(entry) = self.clients.get_mut(&key) else { continue };
+                    if entry.scheduled != Some(at) {
+                        continue;
+                    }
+                    entry.scheduled = None;
                     if entry.txn.poll_timeout().is_some_and(|t| t <= now) {
                         let before = entry.txn.retransmissions();
                         entry.txn.handle_timeout(now);
@@ -687,10 +711,15 @@ impl Core {
         }
         if terminated {
             self.servers.remove(key);
+            // A CANCEL now finds no INVITE transaction (481): the call's index entry can go.
+            self.a_invites.remove(key);
             self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
             return;
         }
-        if let Some(at) = entry.txn.poll_timeout() {
+        if let Some(at) = entry.txn.poll_timeout()
+            && entry.scheduled.is_none_or(|s| at < s)
+        {
+            entry.scheduled = Some(at);
             self.timers.push(Reverse((at, Due::Server(key.clone()))));
         }
     }
@@ -1144,6 +1173,26 @@ mod tests {
         // Timer I (T4 = 5 s) ends it.
         core.handle_timeout(t0 + Duration::from_secs(6));
         assert_eq!(core.transactions(), 0);
+    }
+
+    #[test]
+    fn a_transaction_holds_one_timer_entry_however_often_it_is_pumped() {
+        let mut core = Core::new(SwitchConfig::default(), 7);
+        let t0 = Instant::now();
+        let options = request("OPTIONS", "z9hG4bKh1", "OPTIONS");
+        core.handle_inbound(udp(&options), t0);
+        assert_eq!(statuses(&sent(&mut core)), vec![200]);
+        // Each retransmission is answered and pumps the transaction; its Timer J is unchanged.
+        for i in 1..=10 {
+            core.handle_inbound(udp(&options), t0 + Duration::from_millis(100 * i));
+        }
+        assert_eq!(statuses(&sent(&mut core)), vec![200; 10]);
+        assert_eq!(core.timers.len(), 1, "one deadline, not one per pump");
+        // Timer J (64*T1) still ends it.
+        core.handle_timeout(t0 + Duration::from_secs(31));
+        assert_eq!(core.transactions(), 1);
+        core.handle_timeout(t0 + Duration::from_secs(33));
+        assert_eq!((core.transactions(), core.timers.len()), (0, 0));
     }
 
     #[test]

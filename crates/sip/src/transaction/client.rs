@@ -48,7 +48,10 @@ pub struct ClientTransaction {
     reliable: bool,
     timers: Timers,
     state: ClientState,
-    request: Message,
+    /// The request and its bytes, until a final response: then only the key, the ACK for a
+    /// non-2xx and the timers are needed for the 64*T1 the transaction lingers. Boxed so that
+    /// it costs a pointer once dropped.
+    request: Option<Box<Message>>,
     request_bytes: Bytes,
     /// The ACK for a non-2xx final response, once built.
     ack: Option<Bytes>,
@@ -96,7 +99,7 @@ impl ClientTransaction {
             reliable,
             timers,
             state,
-            request,
+            request: Some(Box::new(request)),
             request_bytes: request_bytes.clone(),
             ack: None,
             retransmit: if reliable { None } else { Retransmit::start(now, first) },
@@ -118,9 +121,10 @@ impl ClientTransaction {
         self.state
     }
 
-    /// The request this transaction sends.
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request this transaction sends, until a final response arrives (a CANCEL is built
+    /// from it while there is none).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
     }
 
     /// `true` for an INVITE client transaction.
@@ -160,14 +164,17 @@ impl ClientTransaction {
                 self.retransmit = None;
                 self.timeout = None;
                 self.state = S::Accepted;
+                self.drop_request();
                 self.linger = deadline(now, self.timers.m());
                 self.events.push_back(ClientEvent::Final(response));
             }
             (true, S::Calling | S::Proceeding, _) => {
-                let ack = build_ack(&self.request, &response)?.to_bytes();
+                let request = self.request.as_deref().ok_or(Error("request already dropped"))?;
+                let ack = build_ack(request, &response)?.to_bytes();
                 self.retransmit = None;
                 self.timeout = None;
                 self.state = S::Completed;
+                self.drop_request();
                 self.transmit.push_back(ack.clone());
                 self.ack = Some(ack);
                 self.events.push_back(ClientEvent::Final(response));
@@ -190,6 +197,7 @@ impl ClientTransaction {
                 self.retransmit = None;
                 self.timeout = None;
                 self.state = S::Completed;
+                self.drop_request();
                 self.events.push_back(ClientEvent::Final(response));
                 self.linger_or_terminate(self.timers.k(self.reliable), now);
             }
@@ -239,7 +247,12 @@ impl ClientTransaction {
 
     /// The next datagram or stream write: the request, its retransmissions, the ACK.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmit.pop_front()
+        let next = self.transmit.pop_front();
+        if next.is_none() && self.request.is_none() && self.transmit.capacity() != 0 {
+            // Past the final response the queue is mostly empty for 64*T1: free its buffer.
+            self.transmit = VecDeque::new();
+        }
+        next
     }
 
     /// When `handle_timeout` must be called next; `None` when no timer runs.
@@ -248,7 +261,17 @@ impl ClientTransaction {
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.request.is_none() && self.events.capacity() != 0 {
+            self.events = VecDeque::new();
+        }
+        next
+    }
+
+    /// Past the final response nothing is sent again but the ACK (17.1.1.3, 17.1.2.2).
+    fn drop_request(&mut self) {
+        self.request = None;
+        self.request_bytes = Bytes::new();
     }
 
     fn linger_or_terminate(&mut self, wait: std::time::Duration, now: Instant) {
@@ -261,6 +284,7 @@ impl ClientTransaction {
 
     fn terminate(&mut self) {
         self.state = ClientState::Terminated;
+        self.drop_request();
         self.retransmit = None;
         self.timeout = None;
         self.linger = None;

@@ -1,6 +1,7 @@
 //! Transaction matching (RFC 3261 sections 17.1.3, 17.2.3 and 9.2) as an owned, hashable key.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use crate::headers::Via;
 use crate::message::{Message, Method, itoa_u32};
@@ -9,7 +10,8 @@ use crate::{Error, scan};
 
 /// Identifies one transaction: what a driver keys its transaction tables by.
 ///
-/// One small heap allocation holding a string that is never parsed back:
+/// One small shared heap allocation holding a string that is never parsed back: a clone (the
+/// driver's timer heap, its indexes) allocates nothing.
 /// - server, RFC 3261 branch (`z9hG4bK` and more): `S` method, sent-by, branch (17.2.3). ACK
 ///   takes the INVITE's method, so it finds the INVITE transaction; CANCEL keeps its own.
 /// - server, RFC 2543 fallback: `L` method, then the Request-URI, To tag, From tag, Call-ID,
@@ -22,7 +24,7 @@ use crate::{Error, scan};
 /// Host names in sent-by are compared case-insensitively (lowercased); everything else as
 /// written, as a retransmission repeats it byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransactionKey(Box<str>);
+pub struct TransactionKey(Arc<str>);
 
 impl TransactionKey {
     /// The key of the server transaction a request belongs to (17.2.3). An ACK maps to its
@@ -75,6 +77,13 @@ impl TransactionKey {
     pub(crate) fn matches_client_response(&self, response: &Message) -> bool {
         let Ok((method, branch)) = client_parts(response) else { return false };
         self.0.strip_prefix('C').and_then(|r| r.strip_prefix(method)).and_then(|r| r.strip_prefix(' ')) == Some(branch)
+    }
+
+    /// The method a server key was made for (INVITE for an ACK's), or a client key's CSeq
+    /// method: the text between the kind letter and the first space.
+    pub(crate) fn method(&self) -> &str {
+        let rest = self.0.get(1..).unwrap_or_default();
+        rest.split_once(' ').map_or(rest, |(m, _)| m)
     }
 
     /// `false` for the RFC 2543 fallback key.
@@ -153,10 +162,10 @@ fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
     Ok(exact(s))
 }
 
-/// The key from a string built to its exact capacity, so that boxing it does not reallocate.
+/// The key from a string built to its exact capacity.
 fn exact(s: String) -> TransactionKey {
     debug_assert_eq!(s.len(), s.capacity(), "key capacity miscounted: {s}");
-    TransactionKey(s.into_boxed_str())
+    TransactionKey(Arc::from(s))
 }
 
 enum Field<'a> {

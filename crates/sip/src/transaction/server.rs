@@ -49,7 +49,10 @@ pub struct ServerTransaction {
     reliable: bool,
     timers: Timers,
     state: ServerState,
-    request: Message,
+    /// The request, until the final response is sent: what lingers after it needs the key,
+    /// the last response and the timers only (a Completed or Accepted transaction lives 64*T1,
+    /// far longer than it is busy). Boxed so that it costs a pointer once dropped.
+    request: Option<Box<Message>>,
     /// What a retransmitted request gets: the last provisional in Proceeding, the final in
     /// Completed.
     last_response: Option<Bytes>,
@@ -87,7 +90,7 @@ impl ServerTransaction {
             reliable,
             timers: *timers,
             state: if invite { ServerState::Proceeding } else { ServerState::Trying },
-            request,
+            request: Some(Box::new(request)),
             last_response: None,
             final_to_tag: None,
             retransmit: None,
@@ -97,9 +100,9 @@ impl ServerTransaction {
             events: VecDeque::new(),
             retransmissions: 0,
         };
-        if invite {
-            let mut trying = tx.request.response_to(100, "Trying", None);
-            if let Some(ts) = tx.request.header(HeaderName::Timestamp) {
+        if let Some(request) = tx.request.as_deref().filter(|_| invite) {
+            let mut trying = request.response_to(100, "Trying", None);
+            if let Some(ts) = request.header(HeaderName::Timestamp) {
                 trying.push_header(HeaderName::Timestamp, ts);
             }
             let bytes = trying.to_bytes();
@@ -117,9 +120,10 @@ impl ServerTransaction {
         self.state
     }
 
-    /// The request that created the transaction.
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request that created the transaction, until a final response is sent (then only
+    /// what answering retransmissions needs is kept).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_deref()
     }
 
     /// `true` for an INVITE server transaction.
@@ -146,7 +150,8 @@ impl ServerTransaction {
         let belongs = if self.invite {
             is_ack || method == Method::Invite
         } else {
-            !is_ack && self.request.method().is_some_and(|m| m.as_str() == method.as_str())
+            // The key carries the request's method (17.2.3), and outlives the request.
+            !is_ack && self.key.method() == method.as_str()
         };
         if !belongs {
             return Err(Error("request does not belong to this transaction"));
@@ -201,6 +206,7 @@ impl ServerTransaction {
             (true, S::Proceeding, 200..=299) => {
                 self.transmit.push_back(response.to_bytes());
                 self.last_response = None;
+                self.request = None;
                 self.state = S::Accepted;
                 self.linger = deadline(now, self.timers.l());
             }
@@ -212,6 +218,7 @@ impl ServerTransaction {
                 let bytes = response.to_bytes();
                 self.transmit.push_back(bytes.clone());
                 self.last_response = Some(bytes);
+                self.request = None;
                 self.state = S::Completed;
                 if !self.reliable {
                     self.retransmit = Retransmit::start(now, self.timers.g());
@@ -222,6 +229,7 @@ impl ServerTransaction {
                 let bytes = response.to_bytes();
                 self.transmit.push_back(bytes.clone());
                 self.last_response = Some(bytes);
+                self.request = None;
                 self.state = S::Completed;
                 self.linger_or_terminate(self.timers.j(self.reliable), now);
             }
@@ -268,7 +276,12 @@ impl ServerTransaction {
 
     /// The next datagram or stream write: a response or a retransmission of one.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmit.pop_front()
+        let next = self.transmit.pop_front();
+        if next.is_none() && self.request.is_none() && self.transmit.capacity() != 0 {
+            // Past the final response the queue is mostly empty for 64*T1: free its buffer.
+            self.transmit = VecDeque::new();
+        }
+        next
     }
 
     /// When `handle_timeout` must be called next; `None` when no timer runs.
@@ -277,7 +290,11 @@ impl ServerTransaction {
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.request.is_none() && self.events.capacity() != 0 {
+            self.events = VecDeque::new();
+        }
+        next
     }
 
     fn linger_or_terminate(&mut self, wait: Duration, now: Instant) {
@@ -294,6 +311,7 @@ impl ServerTransaction {
         self.timeout = None;
         self.linger = None;
         self.last_response = None;
+        self.request = None;
         self.events.push_back(ServerEvent::Terminated);
     }
 }

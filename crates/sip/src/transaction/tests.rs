@@ -774,7 +774,7 @@ fn client_keys_follow_17_1_3() {
     let inv = invite();
     let c = ClientTransaction::new(inv.clone(), false, &Timers::default(), t0).unwrap();
     assert_eq!(c.key().as_str(), "CINVITE z9hG4bK7f3a9c21e0");
-    assert_eq!(c.request().to_bytes(), inv.to_bytes());
+    assert_eq!(c.request().unwrap().to_bytes(), inv.to_bytes());
     let resp = response(&inv, 180, "x");
     assert_eq!(&TransactionKey::for_client_response(&resp).unwrap(), c.key());
     // The same branch with CSeq CANCEL is the CANCEL's client transaction.
@@ -783,4 +783,85 @@ fn client_keys_follow_17_1_3() {
     assert!(TransactionKey::for_client_response(&inv).is_err());
     // Client and server keys never collide.
     assert_ne!(&TransactionKey::for_server(&inv).unwrap(), c.key());
+}
+
+// ---- what lingers after the final response ----
+
+#[test]
+fn server_lets_its_request_go_with_the_final_response_and_still_answers_retransmissions() {
+    let t0 = Instant::now();
+    let t = Timers::default();
+    let req = options();
+    let mut s = ServerTransaction::new(req.clone(), false, &t, t0).unwrap();
+    assert!(s.request().is_some());
+    let ok = req.response_to(200, "OK", Some("g1"));
+    s.send_response(ok.clone(), t0).unwrap();
+    assert!(s.request().is_none(), "Completed keeps the key and the final, not the request");
+    assert_eq!(s.sent(), vec![ok.to_bytes()]);
+    s.handle_request(req.clone(), t0 + secs(1)).unwrap();
+    assert_eq!(s.sent(), vec![ok.to_bytes()], "the final again, from the bytes kept");
+    // The method check outlives the request: it is the key's.
+    assert!(s.handle_request(invite(), t0 + secs(1)).is_err());
+    assert!(s.handle_request(ack_for(&invite(), &ok), t0 + secs(1)).is_err());
+
+    // INVITE: a 2xx (Accepted) and a non-2xx (Completed) both let the request go.
+    let inv = invite();
+    let mut s = ServerTransaction::new(inv.clone(), false, &t, t0).unwrap();
+    s.send_response(inv.response_to(200, "OK", Some("g2")), t0).unwrap();
+    assert_eq!((s.state(), s.request().is_none()), (ServerState::Accepted, true));
+    s.handle_request(inv.clone(), t0 + secs(1)).unwrap();
+    assert_eq!(s.sent().len(), 2, "100 Trying and the 2xx once; 2xx retransmission is the TU's (RFC 6026)");
+    let mut s = ServerTransaction::new(inv.clone(), false, &t, t0).unwrap();
+    let busy = inv.response_to(486, "Busy Here", Some("g3"));
+    s.send_response(busy.clone(), t0).unwrap();
+    assert_eq!((s.state(), s.request().is_none()), (ServerState::Completed, true));
+    s.sent();
+    s.handle_request(inv.clone(), t0 + ms(100)).unwrap();
+    assert_eq!(s.sent(), vec![busy.to_bytes()]);
+    s.handle_request(ack_for(&inv, &busy), t0 + ms(200)).unwrap();
+    assert_eq!(s.state(), ServerState::Confirmed);
+}
+
+#[test]
+fn client_lets_its_request_go_with_the_final_response_and_still_acks_repeats() {
+    let t0 = Instant::now();
+    let t = Timers::default();
+    let inv = invite();
+    let mut c = ClientTransaction::new(inv.clone(), false, &t, t0).unwrap();
+    c.sent();
+    c.handle_response(response(&inv, 180, "x"), t0).unwrap();
+    assert!(c.request().is_some(), "a CANCEL is still built from it in Proceeding");
+    let busy = response(&inv, 486, "x");
+    c.handle_response(busy.clone(), t0 + ms(10)).unwrap();
+    assert_eq!((c.state(), c.request().is_none()), (ClientState::Completed, true));
+    let ack = c.sent();
+    assert_eq!(ack.len(), 1);
+    c.handle_response(busy, t0 + ms(20)).unwrap();
+    assert_eq!(c.sent(), ack, "the same ACK for a repeated final");
+    assert_eq!(c.run(t0 + ms(20), secs(100)).iter().map(|(_, n)| n).sum::<usize>(), 0, "nothing sent on its own");
+
+    let mut c = ClientTransaction::new(inv.clone(), false, &t, t0).unwrap();
+    c.handle_response(response(&inv, 200, "x"), t0).unwrap();
+    assert_eq!((c.state(), c.request().is_none()), (ClientState::Accepted, true));
+
+    let req = options();
+    let mut c = ClientTransaction::new(req.clone(), false, &t, t0).unwrap();
+    c.handle_response(response(&req, 200, "x"), t0).unwrap();
+    assert_eq!((c.state(), c.request().is_none()), (ClientState::Completed, true));
+    c.sent();
+    assert_eq!(c.run(t0, secs(100)).iter().map(|(_, n)| n).sum::<usize>(), 0, "no request again after its final");
+}
+
+#[test]
+fn keys_carry_their_method() {
+    let inv = invite();
+    assert_eq!(TransactionKey::for_server(&inv).unwrap().method(), "INVITE");
+    assert_eq!(TransactionKey::for_server(&options()).unwrap().method(), "OPTIONS");
+    let ack = ack_for(&inv, &inv.response_to(486, "Busy", Some("x")));
+    assert_eq!(TransactionKey::for_server(&ack).unwrap().method(), "INVITE", "an ACK finds its INVITE");
+    let old = parse(&INVITE.replace("z9hG4bK7f3a9c21e0", "old2543"));
+    let key = TransactionKey::for_server(&old).unwrap();
+    assert!(!key.is_rfc3261());
+    assert_eq!(key.method(), "INVITE");
+    assert_eq!(TransactionKey::for_client_response(&response(&inv, 180, "x")).unwrap().method(), "INVITE");
 }
