@@ -338,7 +338,8 @@ impl Transports {
     }
 
     /// Datagrams the kernel dropped because a UDP listener's receive buffer was full (the
-    /// switch did not read fast enough), as of the last datagram read on each listener.
+    /// switch did not read fast enough). The kernel reports them with the next datagram it
+    /// queues on that listener, so they show once traffic goes on.
     pub fn dropped_datagrams(&self) -> u64 {
         self.inner.udp.iter().map(|l| l.overflows.load(Ordering::Relaxed)).sum()
     }
@@ -859,5 +860,44 @@ where
             _ = tokio::time::sleep_until(deadline) => return "idle",
             _ = tokio::time::sleep_until(message_deadline) => return "message not finished in time",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Datagrams the switch did not read in time are dropped by the kernel, and counted.
+    #[tokio::test]
+    async fn datagrams_dropped_by_a_full_receive_buffer_are_counted() {
+        let spec: ListenSpec = "udp:127.0.0.1:0".parse().expect("spec");
+        let (tx, _rx) = mpsc::channel(1);
+        let t = Transports::bind(&[spec], TlsSettings::default(), TransportLimits::default(), tx).await.expect("bind");
+        let to = t.listeners()[0].addr;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        // Far more than the receive buffer holds: nobody reads meanwhile.
+        let datagram = [b'x'; 1200];
+        for _ in 0..20_000 {
+            let _ = peer.send_to(&datagram, to);
+        }
+        let mut reader = t.datagram_reader();
+        let mut read = 0;
+        let me = peer.local_addr().expect("addr");
+        async fn drain(reader: &mut DatagramReader, me: SocketAddr) -> usize {
+            let mut n = 0;
+            while tokio::time::timeout(Duration::from_millis(300), reader.readable()).await.is_ok() {
+                n += reader.read(256, |m, _| {
+                    assert_eq!(m.data.len(), 1200);
+                    assert_eq!(m.remote, me);
+                });
+            }
+            n
+        }
+        read += drain(&mut reader, me).await;
+        // The kernel reports its drops with the next datagram it queues.
+        let _ = peer.send_to(&datagram, to);
+        read += drain(&mut reader, me).await;
+        assert!(read > 0, "nothing was read");
+        assert!(t.dropped_datagrams() > 0, "the kernel's drops were not counted");
     }
 }
