@@ -350,6 +350,7 @@ impl Transports {
             inner: self.inner.clone(),
             bufs: vec![vec![0u8; MAX_DATAGRAM]; RECV_BATCH],
             got: Vec::with_capacity(RECV_BATCH),
+            first: 0,
         }
     }
 
@@ -586,6 +587,9 @@ pub struct DatagramReader {
     bufs: Vec<Vec<u8>>,
     /// Length and sender of each datagram of the last batch.
     got: Vec<(usize, SocketAddr)>,
+    /// The listener read first on the next turn: turns go round, so a flood on one listener
+    /// cannot use every turn's budget before the others are read.
+    first: usize,
 }
 
 impl DatagramReader {
@@ -609,7 +613,10 @@ impl DatagramReader {
     /// again; one cut short by the budget stays ready for the next turn.
     pub fn read(&mut self, budget: usize, mut deliver: impl FnMut(Inbound, std::time::Instant)) -> usize {
         let mut read = 0;
-        for l in &self.inner.udp {
+        let count = self.inner.udp.len();
+        let first = self.first;
+        self.first = (first + 1) % count.max(1);
+        for l in self.inner.udp[first..].iter().chain(&self.inner.udp[..first]) {
             // Each error counts against the budget so a socket in trouble cannot spin us.
             while read < budget {
                 let want = (budget - read).min(RECV_BATCH);
