@@ -413,24 +413,6 @@ impl Transports {
         result
     }
 
-    /// Sends a datagram without waiting: the socket's buffer takes it, or (rarely, when the
-    /// buffer is full) a task finishes the send.
-    pub fn try_send_udp(&self, out: &Outbound) -> io::Result<()> {
-        let sock = self.udp_socket(out.local, out.remote)?;
-        match sock.try_send_to(&out.data, out.remote) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let sock = sock.clone();
-                let (data, remote) = (out.data.clone(), out.remote);
-                tokio::spawn(async move {
-                    let _ = sock.send_to(&data, remote).await;
-                });
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn udp_socket(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<&Arc<UdpSocket>> {
         self.udp_listener(local, remote).map(|i| &self.inner.udp[i].sock)
     }
