@@ -1,7 +1,7 @@
 //! The registrar's bindings (`registrations`): what a device of a credential connection bound
 //! with REGISTER, shared by every node (each keeps an in-memory cache; this is the truth a node
-//! starting or taking over reads). Written by the engine after each accepted REGISTER
-//! ([`crate::Store::upsert_registrations`], [`crate::Store::remove_registrations`]), swept by
+//! starting or taking over reads). Written by the node as REGISTERs change them, what queued
+//! meanwhile in one transaction ([`crate::Store::write_registrations`]), swept by
 //! [`crate::Store::expire_registrations`], read by the API
 //! ([`crate::Repository::list_registrations`]).
 
