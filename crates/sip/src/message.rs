@@ -570,13 +570,19 @@ impl Message {
     }
 
     fn empty() -> Message {
+        // Room for a typical message built from scratch (start line and a dozen fields), so
+        // building it does not reallocate at every header.
+        Message::empty_with_capacity(256, 12)
+    }
+
+    fn empty_with_capacity(text: usize, fields: usize) -> Message {
         Message {
             buf: Bytes::new(),
             head_len: 0,
-            edits: String::new(),
+            edits: String::with_capacity(text),
             start: Start::Response { version: Span::EMPTY, code: 0, reason: Span::EMPTY },
             start_line: None,
-            fields: Vec::new(),
+            fields: Vec::with_capacity(fields),
             body: Bytes::new(),
             edited: true,
             fault: None,
@@ -586,20 +592,35 @@ impl Message {
     /// A response to this request per RFC 3261 section 8.2.6: Via (all), From, To, Call-ID and
     /// CSeq copied; a To tag is added when given and the To has none (never on 100).
     pub fn response_to(&self, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
-        let mut r = Message::new_response(code, reason);
-        for f in &self.fields {
-            use HeaderName as H;
-            if matches!(f.name, H::Via | H::From | H::To | H::CallId | H::CSeq) {
-                let value = self.text(f.value);
-                if f.name == H::To
-                    && code != 100
-                    && let Some(tag) = to_tag
-                    && crate::headers::NameAddr::parse(value).is_ok_and(|t| t.tag().is_none())
-                {
-                    r.push_header(H::To, &format!("{value};tag={tag}"));
-                } else {
-                    r.push_header(f.name, value);
-                }
+        use HeaderName as H;
+        let copied = |f: &&Field| matches!(f.name, H::Via | H::From | H::To | H::CallId | H::CSeq);
+        // Sized up front: one allocation each for the text and the field list, not a run of
+        // reallocations as the fields are pushed.
+        let (mut count, mut text) = (0, "SIP/2.0".len() + reason.len() + to_tag.map_or(0, |t| t.len() + 5));
+        for f in self.fields.iter().filter(copied) {
+            count += 1;
+            text += f.name.as_str().len() + (f.value.end - (f.value.start & !EDIT)) as usize;
+        }
+        let mut r = Message::empty_with_capacity(text, count);
+        let version = r.push_edit("SIP/2.0");
+        let reason = r.push_edit(reason);
+        r.start = Start::Response { version, code, reason };
+        for f in self.fields.iter().filter(copied) {
+            let value = self.text(f.value);
+            if f.name == H::To
+                && code != 100
+                && let Some(tag) = to_tag
+                && crate::headers::NameAddr::parse(value).is_ok_and(|t| t.tag().is_none())
+            {
+                let name_text = r.push_edit(H::To.as_str());
+                let start = r.edits.len();
+                r.edits.push_str(value);
+                r.edits.push_str(";tag=");
+                r.edits.push_str(tag);
+                let value = Span::edit(start, r.edits.len());
+                r.fields.push(Field { name: H::To, name_text, value, line: None });
+            } else {
+                r.push_header(f.name, value);
             }
         }
         r
@@ -760,7 +781,10 @@ impl Message {
         if !self.edited {
             return self.buf.clone();
         }
-        let mut out = BytesMut::with_capacity(self.head_len + self.edits.len() + self.body.len() + 64);
+        // Every byte written comes from the original head, the edits or the body, plus at most
+        // `: ` and CRLF per field and the start line's and Content-Length's own: one allocation.
+        let mut out =
+            BytesMut::with_capacity(self.head_len + self.edits.len() + self.body.len() + 4 * self.fields.len() + 64);
         // A datagram may end without line breaks after its last line; copies get one back.
         let put_line = |out: &mut BytesMut, line: &str| {
             out.put_slice(line.as_bytes());

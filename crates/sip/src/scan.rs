@@ -387,14 +387,29 @@ impl<'a> Iterator for ListIter<'a> {
         let mut i = start;
         let mut in_quote = false;
         let mut in_angle = false;
+        // Jumps from one byte that matters in the current state to the next (memchr), rather
+        // than looking at every byte: in a quoted string only `"` and `\\` matter, inside
+        // `<...>` only `"` and `>`, elsewhere `,`, `"` and `<`.
         while i < b.len() {
+            let rest = &b[i..];
+            let next = if in_quote {
+                memchr::memchr2(b'"', b'\\', rest)
+            } else if in_angle {
+                memchr::memchr2(b'"', b'>', rest)
+            } else {
+                memchr::memchr3(b',', b'"', b'<', rest)
+            };
+            let Some(n) = next else {
+                i = b.len();
+                break;
+            };
+            i += n;
             match b[i] {
-                b'\\' if in_quote => i += 1,
+                b'\\' => i += 1,
                 b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => break,
-                _ => {}
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ => break, // ',' outside quotes and angle brackets
             }
             i += 1;
         }
