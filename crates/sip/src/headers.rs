@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::message::{Message, Method};
+use crate::message::{LayoutHost, Message, Method, ViaLayout};
 use crate::scan::{self, Cursor, Params, is_token, parse_params, parse_u32, split_list, trim_lws};
 use crate::uri::{Host, Uri, parse_host, parse_uri};
 use crate::{Error, SipUri};
@@ -733,6 +733,13 @@ impl Message {
         self.header_values(HeaderName::Via).flat_map(split_list).map(Via::parse)
     }
     pub fn top_via(&self) -> Result<Via<'_>, Error> {
+        match self.cached_top_via() {
+            Some(via) => Ok(via),
+            None => self.parse_top_via(),
+        }
+    }
+    /// The top Via, decoded from the text (never from the cache).
+    pub(crate) fn parse_top_via(&self) -> Result<Via<'_>, Error> {
         self.vias().next().unwrap_or(Err(Error("missing Via")))
     }
     pub fn from(&self) -> Result<NameAddr<'_>, Error> {
@@ -830,11 +837,46 @@ impl Message {
         if !needs_received && !wants_rport {
             return true;
         }
-        let mut v = format!("{}/{}/{} {}", via.protocol_name, via.protocol_version, via.transport, via.host);
+        // Built by hand into one allocation (the formatting machinery cost more than the rest),
+        // noting where each part lands so the new top Via need not be parsed again.
+        let mut v = String::with_capacity(
+            via.protocol_name.len()
+                + via.protocol_version.len()
+                + via.transport.len()
+                + if let Host::Domain(d) = via.host { d.len() } else { 0 }
+                + via.params.as_str().len()
+                + 96,
+        );
+        let put = |v: &mut String, part: &str| {
+            let start = v.len() as u32;
+            v.push_str(part);
+            (start, v.len() as u32)
+        };
+        let protocol_name = put(&mut v, via.protocol_name);
+        v.push('/');
+        let protocol_version = put(&mut v, via.protocol_version);
+        v.push('/');
+        let transport = put(&mut v, via.transport);
+        v.push(' ');
+        let host = match via.host {
+            Host::Domain(d) => {
+                let (a, b) = put(&mut v, d);
+                LayoutHost::Domain(a, b)
+            }
+            Host::Ipv4(a) => {
+                crate::message::push_ipv4(&mut v, a);
+                LayoutHost::Ipv4(a)
+            }
+            Host::Ipv6(a) => {
+                crate::message::push_host(&mut v, &via.host);
+                LayoutHost::Ipv6(a)
+            }
+        };
         if let Some(p) = via.port {
             v.push(':');
             v.push_str(crate::message::itoa_u32(u32::from(p)).as_str());
         }
+        let params_start = v.len() as u32;
         for (name, value) in via.params.iter() {
             if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
                 continue;
@@ -848,12 +890,25 @@ impl Message {
         }
         // RFC 3581 section 4: with rport, received is added even when the address matches.
         v.push_str(";received=");
-        v.push_str(&ip.to_string());
+        crate::message::push_ip(&mut v, ip);
         if wants_rport {
             v.push_str(";rport=");
             v.push_str(crate::message::itoa_u32(u32::from(source.port())).as_str());
         }
-        self.replace_first_value(HeaderName::Via, &v)
+        let layout = ViaLayout {
+            protocol_name,
+            protocol_version,
+            transport,
+            host,
+            port: via.port,
+            params: (params_start, v.len() as u32),
+        };
+        // The new field's value starts with `v`.
+        let replaced = self.replace_first_value(HeaderName::Via, &v);
+        if replaced {
+            self.remember_top_via(layout);
+        }
+        replaced
     }
 
     /// The one value of a header that may appear once.
@@ -965,6 +1020,39 @@ mod tests {
         let mut m = Message::parse(bytes::Bytes::from(text2), crate::Framing::Datagram).unwrap();
         assert!(m.stamp_received("192.0.2.7:5060".parse().unwrap()));
         assert!(m.is_untouched());
+    }
+
+    #[test]
+    fn decoded_top_via_follows_edits() {
+        let text = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK1;rport, SIP/2.0/TCP h2\r\n\
+            Via: SIP/2.0/UDP h3;branch=z9hG4bK3\r\nMax-Forwards: 70\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=1\r\n\
+            Call-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let crate::Verdict::Accept(mut m) = crate::inspect(
+            bytes::Bytes::from_static(text.as_bytes()),
+            crate::Framing::Datagram,
+            &crate::Policy::default(),
+        ) else {
+            panic!("accepted")
+        };
+        let fresh = |m: &Message| m.parse_top_via().map(|v| format!("{v:?}"));
+        assert!(m.cached_top_via().is_some(), "inspect keeps the top Via it decoded");
+        assert_eq!(m.top_via().map(|v| format!("{v:?}")), fresh(&m));
+        assert!(m.stamp_received("[2001:db8::7]:40000".parse().unwrap()));
+        let v = m.cached_top_via().expect("stamping keeps the new top Via");
+        assert_eq!(v.received(), Some("2001:db8::7"));
+        assert_eq!(v.rport(), Some(Some(40000)));
+        assert_eq!(m.top_via().map(|v| format!("{v:?}")), fresh(&m));
+        let copy = m.clone();
+        assert_eq!(copy.top_via().map(|v| format!("{v:?}")), fresh(&m));
+        m.remove_first_value(HeaderName::Via);
+        assert!(m.cached_top_via().is_none());
+        assert_eq!(m.top_via().unwrap().transport, "TCP");
+        let mut m = copy;
+        m.prepend_header(HeaderName::Via, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKnew");
+        assert!(m.cached_top_via().is_none());
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bKnew"));
+        m.remove_headers(HeaderName::Via);
+        assert_eq!(m.top_via(), Err(Error("missing Via")));
     }
 
     #[test]

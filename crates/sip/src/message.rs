@@ -141,6 +141,65 @@ pub struct Message {
     edited: bool,
     /// The first structural fault found while splitting (see [`ParseError::partial`]).
     fault: Option<Error>,
+    /// The top Via as decoded once (by [`crate::inspect`] or [`Message::stamp_received`]), so
+    /// the transaction key, the reply route and the rest do not parse it again.
+    /// Shared, not inline: it keeps `Message` small, and a clone shares it without copying.
+    top_via: Option<std::sync::Arc<TopVia>>,
+}
+
+/// Where the parts of a decoded top Via lie in the text of the first Via field: byte ranges
+/// relative to the start of that field's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ViaLayout {
+    pub(crate) protocol_name: (u32, u32),
+    pub(crate) protocol_version: (u32, u32),
+    pub(crate) transport: (u32, u32),
+    pub(crate) host: LayoutHost,
+    pub(crate) port: Option<u16>,
+    pub(crate) params: (u32, u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LayoutHost {
+    Domain(u32, u32),
+    Ipv4(std::net::Ipv4Addr),
+    Ipv6(std::net::Ipv6Addr),
+}
+
+impl ViaLayout {
+    /// The layout of `via`, decoded from the first element of `value` (its slices borrow it).
+    pub(crate) fn of(value: &str, via: &crate::Via<'_>) -> Option<ViaLayout> {
+        let base = value.as_ptr() as usize;
+        let range = |part: &str| -> Option<(u32, u32)> {
+            let start = (part.as_ptr() as usize).checked_sub(base)?;
+            let end = start + part.len();
+            (end <= value.len()).then_some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+        };
+        Some(ViaLayout {
+            protocol_name: range(via.protocol_name)?,
+            protocol_version: range(via.protocol_version)?,
+            transport: range(via.transport)?,
+            host: match via.host {
+                crate::Host::Domain(d) => {
+                    let (a, b) = range(d)?;
+                    LayoutHost::Domain(a, b)
+                }
+                crate::Host::Ipv4(a) => LayoutHost::Ipv4(a),
+                crate::Host::Ipv6(a) => LayoutHost::Ipv6(a),
+            },
+            port: via.port,
+            params: range(via.params.as_str())?,
+        })
+    }
+}
+
+/// A decoded top Via: valid while the first Via field still has the value span it had when
+/// the Via was decoded. Every edit gives a field a new span (edits only ever append), so a
+/// changed, removed or newly prepended Via field can never be mistaken for the one decoded.
+#[derive(Clone, Copy, Debug)]
+struct TopVia {
+    field: Span,
+    layout: ViaLayout,
 }
 
 /// A message that could not be parsed. `partial` holds what could be split out of it (start
@@ -428,6 +487,7 @@ impl Message {
             body,
             edited: false,
             fault,
+            top_via: None,
         })
     }
 
@@ -452,6 +512,48 @@ impl Message {
             let b = bytes.get(s.start as usize..s.end as usize).unwrap_or(b"");
             head_str(b)
         }
+    }
+
+    /// The value span of the first Via field.
+    fn first_via_span(&self) -> Option<Span> {
+        self.fields.iter().find(|f| f.name == HeaderName::Via).map(|f| f.value)
+    }
+
+    /// The top Via decoded earlier, if the first Via field is still the one it came from.
+    pub(crate) fn cached_top_via(&self) -> Option<crate::Via<'_>> {
+        let c = self.top_via.as_ref()?;
+        if self.first_via_span() != Some(c.field) {
+            return None;
+        }
+        let part = |(a, b): (u32, u32)| self.text(Span { start: c.field.start + a, end: (c.field.start & !EDIT) + b });
+        let l = &c.layout;
+        Some(crate::Via {
+            protocol_name: part(l.protocol_name),
+            protocol_version: part(l.protocol_version),
+            transport: part(l.transport),
+            host: match l.host {
+                LayoutHost::Domain(a, b) => crate::Host::Domain(part((a, b))),
+                LayoutHost::Ipv4(a) => crate::Host::Ipv4(a),
+                LayoutHost::Ipv6(a) => crate::Host::Ipv6(a),
+            },
+            port: l.port,
+            params: crate::scan::Params::from_raw(part(l.params)),
+        })
+    }
+
+    /// Remembers the top Via, laid out within the current first Via field's value.
+    pub(crate) fn remember_top_via(&mut self, layout: ViaLayout) {
+        self.top_via = self.first_via_span().map(|field| std::sync::Arc::new(TopVia { field, layout }));
+        debug_assert!(
+            self.top_via.is_none() || self.cached_top_via() == Some(self.parse_top_via().expect("cached Via parses")),
+            "top Via cache disagrees with the parser"
+        );
+    }
+
+    /// The layout of `via`, which must have been decoded from the first element of the first
+    /// Via field (as [`Message::vias`] yields it), for [`Message::remember_top_via`].
+    pub(crate) fn top_via_layout(&self, via: &crate::Via<'_>) -> Option<ViaLayout> {
+        ViaLayout::of(self.text(self.first_via_span()?), via)
     }
 
     fn push_edit(&mut self, s: &str) -> Span {
@@ -586,6 +688,7 @@ impl Message {
             body: Bytes::new(),
             edited: true,
             fault: None,
+            top_via: None,
         }
     }
 
@@ -913,6 +1016,42 @@ pub(crate) fn itoa_u32(mut n: u32) -> ItoaBuf {
         }
     }
     ItoaBuf { buf, start: i }
+}
+
+/// Appends an IPv4 address in dotted-quad form without the formatting machinery (hot path:
+/// `received` on every request, sent-by in transaction keys).
+pub(crate) fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(itoa_u32(u32::from(o)).as_str());
+    }
+}
+
+/// Appends an IP address as `received` carries it: IPv4 dotted, IPv6 in its canonical text
+/// (RFC 5952, what `Display` writes; rare enough for the formatting machinery).
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => push_ipv4(out, a),
+        std::net::IpAddr::V6(a) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// Appends a host as written in a URI or sent-by (IPv6 in brackets), as `Display` does.
+pub(crate) fn push_host(out: &mut String, host: &crate::Host<'_>) {
+    match *host {
+        crate::Host::Domain(d) => out.push_str(d),
+        crate::Host::Ipv4(a) => push_ipv4(out, a),
+        crate::Host::Ipv6(a) => {
+            out.push('[');
+            push_ip(out, std::net::IpAddr::V6(a));
+            out.push(']');
+        }
+    }
 }
 
 pub(crate) struct ItoaBuf {

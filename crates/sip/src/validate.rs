@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::Error;
 use crate::headers::{Contacts, HeaderName, MediaType, parse_number};
-use crate::message::{Framing, Message, Method};
+use crate::message::{Framing, Message, Method, ViaLayout};
 use crate::uri::Uri;
 
 /// What the server supports: the inputs of the checks that are not pure syntax.
@@ -116,9 +116,13 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
             };
         }
     };
+    let mut msg = msg;
     if msg.is_response() {
-        return match check_response(&msg) {
-            Ok(()) => Verdict::Accept(msg),
+        return match check_response_at(&msg) {
+            Ok(layout) => {
+                remember(&mut msg, layout);
+                Verdict::Accept(msg)
+            }
             Err(e) => Verdict::Drop(e),
         };
     }
@@ -128,18 +132,33 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
     if too_large {
         return Verdict::Reject { rejection: Rejection::new(513, "Message Too Large"), request: Box::new(msg) };
     }
-    match check_request(&msg, policy) {
-        Ok(()) => Verdict::Accept(msg),
+    match check_request_at(&msg, policy) {
+        Ok(layout) => {
+            remember(&mut msg, layout);
+            Verdict::Accept(msg)
+        }
         Err(rejection) => Verdict::Reject { rejection, request: Box::new(msg) },
+    }
+}
+
+/// Keeps the top Via the checks decoded, for everything that reads it after the door.
+fn remember(msg: &mut Message, layout: Option<ViaLayout>) {
+    if let Some(layout) = layout {
+        msg.remember_top_via(layout);
     }
 }
 
 /// A response is usable only if it can be matched to a transaction: status line, Via, CSeq,
 /// From, To and Call-ID must all be well formed.
 pub fn check_response(msg: &Message) -> Result<(), Error> {
+    check_response_at(msg).map(|_| ())
+}
+
+/// [`check_response`], returning where the top Via it decoded lies.
+fn check_response_at(msg: &Message) -> Result<Option<ViaLayout>, Error> {
     // Every Via parsed once; the first is the top one.
     let mut vias = msg.vias();
-    vias.next().unwrap_or(Err(Error("missing Via")))?;
+    let top_via = vias.next().unwrap_or(Err(Error("missing Via")))?;
     for via in vias {
         via?;
     }
@@ -147,11 +166,16 @@ pub fn check_response(msg: &Message) -> Result<(), Error> {
     msg.from()?;
     msg.to()?;
     msg.call_id()?;
-    Ok(())
+    Ok(msg.top_via_layout(&top_via))
 }
 
 /// The checks on a parsed request, in the order a server applies them.
 pub fn check_request(msg: &Message, policy: &Policy) -> Result<(), Rejection> {
+    check_request_at(msg, policy).map(|_| ())
+}
+
+/// [`check_request`], returning where the top Via it decoded lies.
+fn check_request_at(msg: &Message, policy: &Policy) -> Result<Option<ViaLayout>, Rejection> {
     let method = msg.method().ok_or_else(|| Rejection::bad(Error("not a request")))?;
 
     // Syntax of the headers every request needs (RFC 3261 section 8.1.1).
@@ -268,7 +292,7 @@ pub fn check_request(msg: &Message, policy: &Policy) -> Result<(), Rejection> {
             }
         }
     }
-    Ok(())
+    Ok(msg.top_via_layout(&top_via))
 }
 
 fn contact_fault(e: Error) -> Error {
