@@ -1056,6 +1056,28 @@ mod tests {
     }
 
     #[test]
+    fn decoded_to_tag_follows_edits() {
+        let text = "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+            To: <sip:a@b>;tag=t1\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\nCSeq: 2 BYE\r\n\r\n";
+        let crate::Verdict::Accept(mut m) = crate::inspect(
+            bytes::Bytes::from_static(text.as_bytes()),
+            crate::Framing::Datagram,
+            &crate::Policy::default(),
+        ) else {
+            panic!("accepted")
+        };
+        assert_eq!(m.to_tag(), Ok(Some("t1")));
+        let r = m.response_to(200, "OK", Some("other"));
+        assert_eq!(r.to_tag(), Ok(Some("t1")), "a To with a tag keeps it");
+        m.set_header(HeaderName::To, "<sip:a@b>");
+        assert_eq!(m.to_tag(), Ok(None));
+        let r = m.response_to(200, "OK", Some("new"));
+        assert_eq!(r.to_tag(), Ok(Some("new")));
+        m.push_header(HeaderName::To, "<sip:a@b>;tag=t2");
+        assert_eq!(m.to_tag(), Err(Error("more than one To")));
+    }
+
+    #[test]
     fn cseq_and_numbers() {
         assert_eq!(CSeq::parse("0009\r\n  INVITE").unwrap(), CSeq { seq: 9, method: Method::Invite });
         assert!(CSeq::parse("36893488147419103232 INVITE").is_err());

@@ -141,10 +141,18 @@ pub struct Message {
     edited: bool,
     /// The first structural fault found while splitting (see [`ParseError::partial`]).
     fault: Option<Error>,
-    /// The top Via as decoded once (by [`crate::inspect`] or [`Message::stamp_received`]), so
-    /// the transaction key, the reply route and the rest do not parse it again.
-    /// Shared, not inline: it keeps `Message` small, and a clone shares it without copying.
-    top_via: Option<std::sync::Arc<TopVia>>,
+    /// What was decoded once (by [`crate::inspect`] or [`Message::stamp_received`]) so the
+    /// transaction key, the reply route, responses and the rest do not parse it again. Shared,
+    /// not inline: it keeps `Message` small, and a clone shares it without copying.
+    decoded: Option<std::sync::Arc<Decoded>>,
+}
+
+/// Headers decoded once, each valid only while its field keeps the value span it had.
+#[derive(Clone, Copy, Debug, Default)]
+struct Decoded {
+    top_via: Option<TopVia>,
+    /// The To field's value span, and where its tag lies within it (`None`: no tag).
+    to: Option<(Span, Option<(u32, u32)>)>,
 }
 
 /// Where the parts of a decoded top Via lie in the text of the first Via field: byte ranges
@@ -487,7 +495,7 @@ impl Message {
             body,
             edited: false,
             fault,
-            top_via: None,
+            decoded: None,
         })
     }
 
@@ -521,7 +529,7 @@ impl Message {
 
     /// The top Via decoded earlier, if the first Via field is still the one it came from.
     pub(crate) fn cached_top_via(&self) -> Option<crate::Via<'_>> {
-        let c = self.top_via.as_ref()?;
+        let c = self.decoded.as_ref()?.top_via.as_ref()?;
         if self.first_via_span() != Some(c.field) {
             return None;
         }
@@ -543,11 +551,64 @@ impl Message {
 
     /// Remembers the top Via, laid out within the current first Via field's value.
     pub(crate) fn remember_top_via(&mut self, layout: ViaLayout) {
-        self.top_via = self.first_via_span().map(|field| std::sync::Arc::new(TopVia { field, layout }));
+        let top_via = self.first_via_span().map(|field| TopVia { field, layout });
+        self.decoded_mut().top_via = top_via;
         debug_assert!(
-            self.top_via.is_none() || self.cached_top_via() == Some(self.parse_top_via().expect("cached Via parses")),
+            top_via.is_none() || self.cached_top_via() == Some(self.parse_top_via().expect("cached Via parses")),
             "top Via cache disagrees with the parser"
         );
+    }
+
+    fn decoded_mut(&mut self) -> &mut Decoded {
+        std::sync::Arc::make_mut(self.decoded.get_or_insert_with(Default::default))
+    }
+
+    /// The value span of the one field named `name` (none when absent or repeated).
+    fn single_span(&self, name: HeaderName) -> Option<Span> {
+        let mut it = self.fields.iter().filter(|f| f.name == name);
+        let f = it.next()?;
+        if it.next().is_some() { None } else { Some(f.value) }
+    }
+
+    /// The To tag decoded earlier for the To field whose value has this span: `Some(None)` when
+    /// that To parsed and has no tag.
+    pub(crate) fn cached_to_tag(&self, field: Span) -> Option<Option<&str>> {
+        let (span, tag) = self.decoded.as_ref()?.to?;
+        if span != field {
+            return None;
+        }
+        Some(tag.map(|(a, b)| self.text(Span { start: span.start + a, end: (span.start & !EDIT) + b })))
+    }
+
+    /// The To tag: from what [`crate::inspect`] decoded when the To field is unchanged, else
+    /// by decoding the To header.
+    pub fn to_tag(&self) -> Result<Option<&str>, Error> {
+        if let Some(field) = self.single_span(HeaderName::To)
+            && let Some(tag) = self.cached_to_tag(field)
+        {
+            return Ok(tag);
+        }
+        self.to().map(|to| to.tag())
+    }
+
+    /// Where `tag` (the tag of the decoded single To header) lies in the To field's value.
+    pub(crate) fn to_tag_layout(&self, tag: Option<&str>) -> Option<Option<(u32, u32)>> {
+        let value = self.text(self.single_span(HeaderName::To)?);
+        match tag {
+            None => Some(None),
+            Some(t) => {
+                let start = (t.as_ptr() as usize).checked_sub(value.as_ptr() as usize)?;
+                let end = start + t.len();
+                (end <= value.len()).then_some(Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?)))
+            }
+        }
+    }
+
+    /// Remembers the decoded To's tag layout (from [`Message::to_tag_layout`]).
+    pub(crate) fn remember_to_tag(&mut self, tag: Option<(u32, u32)>) {
+        let Some(field) = self.single_span(HeaderName::To) else { return };
+        self.decoded_mut().to = Some((field, tag));
+        debug_assert_eq!(self.to_tag(), self.to().map(|to| to.tag()), "To tag cache disagrees with the parser");
     }
 
     /// The layout of `via`, which must have been decoded from the first element of the first
@@ -688,7 +749,7 @@ impl Message {
             body: Bytes::new(),
             edited: true,
             fault: None,
-            top_via: None,
+            decoded: None,
         }
     }
 
@@ -713,7 +774,10 @@ impl Message {
             if f.name == H::To
                 && code != 100
                 && let Some(tag) = to_tag
-                && crate::headers::NameAddr::parse(value).is_ok_and(|t| t.tag().is_none())
+                && match self.cached_to_tag(f.value) {
+                    Some(tag) => tag.is_none(),
+                    None => crate::headers::NameAddr::parse(value).is_ok_and(|t| t.tag().is_none()),
+                }
             {
                 let name_text = r.push_edit(H::To.as_str());
                 let start = r.edits.len();

@@ -141,10 +141,19 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
     }
 }
 
-/// Keeps the top Via the checks decoded, for everything that reads it after the door.
-fn remember(msg: &mut Message, layout: Option<ViaLayout>) {
-    if let Some(layout) = layout {
+/// Where the headers the checks decoded lie, for everything that reads them after the door.
+struct Decoding {
+    top_via: Option<ViaLayout>,
+    to_tag: Option<Option<(u32, u32)>>,
+}
+
+/// Keeps what the checks decoded.
+fn remember(msg: &mut Message, d: Decoding) {
+    if let Some(layout) = d.top_via {
         msg.remember_top_via(layout);
+    }
+    if let Some(tag) = d.to_tag {
+        msg.remember_to_tag(tag);
     }
 }
 
@@ -154,8 +163,8 @@ pub fn check_response(msg: &Message) -> Result<(), Error> {
     check_response_at(msg).map(|_| ())
 }
 
-/// [`check_response`], returning where the top Via it decoded lies.
-fn check_response_at(msg: &Message) -> Result<Option<ViaLayout>, Error> {
+/// [`check_response`], returning where the headers it decoded lie.
+fn check_response_at(msg: &Message) -> Result<Decoding, Error> {
     // Every Via parsed once; the first is the top one.
     let mut vias = msg.vias();
     let top_via = vias.next().unwrap_or(Err(Error("missing Via")))?;
@@ -164,9 +173,9 @@ fn check_response_at(msg: &Message) -> Result<Option<ViaLayout>, Error> {
     }
     msg.cseq()?;
     msg.from()?;
-    msg.to()?;
+    let to = msg.to()?;
     msg.call_id()?;
-    Ok(msg.top_via_layout(&top_via))
+    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
 }
 
 /// The checks on a parsed request, in the order a server applies them.
@@ -174,8 +183,8 @@ pub fn check_request(msg: &Message, policy: &Policy) -> Result<(), Rejection> {
     check_request_at(msg, policy).map(|_| ())
 }
 
-/// [`check_request`], returning where the top Via it decoded lies.
-fn check_request_at(msg: &Message, policy: &Policy) -> Result<Option<ViaLayout>, Rejection> {
+/// [`check_request`], returning where the headers it decoded lie.
+fn check_request_at(msg: &Message, policy: &Policy) -> Result<Decoding, Rejection> {
     let method = msg.method().ok_or_else(|| Rejection::bad(Error("not a request")))?;
 
     // Syntax of the headers every request needs (RFC 3261 section 8.1.1).
@@ -292,7 +301,7 @@ fn check_request_at(msg: &Message, policy: &Policy) -> Result<Option<ViaLayout>,
             }
         }
     }
-    Ok(msg.top_via_layout(&top_via))
+    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
 }
 
 fn contact_fault(e: Error) -> Error {
