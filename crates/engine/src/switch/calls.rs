@@ -5,7 +5,6 @@
 //! [`AdmissionRequest`] and comes back through [`Core::admit`]; a call's end goes out as a
 //! [`CallNotice`] with its report.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +19,7 @@ use trunking::catalog::Reason;
 use trunking::rating;
 use trunking::routing::AttemptOutcome;
 
-use super::{Core, Due, ReplyRoute, bump};
+use super::{Core, Due, HashMap, ReplyRoute, bump};
 use crate::admission::{Admission, AdmissionRequest, AdmittedCall, CallContext};
 use crate::call::{Action, Call, CallEvent, CallSetup, CallState, HangupBy, OutRef, RouteTarget, Side, TxnRef};
 use crate::counters::ChannelLease;
@@ -429,9 +428,9 @@ impl Core {
             b_call_id,
             targets,
             routes,
-            invites: HashMap::new(),
-            server_txns: HashMap::new(),
-            acks: HashMap::new(),
+            invites: HashMap::default(),
+            server_txns: HashMap::default(),
+            acks: HashMap::default(),
             answer: None,
             clients: 0,
             received: pending.received,
@@ -860,10 +859,10 @@ impl Core {
                             c.invites.remove(&attempt);
                         }
                         if c.acks.is_empty() {
-                            c.acks = HashMap::new();
+                            c.acks = HashMap::default();
                         }
                         if c.invites.is_empty() {
-                            c.invites = HashMap::new();
+                            c.invites = HashMap::default();
                         }
                     }
                 }
