@@ -479,7 +479,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(std::cmp::Reverse((at, Due::Call(id))));
+            self.timers.push(at, Due::Call(id));
         }
         self.calls.insert(id, entry);
         self.publish_gauges();
@@ -874,7 +874,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(std::cmp::Reverse((at, Due::Client(key.clone()))));
+            self.timers.push(at, Due::Client(key.clone()));
         }
         self.publish_client_count();
         if let Some(call) = touched {
