@@ -302,75 +302,12 @@ struct ServerEntry {
 
 /// What a deadline in the timer heap belongs to. Transaction keys are shared, so an entry
 /// costs no allocation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Server(TransactionKey),
     Client(TransactionKey),
     Call(u64),
     Uac(u64),
-}
-
-/// One deadline in the heap. Ordered by its instant, then by the order deadlines were pushed,
-/// never by what they belong to: many share an instant (everything made in one driver turn is
-/// due at the same now + 64*T1), and breaking those ties by comparing transaction keys' text was
-/// most of the heap's cost.
-#[derive(Debug)]
-struct Deadline {
-    at: Instant,
-    seq: u64,
-    due: Due,
-}
-
-impl PartialEq for Deadline {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-/// The deadlines of transactions and calls, earliest first (equal instants in the order pushed).
-#[derive(Debug, Default)]
-struct Deadlines {
-    heap: BinaryHeap<Reverse<Deadline>>,
-    next_seq: u64,
-}
-
-impl Deadlines {
-    fn push(&mut self, at: Instant, due: Due) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.heap.push(Reverse(Deadline { at, seq, due }));
-    }
-
-    fn earliest(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(d)| d.at)
-    }
-
-    /// The earliest deadline, if it is due at `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Due)> {
-        if self.earliest()? > now {
-            return None;
-        }
-        self.heap.pop().map(|Reverse(d)| (d.at, d.due))
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.heap.len()
-    }
 }
 
 /// The methods the transaction user tells apart today.
@@ -390,7 +327,7 @@ pub struct Core {
     /// Deadlines of transactions and calls, earliest first. Each holds one entry at a time (the
     /// `scheduled` of its table entry): a deadline moved later waits for the earlier entry to
     /// fire and re-arms then; entries of ended ones are skipped when popped.
-    timers: Deadlines,
+    timers: BinaryHeap<Reverse<(Instant, Due)>>,
     outbox: VecDeque<Outbound>,
     draining: bool,
     stats: Arc<SwitchStats>,
@@ -434,7 +371,7 @@ impl Core {
         Core {
             config,
             servers: HashMap::default(),
-            timers: Deadlines::default(),
+            timers: BinaryHeap::new(),
             outbox: VecDeque::new(),
             draining: false,
             stats: Arc::new(SwitchStats::default()),
@@ -729,7 +666,11 @@ impl Core {
 
     /// Timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, due)) = self.timers.pop_due(now) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, due))) = self.timers.pop() else { break };
             match due {
                 Due::Server(key) => {
                     let Some(entry) = self.servers.get_mut(&key) else { continue };
@@ -797,7 +738,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(at, Due::Server(key.clone()));
+            self.timers.push(Reverse((at, Due::Server(key.clone()))));
         }
     }
 
@@ -807,7 +748,7 @@ impl Core {
 
     /// The earliest deadline (stale heap entries may make it early, never late).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.earliest()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     fn new_tag(&mut self) -> String {

@@ -142,7 +142,7 @@ impl Core {
             return;
         }
         if let Some(at) = e.reg.poll_timeout() {
-            self.timers.push(at, Due::Uac(id));
+            self.timers.push(std::cmp::Reverse((at, Due::Uac(id))));
         }
         self.uacs.insert(id, e);
     }
