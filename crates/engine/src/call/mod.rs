@@ -295,6 +295,11 @@ impl Call {
         &self.outcomes
     }
 
+    /// The route plan, in order (attempt `i` took `routes()[i]`).
+    pub fn routes(&self) -> &[RouteTarget] {
+        &self.setup.routes
+    }
+
     /// The body offered to the carrier: the caller's, unchanged until media anchoring.
     fn offer_for_b(&self) -> (Option<String>, Bytes) {
         let ct = self.setup.invite.header(HeaderName::ContentType).map(str::to_owned);
@@ -365,15 +370,15 @@ impl Call {
 
     /// The INVITE toward `routes[attempt]`, with the next CSeq of the B dialog.
     fn invite_for(&mut self, attempt: usize) -> Message {
-        let route = &self.setup.routes[attempt];
+        let uri = self.setup.routes[attempt].uri();
         self.b_cseq += 1;
-        let mut req = Message::new_request("INVITE", &route.uri());
+        let mut req = Message::new_request("INVITE", &uri);
         let max_forwards = self.setup.invite.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
         req.push_header(HeaderName::MaxForwards, &max_forwards.to_string());
         let from_user = if self.setup.anonymous { "anonymous" } else { &self.setup.caller };
         let from_host = if self.setup.anonymous { "anonymous.invalid" } else { &self.setup.local };
         req.push_header(HeaderName::From, &format!("<sip:{from_user}@{from_host}>;tag={}", self.setup.b_tag));
-        req.push_header(HeaderName::To, &format!("<{}>", route.uri()));
+        req.push_header(HeaderName::To, &format!("<{uri}>"));
         req.push_header(HeaderName::CallId, &self.setup.b_call_id);
         req.push_header(HeaderName::CSeq, &format!("{} INVITE", self.b_cseq));
         req.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));

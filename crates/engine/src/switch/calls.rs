@@ -5,7 +5,7 @@
 //! [`AdmissionRequest`] and comes back through [`Core::admit`]; a call's end goes out as a
 //! [`CallNotice`] with its report.
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +20,7 @@ use trunking::catalog::Reason;
 use trunking::rating;
 use trunking::routing::AttemptOutcome;
 
-use super::{Core, Due, ReplyRoute, bump};
+use super::{Core, Due, HashMap, ReplyRoute, bump};
 use crate::admission::{Admission, AdmissionRequest, AdmittedCall, CallContext};
 use crate::call::{Action, Call, CallEvent, CallSetup, CallState, HangupBy, OutRef, RouteTarget, Side, TxnRef};
 use crate::counters::ChannelLease;
@@ -205,7 +205,6 @@ pub(super) struct CallEntry {
     a_call_id: String,
     b_call_id: String,
     targets: Vec<Option<Target>>,
-    routes: Vec<RouteTarget>,
     /// The INVITE client transaction of each attempt (the latest, after a digest retry).
     invites: HashMap<usize, TransactionKey>,
     /// Server transactions of in-dialog requests, by the name the call knows them by.
@@ -376,12 +375,13 @@ impl Core {
         let a_tag = self.new_tag();
         let b_tag = self.new_tag();
         let b_call_id = format!("{}@{}", self.new_uuid(), self.config.local_host);
+        let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let setup = CallSetup {
-            invite: invite.clone(),
-            routes: routes.clone(),
+            invite,
+            routes,
             caller,
             anonymous,
-            local: self.config.local(),
+            local: self.local.clone(),
             a_tag: a_tag.clone(),
             b_call_id: b_call_id.clone(),
             b_tag: b_tag.clone(),
@@ -393,7 +393,6 @@ impl Core {
             b_headers,
             ring_together,
         };
-        let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let summary = CallSummary {
             direction: context.direction,
             account_id: context.account_id.clone(),
@@ -428,10 +427,9 @@ impl Core {
             a_call_id,
             b_call_id,
             targets,
-            routes,
-            invites: HashMap::new(),
-            server_txns: HashMap::new(),
-            acks: HashMap::new(),
+            invites: HashMap::default(),
+            server_txns: HashMap::default(),
+            acks: HashMap::default(),
             answer: None,
             clients: 0,
             received: pending.received,
@@ -685,7 +683,7 @@ impl Core {
             .map(|(i, at, target, end)| {
                 let (outcome, ended) = end.unwrap_or((AttemptOutcome::Response(status), now));
                 AttemptReport {
-                    route: entry.routes[*i].clone(),
+                    route: entry.call.routes()[*i].clone(),
                     target: *target,
                     outcome,
                     started: entry.wall(*at, started),
@@ -733,10 +731,15 @@ impl Core {
 
     /// Our Via on top of a request we send (a new branch: a new transaction, or an ACK for a 2xx).
     pub(super) fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
-        let branch = format!("z9hG4bK{}", self.new_tag());
-        let sent_by = self.config.sent_by(kind);
-        request
-            .prepend_header(HeaderName::Via, &format!("SIP/2.0/{} {sent_by};branch={branch};rport", kind.via_name()));
+        let prefix = &self.via_prefix[match kind {
+            TransportKind::Udp => 0,
+            TransportKind::Tcp => 1,
+            TransportKind::Tls => 2,
+        }];
+        let mut via = String::with_capacity(prefix.len() + 22);
+        via.push_str(prefix);
+        let _ = write!(via, "{:x};rport", self.next_random());
+        request.prepend_header(HeaderName::Via, &via);
         request
     }
 
@@ -860,10 +863,10 @@ impl Core {
                             c.invites.remove(&attempt);
                         }
                         if c.acks.is_empty() {
-                            c.acks = HashMap::new();
+                            c.acks = HashMap::default();
                         }
                         if c.invites.is_empty() {
-                            c.invites = HashMap::new();
+                            c.invites = HashMap::default();
                         }
                     }
                 }
@@ -885,7 +888,7 @@ impl Core {
 
     /// A request carrying a To tag: it belongs to a dialog of one of our calls, or to none
     /// (`false`: the caller answers it as outside any dialog).
-    pub(super) fn in_dialog(&mut self, msg: &Message, inbound: &Inbound, now: Instant) -> bool {
+    pub(super) fn in_dialog(&mut self, key: &TransactionKey, msg: &Message, inbound: &Inbound, now: Instant) -> bool {
         let Some(dkey) = dialog_key(msg) else { return false };
         let Some(&(id, side)) = self.dialogs.get(&dkey) else { return false };
         if msg.method() == Some(Method::Ack) {
@@ -898,7 +901,10 @@ impl Core {
             self.drive(id, now);
             return true;
         }
-        let Some(key) = self.new_server_transaction(msg, inbound, now) else { return true };
+        if !self.new_server_transaction(key, msg, inbound, now) {
+            return true;
+        }
+        let key = key.clone();
         let txn = TxnRef(self.next_txn);
         self.next_txn += 1;
         if let Some(c) = self.calls.get_mut(&id) {
