@@ -205,7 +205,15 @@ impl LiveCallTable {
         if let Some(old) = &old {
             t.unindex(old);
         }
-        t.by_connection.entry(call.connection_id.clone()).or_default().insert(call.position());
+        // The connection's name is copied only for its first live call.
+        match t.by_connection.get_mut(&call.connection_id) {
+            Some(set) => {
+                set.insert(call.position());
+            }
+            None => {
+                t.by_connection.insert(call.connection_id.clone(), BTreeSet::from([call.position()]));
+            }
+        }
         t.calls.insert(call.call_control_id.clone(), call);
         old
     }

@@ -197,10 +197,10 @@ pub struct CallServices {
 
 /// Handles notices until the switch stops sending them.
 pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, services: CallServices) {
-    // What each live call's events need, and its record's id (journaled while it lives), by
-    // call control id.
-    type LiveCallNotes = (CallInfo, Option<Arc<Destination>>, Option<String>);
-    let mut calls: HashMap<String, LiveCallNotes> = HashMap::new();
+    // What each live call's events need (only for a call whose events go somewhere), and its
+    // record's id (journaled while it lives), by call control id.
+    type LiveCallNotes = (Option<(CallInfo, Arc<Destination>)>, Option<String>);
+    let mut calls: FxHashMap<String, LiveCallNotes> = FxHashMap::default();
     while let Some(notice) = rx.recv().await {
         match notice {
             CallNotice::Initiated { call_control_id, a_call_id, context } => {
@@ -217,19 +217,22 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                         Err(e) => warn!(call = %call_control_id, "open call not journaled: {e}"),
                     }
                 }
-                let info = CallInfo {
-                    call_control_id: call_control_id.clone(),
-                    call_leg_id: call_control_id.clone(),
-                    call_session_id: call_control_id.clone(),
-                    connection_id: context.connection_id.clone(),
-                    from: context.from.clone(),
-                    to: context.to.clone(),
-                    direction: match context.direction {
-                        Direction::Outbound => webhooks::Direction::Outgoing,
-                        Direction::Inbound => webhooks::Direction::Incoming,
-                    },
-                    start_time: context.started,
-                };
+                let events = context.webhook.clone().filter(|_| services.webhooks.is_some()).map(|hook| {
+                    let info = CallInfo {
+                        call_control_id: call_control_id.clone(),
+                        call_leg_id: call_control_id.clone(),
+                        call_session_id: call_control_id.clone(),
+                        connection_id: context.connection_id.clone(),
+                        from: context.from.clone(),
+                        to: context.to.clone(),
+                        direction: match context.direction {
+                            Direction::Outbound => webhooks::Direction::Outgoing,
+                            Direction::Inbound => webhooks::Direction::Incoming,
+                        },
+                        start_time: context.started,
+                    };
+                    (info, hook)
+                });
                 services.live.insert(LiveCall {
                     call_control_id: call_control_id.clone(),
                     call_leg_id: call_control_id.clone(),
@@ -246,13 +249,13 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     answered_at_ms: None,
                     client_state: None,
                 });
-                send(&services, &context.webhook, &info, EventKind::Initiated, context.started);
-                calls.insert(call_control_id, (info, context.webhook, record_id));
+                send(&services, &events, EventKind::Initiated, context.started);
+                calls.insert(call_control_id, (events, record_id));
             }
             CallNotice::Answered { call_control_id, at } => {
                 services.live.answered(&call_control_id, unix_ms(at));
-                if let Some((info, hook, record_id)) = calls.get(&call_control_id) {
-                    send(&services, hook, info, EventKind::Answered, at);
+                if let Some((events, record_id)) = calls.get(&call_control_id) {
+                    send(&services, events, EventKind::Answered, at);
                     if let Some(record_id) = record_id {
                         services.records.call_answered(record_id, at);
                     }
@@ -262,7 +265,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                 let id = report.context.call_control_id.clone();
                 services.live.remove(&id);
                 let mut record_id = None;
-                if let Some((info, hook, journaled_id)) = calls.remove(&id) {
+                if let Some((events, journaled_id)) = calls.remove(&id) {
                     record_id = journaled_id;
                     let hangup = Hangup {
                         cause: hangup_cause(&report),
@@ -274,7 +277,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                         sip_status: (report.status != 200 || report.answered_at.is_none()).then_some(report.status),
                         end_time: report.ended_at,
                     };
-                    send(&services, &hook, &info, EventKind::Hangup(hangup), report.ended_at);
+                    send(&services, &events, EventKind::Hangup(hangup), report.ended_at);
                     if let (Some((rate, _)), Some(cost)) = (report.context.rate, report.cost) {
                         let kind = EventKind::Cost(webhooks::CallCost {
                             billed_duration_secs: u64::from(report.billed_sec),
@@ -282,7 +285,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                             cost,
                             currency: "USD".into(),
                         });
-                        send(&services, &hook, &info, kind, report.ended_at);
+                        send(&services, &events, kind, report.ended_at);
                     }
                 }
                 if let (Some(profile), Some(cost)) = (&report.context.profile_id, report.cost) {
@@ -304,8 +307,8 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
     }
 }
 
-fn send(services: &CallServices, hook: &Option<Arc<Destination>>, info: &CallInfo, kind: EventKind, at: SystemTime) {
-    if let (Some(w), Some(d)) = (&services.webhooks, hook) {
+fn send(services: &CallServices, events: &Option<(CallInfo, Arc<Destination>)>, kind: EventKind, at: SystemTime) {
+    if let (Some(w), Some((info, d))) = (&services.webhooks, events) {
         w.enqueue(d.clone(), Event { occurred_at: at, call: info.clone(), kind });
     }
 }
