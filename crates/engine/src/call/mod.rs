@@ -634,7 +634,7 @@ impl Call {
     fn b_answered(&mut self, attempt: usize, resp: &Message, now: Instant) {
         let dialog = BDialog {
             attempt,
-            remote_tag: resp.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default(),
+            remote_tag: resp.to_tag().ok().flatten().map(str::to_owned).unwrap_or_default(),
             remote_target: match resp.contacts() {
                 Ok(Some(sip::Contacts::List(list))) => {
                     list.first().map(|c| c.uri_str.to_owned()).unwrap_or_else(|| self.setup.routes[attempt].uri())

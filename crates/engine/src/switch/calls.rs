@@ -247,7 +247,7 @@ impl CallEntry {
 /// The part of a received request a dialog is found by.
 fn dialog_key(msg: &Message) -> Option<DialogKey> {
     let call_id = msg.call_id().ok()?;
-    let tag = msg.to().ok()?.tag()?.to_owned();
+    let tag = msg.to_tag().ok()??.to_owned();
     Some((call_id.into(), tag.into()))
 }
 

@@ -495,7 +495,7 @@ impl Core {
             return;
         }
         // In a dialog of one of our calls (ACK for a 2xx, BYE, re-INVITE, ...)?
-        let to_tagged = msg.to().ok().map(|t| t.tag().is_some());
+        let to_tagged = msg.to_tag().ok().map(|t| t.is_some());
         if to_tagged == Some(true) && self.in_dialog(&key, &msg, inbound, now) {
             return;
         }
@@ -523,7 +523,7 @@ impl Core {
         let route = ReplyRoute::for_request(msg, inbound);
         if self.servers.len() >= self.config.max_transactions {
             bump(&self.stats.overloaded);
-            if msg.method() == Some(Method::Invite) && msg.to().is_ok_and(|t| t.tag().is_none()) {
+            if msg.method() == Some(Method::Invite) && msg.to_tag().is_ok_and(|t| t.is_none()) {
                 self.stats.call_refused_early(503, None);
             }
             let tag = self.new_tag();
