@@ -1022,18 +1022,24 @@ mod tests {
         assert!(m.is_untouched());
     }
 
+    /// A message as the switch holds it: accepted by `inspect`, with what it decoded.
+    fn inspected(text: &'static str) -> Message {
+        match crate::inspect(
+            bytes::Bytes::from_static(text.as_bytes()),
+            crate::Framing::Datagram,
+            &crate::Policy::default(),
+        ) {
+            crate::Verdict::Accept(m) => m,
+            _ => panic!("accepted"),
+        }
+    }
+
     #[test]
     fn decoded_top_via_follows_edits() {
         let text = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK1;rport, SIP/2.0/TCP h2\r\n\
             Via: SIP/2.0/UDP h3;branch=z9hG4bK3\r\nMax-Forwards: 70\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>;tag=1\r\n\
             Call-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
-        let crate::Verdict::Accept(mut m) = crate::inspect(
-            bytes::Bytes::from_static(text.as_bytes()),
-            crate::Framing::Datagram,
-            &crate::Policy::default(),
-        ) else {
-            panic!("accepted")
-        };
+        let mut m = inspected(text);
         let fresh = |m: &Message| m.parse_top_via().map(|v| format!("{v:?}"));
         assert!(m.cached_top_via().is_some(), "inspect keeps the top Via it decoded");
         assert_eq!(m.top_via().map(|v| format!("{v:?}")), fresh(&m));
@@ -1059,13 +1065,7 @@ mod tests {
     fn decoded_to_tag_follows_edits() {
         let text = "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
             To: <sip:a@b>;tag=t1\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: x\r\nCSeq: 2 BYE\r\n\r\n";
-        let crate::Verdict::Accept(mut m) = crate::inspect(
-            bytes::Bytes::from_static(text.as_bytes()),
-            crate::Framing::Datagram,
-            &crate::Policy::default(),
-        ) else {
-            panic!("accepted")
-        };
+        let mut m = inspected(text);
         assert_eq!(m.to_tag(), Ok(Some("t1")));
         let r = m.response_to(200, "OK", Some("other"));
         assert_eq!(r.to_tag(), Ok(Some("t1")), "a To with a tag keeps it");
