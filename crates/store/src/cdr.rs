@@ -271,14 +271,12 @@ pub fn new_cdr_id(unix_ms: i64) -> Result<String, StoreError> {
     b[6] = 0x70 | (b[6] & 0x0f);
     b[8] = 0x80 | (b[8] & 0x3f);
     // 8-4-4-4-12 hex digits, written in place (one allocation; one per call).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
+    for (i, group) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]].into_iter().enumerate() {
+        if i > 0 {
             id.push('-');
         }
-        id.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        id.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        crate::push_hex(&mut id, group);
     }
     Ok(id)
 }
