@@ -58,6 +58,11 @@ impl DialogState {
         self.idle = session.map_or(idle_limit, |s| s.min(idle_limit));
     }
 
+    /// No relayed request waits for its answer, nor a relayed re-INVITE's 2xx for its ACK.
+    pub(super) fn is_idle(&self) -> bool {
+        self.relays.is_empty() && self.pending_ack.is_none()
+    }
+
     pub(super) fn idle_deadline(&self) -> Option<Instant> {
         self.last_signal.map(|t| t + self.idle)
     }

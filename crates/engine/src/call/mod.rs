@@ -618,6 +618,19 @@ impl Call {
         self.events.pop_front()
     }
 
+    /// Over, with nothing left to do but answer late 2xx responses of its INVITEs: no relayed
+    /// request waits for an answer or an ACK, no CANCEL is owed, nothing is queued and no timer
+    /// runs. Such a call's driver may let it go and keep only the ACKs it sent
+    /// ([`ack_and_bye_for_2xx`] answers any other 2xx).
+    pub fn settled(&self) -> bool {
+        matches!(self.state, CallState::Ended | CallState::Failed)
+            && self.cancel_pending.is_empty()
+            && self.actions.is_empty()
+            && self.events.is_empty()
+            && self.dialog.is_idle()
+            && self.poll_timeout().is_none()
+    }
+
     /// When [`Call::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if let CallState::Answered { .. } = self.state {
@@ -653,20 +666,13 @@ impl Call {
                 return; // the driver re-sends the ACK it sent for the first one
             }
             // Another dialog answered too: accept and hang it up at once.
-            let ack = self.in_b_dialog("ACK", &dialog, self.b_cseq);
-            self.actions.push_back(Action::AckB { attempt, request: ack });
-            let bye = self.in_b_dialog("BYE", &dialog, self.b_cseq + 1);
-            self.actions.push_back(Action::ByeB { attempt, request: bye });
+            self.refuse_answer(attempt, resp);
             return;
         }
         let stale = !self.live(attempt) || self.state == CallState::Failed;
         if stale {
             // Answered after we gave the route up (a CANCEL crossed the 200): ACK and BYE.
-            let ack = self.in_b_dialog("ACK", &dialog, self.b_cseq);
-            self.actions.push_back(Action::AckB { attempt, request: ack });
-            self.b_cseq += 1;
-            let bye = self.in_b_dialog("BYE", &dialog, self.b_cseq);
-            self.actions.push_back(Action::ByeB { attempt, request: bye });
+            self.refuse_answer(attempt, resp);
             return;
         }
         // The first answer wins: the others ringing are cancelled.
@@ -696,6 +702,18 @@ impl Call {
     }
 
     /// A request in the answered B dialog (RFC 3261 section 12.2.1.1).
+    /// A 2xx the call does not want (another fork's, or one that crossed our CANCEL): ACK it
+    /// and hang its dialog up at once.
+    fn refuse_answer(&mut self, attempt: usize, resp: &Message) {
+        let fallback = self.setup.routes.get(attempt).map(RouteTarget::uri);
+        if let Some((ack, bye)) = ack_and_bye_for_2xx(resp, fallback.as_deref()) {
+            // Our later requests of the B-leg's Call-ID stay above this BYE's CSeq.
+            self.b_cseq = self.b_cseq.max(resp.cseq().map_or(0, |c| c.seq.saturating_add(1)));
+            self.actions.push_back(Action::AckB { attempt, request: ack });
+            self.actions.push_back(Action::ByeB { attempt, request: bye });
+        }
+    }
+
     fn in_b_dialog(&self, method: &str, d: &BDialog, cseq: u32) -> Message {
         let mut req = Message::new_request(method, &d.remote_target);
         for r in &d.route_set {
@@ -755,6 +773,40 @@ impl Call {
         r.push_header(HeaderName::Server, &self.setup.product);
         r
     }
+}
+
+/// The ACK and the BYE of the dialog a 2xx to one of our INVITEs made, from the 2xx alone
+/// (RFC 3261 sections 12.1.2 and 13.2.2.4): the remote target is its first Contact (else
+/// `fallback`, the URI the INVITE went to), the route set its Record-Route reversed; From, To
+/// and Call-ID are the response's, which are the INVITE's with the callee's tag. The ACK
+/// carries the INVITE's CSeq number, the BYE the next. The driver adds the Via. `None` when
+/// the response has no CSeq or no target can be found.
+pub fn ack_and_bye_for_2xx(resp: &Message, fallback: Option<&str>) -> Option<(Message, Message)> {
+    let seq = resp.cseq().ok()?.seq;
+    let contact = match resp.contacts() {
+        Ok(Some(sip::Contacts::List(list))) => list.first().map(|c| c.uri_str.to_owned()),
+        _ => None,
+    };
+    let target = contact.or_else(|| fallback.map(str::to_owned))?;
+    let routes: Vec<String> = resp
+        .name_addrs(HeaderName::RecordRoute)
+        .map(|v| v.iter().rev().map(|r| format!("<{}>", r.uri_str)).collect())
+        .unwrap_or_default();
+    let (from, to, call_id) =
+        (resp.header(HeaderName::From)?, resp.header(HeaderName::To)?, resp.header(HeaderName::CallId)?);
+    let request = |method: &str, cseq: u32| {
+        let mut req = Message::new_request(method, &target);
+        for r in &routes {
+            req.push_header(HeaderName::Route, r);
+        }
+        req.push_header(HeaderName::MaxForwards, "70");
+        req.push_header(HeaderName::From, from);
+        req.push_header(HeaderName::To, to);
+        req.push_header(HeaderName::CallId, call_id);
+        req.push_header(HeaderName::CSeq, &format!("{cseq} {method}"));
+        req
+    };
+    Some((request("ACK", seq), request("BYE", seq.saturating_add(1))))
 }
 
 /// The standard phrase of a status we answer with ourselves (a relayed response keeps the

@@ -182,6 +182,15 @@ pub struct CallSummary {
     pub rate: Option<(Decimal, rating::BillingIncrement)>,
 }
 
+/// A call over whose INVITE client transactions still linger (Timer M, or D after a non-2xx):
+/// what a late 2xx needs. The call's state, dialogs and indexes are gone.
+pub(super) struct EndedCall {
+    /// Client transactions of the call still alive.
+    clients: usize,
+    /// The ACK sent for each attempt's 2xx, sent again when that 2xx is retransmitted.
+    acks: Vec<(usize, Outbound)>,
+}
+
 /// One attempt as it goes: its index in the plan, when it began, where it went, and how and
 /// when it ended.
 type Attempt = (usize, Instant, Option<SocketAddr>, Option<(AttemptOutcome, Instant)>);
@@ -241,6 +250,12 @@ impl CallEntry {
 
     fn done(&self) -> bool {
         self.reported && self.clients == 0 && self.answer.is_none()
+    }
+
+    /// Over and reported, the caller's ACK in, no request of either leg waiting for our answer
+    /// and nothing the call still has to do: what is left is client transactions lingering.
+    fn settled(&self) -> bool {
+        self.reported && self.answer.is_none() && self.server_txns.is_empty() && self.call.settled()
     }
 }
 
@@ -307,7 +322,7 @@ impl Core {
 
     /// Calls still owing work (setting up, answered, or finishing their transactions).
     pub fn call_entries(&self) -> usize {
-        self.calls.len() + self.pending.len()
+        self.calls.len() + self.pending.len() + self.ended.len()
     }
 
     /// The admission of call `id` is decided.
@@ -468,6 +483,13 @@ impl Core {
         }
         if entry.done() {
             self.forget(&entry);
+            self.publish_gauges();
+            return;
+        }
+        if entry.settled() {
+            self.forget(&entry);
+            let entry = *entry;
+            self.ended.insert(id, EndedCall { clients: entry.clients, acks: entry.acks.into_iter().collect() });
             self.publish_gauges();
             return;
         }
@@ -818,9 +840,7 @@ impl Core {
                 }
             };
             let Some(c) = self.calls.get_mut(&call) else {
-                if matches!(ev, ClientEvent::Terminated) {
-                    self.clients.remove(key);
-                }
+                self.ended_call_event(call, role, key, ev, now);
                 continue;
             };
             touched = Some(call);
@@ -883,6 +903,50 @@ impl Core {
         self.publish_client_count();
         if let Some(call) = touched {
             self.drive(call, now);
+        }
+    }
+
+    /// An event of a client transaction whose call is over ([`EndedCall`]) or gone. A 2xx
+    /// repeated because our ACK was lost gets that ACK again; a 2xx of another dialog is
+    /// ACKed and hung up (RFC 3261 section 13.2.2.4). The rest changes nothing.
+    fn ended_call_event(&mut self, call: u64, role: ClientRole, key: &TransactionKey, ev: ClientEvent, now: Instant) {
+        match ev {
+            ClientEvent::Terminated => {
+                self.clients.remove(key);
+                if let Some(e) = self.ended.get_mut(&call) {
+                    e.clients = e.clients.saturating_sub(1);
+                    if let ClientRole::Invite { attempt, .. } = role {
+                        e.acks.retain(|(a, _)| *a != attempt);
+                    }
+                    if e.clients == 0 {
+                        self.ended.remove(&call);
+                    }
+                }
+            }
+            ClientEvent::Final(m) if m.status().is_some_and(|s| (200..300).contains(&s)) => {
+                let ClientRole::Invite { attempt, .. } = role else { return };
+                let Some(e) = self.ended.get(&call) else { return };
+                let tag = m.to_tag().ok().flatten();
+                // Rare (our ACK was lost): the ACK is read again to tell its dialog.
+                let same_dialog = |out: &&Outbound| {
+                    Message::parse(out.data.clone(), sip::Framing::Datagram)
+                        .is_ok_and(|ack| ack.to_tag().ok().flatten() == tag)
+                };
+                if let Some(out) = e.acks.iter().filter(|(a, _)| *a == attempt).map(|(_, o)| o).find(same_dialog) {
+                    self.outbox.push_back(out.clone());
+                    bump(&self.stats.requests_retransmitted);
+                    return;
+                }
+                let Some(dest) = self.clients.get(key).map(|c| c.dest.clone()) else { return };
+                let Some((ack, bye)) = crate::call::ack_and_bye_for_2xx(&m, None) else {
+                    debug!("a late 2xx without a Contact: not answered");
+                    return;
+                };
+                let ack = self.with_via(ack, dest.kind);
+                self.outbox.push_back(dest.outbound(ack.to_bytes()));
+                self.start_client(bye, dest, ClientRole::Bye, now);
+            }
+            _ => {}
         }
     }
 

@@ -342,6 +342,10 @@ pub struct Core {
     /// Boxed: a call entry is about 2 KB, moved out and back on every step of its call, and
     /// the table's spare buckets would each cost one.
     calls: HashMap<u64, Box<calls::CallEntry>>,
+    /// Calls over but for their INVITE client transactions' last 64*T1: only the ACKs sent
+    /// for 2xx responses are kept, not the call (a zero-length call would otherwise hold its
+    /// whole state for 32 s after its BYE).
+    ended: HashMap<u64, calls::EndedCall>,
     pending: HashMap<u64, calls::Pending>,
     admissions: VecDeque<crate::admission::AdmissionRequest>,
     notices: VecDeque<CallNotice>,
@@ -381,6 +385,7 @@ impl Core {
             wall_base: (Instant::now(), SystemTime::now()),
             clients: HashMap::default(),
             calls: HashMap::default(),
+            ended: HashMap::default(),
             pending: HashMap::default(),
             admissions: VecDeque::new(),
             notices: VecDeque::new(),
@@ -1396,5 +1401,60 @@ mod tests {
         assert_eq!(core.calls(), 1);
         assert_eq!(get(&stats.live_client_transactions), 0);
         assert_eq!(get(&stats.client_transactions), 1);
+    }
+
+    #[test]
+    fn a_call_over_keeps_only_its_acks_for_the_carriers_late_2xx_until_timer_m() {
+        let counters = crate::counters::LocalCounters::new();
+        let mut core = udp_core();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        core.handle_inbound(udp(&request("INVITE", "z9hG4bKend", "INVITE")), t0);
+        admit_all(&mut core, &counters, t0);
+        let b_invite = sent(&mut core).into_iter().find(|(_, m)| m.method() == Some(Method::Invite)).unwrap().1;
+        core.handle_inbound(answer(&b_invite, 200, "carrier-tag"), ms(10));
+        let ok = sent(&mut core).into_iter().find(|(_, m)| m.status() == Some(200)).unwrap().1;
+        let a_tag = ok.to().unwrap().tag().unwrap().to_owned();
+        let in_dialog = |method: &str, branch: &str, cseq: &str| {
+            request(method, branch, cseq)
+                .replace("To: <sip:+12125551212@192.0.2.1>", &format!("To: <sip:+12125551212@192.0.2.1>;tag={a_tag}"))
+        };
+        core.handle_inbound(udp(&in_dialog("ACK", "z9hG4bKendack", "ACK")), ms(20));
+        let first_ack = sent(&mut core).into_iter().find(|(_, m)| m.method() == Some(Method::Ack)).unwrap().1;
+        // The caller hangs up; the carrier answers our BYE: the call is over and reported.
+        core.handle_inbound(udp(&in_dialog("BYE", "z9hG4bKendbye", "BYE").replace("CSeq: 7", "CSeq: 8")), ms(30));
+        let bye = sent(&mut core).into_iter().find(|(_, m)| m.method() == Some(Method::Bye)).unwrap().1;
+        core.handle_inbound(answer(&bye, 200, "carrier-tag"), ms(40));
+        sent(&mut core);
+        assert!(matches!(core.poll_notice(), Some(CallNotice::Initiated { .. })));
+        assert!(matches!(core.poll_notice(), Some(CallNotice::Answered { .. })));
+        assert!(matches!(core.poll_notice(), Some(CallNotice::Ended(_))));
+        assert_eq!(core.calls(), 0);
+        assert_eq!((core.calls.len(), core.ended.len()), (0, 1), "only the ended call's ACKs are kept");
+
+        // The carrier's 2xx again (our ACK was lost): the very same ACK.
+        core.handle_inbound(answer(&b_invite, 200, "carrier-tag"), ms(50));
+        let again = sent(&mut core);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.to_bytes(), first_ack.to_bytes());
+        // A 2xx of another dialog (a fork downstream): ACKed and hung up, from the 2xx alone.
+        core.handle_inbound(answer(&b_invite, 200, "fork-tag"), ms(60));
+        let out = sent(&mut core);
+        let methods: Vec<_> = out.iter().map(|(_, m)| m.method()).collect();
+        assert_eq!(methods, vec![Some(Method::Ack), Some(Method::Bye)]);
+        let invite_cseq = b_invite.cseq().unwrap().seq;
+        for ((to, m), cseq) in out.iter().zip([invite_cseq, invite_cseq + 1]) {
+            assert_eq!(to.to_string(), CARRIER);
+            assert_eq!(m.request_uri_str(), Some(format!("sip:carrier@{CARRIER}").as_str()));
+            assert_eq!(m.to().unwrap().tag(), Some("fork-tag"));
+            assert_eq!(m.from().unwrap().tag(), b_invite.from().unwrap().tag());
+            assert_eq!(m.call_id().unwrap(), b_invite.call_id().unwrap());
+            assert_eq!(m.cseq().unwrap().seq, cseq);
+        }
+        // Timer M (and the fork's BYE's Timer F) end it all.
+        core.handle_timeout(t0 + Duration::from_secs(40));
+        core.handle_timeout(t0 + Duration::from_secs(80));
+        assert_eq!(core.call_entries(), 0);
+        assert_eq!(core.stats().live_client_transactions.load(Ordering::Relaxed), 0);
     }
 }
