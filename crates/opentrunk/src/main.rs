@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, not glibc's malloc: a call's objects live from milliseconds (its messages) to
+/// 64*T1 (its lingering transactions), and glibc spent a fifth of the switch's CPU splitting and
+/// merging the holes that mix leaves (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`);
+/// jemalloc's size classes have no such work. Measured in docs/performance.md (fourth round).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod calls;
 mod cluster;
 mod config;
