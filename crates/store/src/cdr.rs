@@ -472,7 +472,27 @@ pub(crate) async fn insert(
     backend: Backend,
     records: &[CallDetailRecord],
 ) -> Result<(), StoreError> {
-    write(tx, backend, records, Taken::Conflict).await.map(|_| ())
+    write::<sqlx::Any>(tx, backend, records, Taken::Conflict).await.map(|_| ())
+}
+
+/// A driver records are written through: sqlx's `Any` (either backend), or SQLite's own, which
+/// the records writer's inserts take on SQLite ([`crate::Store`]'s `records` pool). The
+/// statements and the values bound are the same on each ([`write`]).
+pub(crate) trait RecordDb: sqlx::Database {
+    /// Rows a statement added or removed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl RecordDb for sqlx::Any {
+    fn rows_affected(done: &sqlx::any::AnyQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl RecordDb for sqlx::Sqlite {
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 impl crate::Store {
@@ -485,32 +505,59 @@ impl crate::Store {
             return Ok(0);
         }
         let _timing = self.stats.time(crate::Operation::CdrInsert);
-        let mut tx = self.pool.begin().await?;
-        let new = write(&mut tx, self.backend, records, Taken::Skip).await?;
-        // The calls are over: their open-call journal rows go with the records' commit.
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        crate::journal::close(&mut tx, self.backend, &ids).await?;
-        tx.commit().await?;
-        Ok(new)
+        match &self.records {
+            Some(pool) => insert_new(pool, self.backend, records).await,
+            None => insert_new(&self.pool, self.backend, records).await,
+        }
     }
+}
+
+/// [`crate::Store::insert_new_cdrs`] through `pool`.
+async fn insert_new<DB: RecordDb>(
+    pool: &sqlx::Pool<DB>,
+    backend: Backend,
+    records: &[CallDetailRecord],
+) -> Result<u64, StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut tx = pool.begin().await?;
+    let new = write::<DB>(&mut tx, backend, records, Taken::Skip).await?;
+    // The calls are over: their open-call journal rows go with the records' commit.
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    crate::journal::close::<DB>(&mut tx, backend, &ids).await?;
+    tx.commit().await?;
+    Ok(new)
 }
 
 /// Writes `records` in the open transaction, in statements of the [`SHAPES`], and returns how many rows
 /// were added.
-pub(crate) async fn write(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+pub(crate) async fn write<DB: RecordDb>(
+    conn: &mut DB::Connection,
     backend: Backend,
     records: &[CallDetailRecord],
     taken: Taken,
-) -> Result<u64, StoreError> {
+) -> Result<u64, StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
     records.iter().try_for_each(check)?;
     let mut added = 0;
     for chunk in shaped_chunks(records) {
         let rows = chunk.len();
-        let attempts: Vec<String> = chunk.iter().map(|r| route_attempts_json(&r.route_attempts)).collect();
         let sql = insert_sql_cached(backend, rows, taken);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (r, attempts) in chunk.iter().zip(&attempts) {
+        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
             q = q
                 .bind(r.id.as_str())
                 .bind(r.account_id.as_str())
@@ -533,10 +580,11 @@ pub(crate) async fn write(
                 .bind(i64::from(r.sip_response_code))
                 .bind(r.reason_code.as_deref())
                 .bind(r.hangup_source.as_str())
-                .bind(attempts.as_str())
+                // Moved in, not copied again.
+                .bind(route_attempts_json(&r.route_attempts))
                 .bind(r.trace.get());
         }
-        added += q.execute(&mut **tx).await.map_err(|e| conflict_or(e, "id"))?.rows_affected();
+        added += DB::rows_affected(&q.execute(&mut *conn).await.map_err(|e| conflict_or(e, "id"))?);
     }
     Ok(added)
 }

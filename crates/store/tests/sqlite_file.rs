@@ -56,3 +56,92 @@ async fn an_older_database_keeps_its_page_size() {
     drop(store);
     remove(&path);
 }
+
+/// A record with every optional field `set` or empty.
+fn record(id: &str, set: bool) -> store::CallDetailRecord {
+    use store::{AttemptOutcome, CallDetailRecord, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp};
+    let at = |ms: i64| cdr_timestamp(1_767_312_000_000 + ms);
+    let some = |s: &str| set.then(|| s.to_owned());
+    CallDetailRecord {
+        id: id.into(),
+        account_id: "acct-a".into(),
+        connection_id: "conn-1".into(),
+        outbound_voice_profile_id: some("ovp-1"),
+        direction: if set { Direction::Outbound } else { Direction::Inbound },
+        a_leg_call_id: "a@192.0.2.10".into(),
+        b_leg_call_id: some("b@opentrunk"),
+        from_received: "+12125551234".into(),
+        to_received: "2125556789".into(),
+        from_sent: some("+12125551234"),
+        to_sent: some("+12125556789"),
+        started_at: at(0),
+        answered_at: set.then(|| at(4_250)),
+        ended_at: at(65_250),
+        call_sec: if set { 61 } else { 0 },
+        billed_sec: if set { 120 } else { 0 },
+        rate: some("0.0100"),
+        cost: some("0.0200"),
+        sip_response_code: if set { 200 } else { 403 },
+        reason_code: (!set).then(|| "D1".to_owned()),
+        hangup_source: if set { HangupSource::Caller } else { HangupSource::System },
+        route_attempts: if set {
+            vec![RouteAttempt {
+                carrier_id: "carrier-a".into(),
+                gateway: "sip.carrier-a.example".into(),
+                port: 5060,
+                transport: "UDP".into(),
+                target: Some("203.0.113.7:5060".into()),
+                outcome: AttemptOutcome::Response { sip_response_code: 503 },
+                started_at: at(10),
+                ended_at: at(900),
+            }]
+        } else {
+            Vec::new()
+        },
+        trace: RawJson::from_text(
+            r#"[{"rule":"identify.source","verdict":"note","facts":{"ip":"192.0.2.10"}}]"#.into(),
+        )
+        .unwrap(),
+    }
+}
+
+/// The records writer's inserts (`insert_new_cdrs`) go through SQLite's own driver, the API's
+/// (`insert_cdrs`) through sqlx's `Any`: the rows are the same, value for value and storage class
+/// for storage class.
+#[tokio::test]
+async fn records_are_the_same_rows_through_either_driver() {
+    let path = path("drivers");
+    let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    store.insert_cdrs(&[record("any-set", true), record("any-empty", false)]).await.unwrap();
+    assert_eq!(store.insert_new_cdrs(&[record("own-set", true), record("own-empty", false)]).await, Ok(2));
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('call_detail_records') ORDER BY cid")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap())
+        .filter(|c| c != "id")
+        .collect();
+    assert!(columns.len() >= 22, "{columns:?}");
+    let typed: Vec<String> = columns.iter().map(|c| format!("typeof({c}) || ' ' || quote({c})")).collect();
+    let sql = format!("SELECT {} FROM call_detail_records WHERE id = $1", typed.join(", "));
+    let row = |id: &'static str| {
+        let (pool, sql) = (&pool, &sql);
+        async move {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_one(pool).await.unwrap();
+            (0..row.len()).map(|i| row.try_get::<String, _>(i).unwrap()).collect::<Vec<_>>()
+        }
+    };
+    for (any, own) in [("any-set", "own-set"), ("any-empty", "own-empty")] {
+        let (a, o) = (row(any).await, row(own).await);
+        assert_eq!(a, o, "{any} and {own}");
+        assert!(a.iter().any(|v| v.starts_with("integer ")) && a.iter().any(|v| v.starts_with("text ")), "{a:?}");
+    }
+    assert!(row("any-empty").await.iter().any(|v| v == "null NULL"));
+    pool.close().await;
+    drop(store);
+    remove(&path);
+}
