@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Arguments as _, Row};
 
 use crate::{Backend, StoreError, conflict_or};
 
@@ -479,17 +479,36 @@ pub(crate) async fn insert(
 /// the records writer's inserts take on SQLite ([`crate::Store`]'s `records` pool). The
 /// statements and the values bound are the same on each ([`write`]).
 pub(crate) trait RecordDb: sqlx::Database {
+    /// A text value as the driver takes it at least cost.
+    type Text<'a>;
+
+    fn text(s: &str) -> Self::Text<'_>;
+
     /// Rows a statement added or removed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
 
 impl RecordDb for sqlx::Any {
+    type Text<'a> = &'a str;
+
+    fn text(s: &str) -> &str {
+        s
+    }
+
     fn rows_affected(done: &sqlx::any::AnyQueryResult) -> u64 {
         done.rows_affected()
     }
 }
 
 impl RecordDb for sqlx::Sqlite {
+    /// The driver keeps each text in an `Arc` until the statement has run: an `Arc<str>` is
+    /// taken as it is (one allocation), where a `&str` becomes an `Arc<String>` (two).
+    type Text<'a> = std::sync::Arc<str>;
+
+    fn text(s: &str) -> std::sync::Arc<str> {
+        std::sync::Arc::from(s)
+    }
+
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
     }
@@ -520,8 +539,8 @@ async fn insert_new<DB: RecordDb>(
 ) -> Result<u64, StoreError>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
@@ -545,8 +564,8 @@ pub(crate) async fn write<DB: RecordDb>(
 ) -> Result<u64, StoreError>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
@@ -556,34 +575,37 @@ where
     for chunk in shaped_chunks(records) {
         let rows = chunk.len();
         let sql = insert_sql_cached(backend, rows, taken);
-        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            q = q
-                .bind(r.id.as_str())
-                .bind(r.account_id.as_str())
-                .bind(r.connection_id.as_str())
-                .bind(r.outbound_voice_profile_id.as_deref())
-                .bind(r.direction.as_str())
-                .bind(r.a_leg_call_id.as_str())
-                .bind(r.b_leg_call_id.as_deref())
-                .bind(r.from_received.as_str())
-                .bind(r.to_received.as_str())
-                .bind(r.from_sent.as_deref())
-                .bind(r.to_sent.as_deref())
-                .bind(r.started_at.as_str())
-                .bind(r.answered_at.as_deref())
-                .bind(r.ended_at.as_str())
-                .bind(i64::from(r.call_sec))
-                .bind(i64::from(r.billed_sec))
-                .bind(r.rate.as_deref())
-                .bind(r.cost.as_deref())
-                .bind(i64::from(r.sip_response_code))
-                .bind(r.reason_code.as_deref())
-                .bind(r.hangup_source.as_str())
-                // Moved in, not copied again.
-                .bind(route_attempts_json(&r.route_attempts))
-                .bind(r.trace.get());
-        }
+        let mut args = DB::Arguments::default();
+        // A record's values come to about 2.5 KB.
+        args.reserve(rows * COLUMNS.len(), rows * 2_560);
+        let bound = chunk.iter().try_for_each(|r| {
+            args.add(DB::text(&r.id))?;
+            args.add(DB::text(&r.account_id))?;
+            args.add(DB::text(&r.connection_id))?;
+            args.add(r.outbound_voice_profile_id.as_deref().map(DB::text))?;
+            args.add(DB::text(r.direction.as_str()))?;
+            args.add(DB::text(&r.a_leg_call_id))?;
+            args.add(r.b_leg_call_id.as_deref().map(DB::text))?;
+            args.add(DB::text(&r.from_received))?;
+            args.add(DB::text(&r.to_received))?;
+            args.add(r.from_sent.as_deref().map(DB::text))?;
+            args.add(r.to_sent.as_deref().map(DB::text))?;
+            args.add(DB::text(&r.started_at))?;
+            args.add(r.answered_at.as_deref().map(DB::text))?;
+            args.add(DB::text(&r.ended_at))?;
+            args.add(i64::from(r.call_sec))?;
+            args.add(i64::from(r.billed_sec))?;
+            args.add(r.rate.as_deref().map(DB::text))?;
+            args.add(r.cost.as_deref().map(DB::text))?;
+            args.add(i64::from(r.sip_response_code))?;
+            args.add(r.reason_code.as_deref().map(DB::text))?;
+            args.add(DB::text(r.hangup_source.as_str()))?;
+            // Moved in, not copied again.
+            args.add(route_attempts_json(&r.route_attempts))?;
+            args.add(DB::text(r.trace.get()))
+        });
+        bound.map_err(|e| StoreError::Failed(format!("call detail record values: {e}")))?;
+        let q = sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args);
         added += DB::rows_affected(&q.execute(&mut *conn).await.map_err(|e| conflict_or(e, "id"))?);
     }
     Ok(added)

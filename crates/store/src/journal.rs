@@ -155,7 +155,7 @@ pub(crate) async fn close<DB: cdr::RecordDb>(
 ) -> Result<(), StoreError>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     for chunk in cdr::shaped_chunks(ids) {
@@ -163,7 +163,7 @@ where
         let sql = format!("DELETE FROM open_calls WHERE call_id IN {list}");
         let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
         for id in chunk {
-            q = q.bind(*id);
+            q = q.bind(DB::text(id));
         }
         q.execute(&mut *conn).await?;
     }
