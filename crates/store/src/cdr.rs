@@ -475,9 +475,9 @@ pub(crate) async fn insert(
     write::<sqlx::Any>(tx, backend, records, Taken::Conflict).await.map(|_| ())
 }
 
-/// A driver records are written through: sqlx's `Any` (either backend), or SQLite's own, which
-/// the records writer's inserts take on SQLite ([`crate::Store`]'s `records` pool). The
-/// statements and the values bound are the same on each ([`write`]).
+/// A driver records are written through: sqlx's `Any` (either backend), or the backend's own,
+/// which the records writer's inserts take ([`crate::Store`]'s `records` pool). The statements
+/// and the values bound are the same on each ([`write`]).
 pub(crate) trait RecordDb: sqlx::Database {
     /// A text value as the driver takes it at least cost.
     type Text<'a>;
@@ -496,6 +496,19 @@ impl RecordDb for sqlx::Any {
     }
 
     fn rows_affected(done: &sqlx::any::AnyQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl RecordDb for sqlx::Postgres {
+    /// Written straight into the driver's buffer.
+    type Text<'a> = &'a str;
+
+    fn text(s: &str) -> &str {
+        s
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
     }
 }
@@ -525,8 +538,8 @@ impl crate::Store {
         }
         let _timing = self.stats.time(crate::Operation::CdrInsert);
         match &self.records {
-            Some(pool) => insert_new(pool, self.backend, records).await,
-            None => insert_new(&self.pool, self.backend, records).await,
+            crate::RecordsPool::Sqlite(pool) => insert_new(pool, self.backend, records).await,
+            crate::RecordsPool::Postgres(pool) => insert_new(pool, self.backend, records).await,
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `store`: persistence behind one interface, on two backends. SQLite is the embedded default
 //! (one file, WAL mode, nothing else to run); PostgreSQL serves a cluster of nodes. Both run the
 //! same queries through sqlx's `Any` driver with `$N` placeholders (the records writer's inserts
-//! on SQLite take SQLite's own driver, with the same statements and values); each backend has
-//! its own migration folder because DDL differs. Queries are checked at run time, not build
-//! time, so a build needs no database.
+//! take the backend's own driver, with the same statements and values); each backend has its
+//! own migration folder because DDL differs. Queries are checked at run time, not build time,
+//! so a build needs no database.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -114,17 +114,25 @@ const SQLITE_PRAGMAS: [&str; 4] =
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// On SQLite, a pool of SQLite's own driver for the records writer's inserts
-    /// ([`Store::insert_new_cdrs`]): through `Any` every bound value is copied twice (into
-    /// `Any`'s arguments, then into SQLite's), a record's 23 values about 2.5 KB. One
-    /// connection (SQLite writers take turns), opened at the first insert.
-    records: Option<sqlx::SqlitePool>,
+    /// A pool of the backend's own driver for the records writer's inserts
+    /// ([`Store::insert_new_cdrs`]): through `Any` every bound value is copied once more (into
+    /// `Any`'s arguments, then into the driver's), a record's 23 values about 2.5 KB. One
+    /// connection (the writer is one task; SQLite writers take turns), opened at the first
+    /// insert.
+    records: RecordsPool,
     /// Bumped after every committed configuration change made through this store; the
     /// snapshot keeper waits on it (other nodes learn of changes through PostgreSQL NOTIFY).
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     url: String,
     /// How long the node's own database work takes (`/metrics`).
     stats: std::sync::Arc<StoreStats>,
+}
+
+/// The records writer's pool, of the backend's own driver.
+#[derive(Clone, Debug)]
+pub(crate) enum RecordsPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 /// What [`Store::ensure_admin_key`] found or did.
@@ -172,10 +180,10 @@ impl Store {
         }
         let pool =
             options.connect(&connect_url).await.map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
+        let bad_url = |e: sqlx::Error| StoreError::Failed(format!("database {url}: {e}"));
         let records = match backend {
             Backend::Sqlite => {
-                let file: sqlx::sqlite::SqliteConnectOptions =
-                    connect_url.parse().map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
+                let file: sqlx::sqlite::SqliteConnectOptions = connect_url.parse().map_err(bad_url)?;
                 let records = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).after_connect(|conn, _| {
                     Box::pin(async move {
                         for pragma in SQLITE_PRAGMAS {
@@ -184,9 +192,12 @@ impl Store {
                         Ok(())
                     })
                 });
-                Some(records.connect_lazy_with(file))
+                RecordsPool::Sqlite(records.connect_lazy_with(file))
             }
-            Backend::Postgres => None,
+            Backend::Postgres => {
+                let server: sqlx::postgres::PgConnectOptions = connect_url.parse().map_err(bad_url)?;
+                RecordsPool::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(server))
+            }
         };
         let (changes, _) = tokio::sync::watch::channel(0);
         let store = Store {

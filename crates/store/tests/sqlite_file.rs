@@ -2,6 +2,8 @@
 //! records to a page), and a database made earlier with another page size opens, migrates and
 //! works as it is.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,63 +59,18 @@ async fn an_older_database_keeps_its_page_size() {
     remove(&path);
 }
 
-/// A record with every optional field `set` or empty.
-fn record(id: &str, set: bool) -> store::CallDetailRecord {
-    use store::{AttemptOutcome, CallDetailRecord, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp};
-    let at = |ms: i64| cdr_timestamp(1_767_312_000_000 + ms);
-    let some = |s: &str| set.then(|| s.to_owned());
-    CallDetailRecord {
-        id: id.into(),
-        account_id: "acct-a".into(),
-        connection_id: "conn-1".into(),
-        outbound_voice_profile_id: some("ovp-1"),
-        direction: if set { Direction::Outbound } else { Direction::Inbound },
-        a_leg_call_id: "a@192.0.2.10".into(),
-        b_leg_call_id: some("b@opentrunk"),
-        from_received: "+12125551234".into(),
-        to_received: "2125556789".into(),
-        from_sent: some("+12125551234"),
-        to_sent: some("+12125556789"),
-        started_at: at(0),
-        answered_at: set.then(|| at(4_250)),
-        ended_at: at(65_250),
-        call_sec: if set { 61 } else { 0 },
-        billed_sec: if set { 120 } else { 0 },
-        rate: some("0.0100"),
-        cost: some("0.0200"),
-        sip_response_code: if set { 200 } else { 403 },
-        reason_code: (!set).then(|| "D1".to_owned()),
-        hangup_source: if set { HangupSource::Caller } else { HangupSource::System },
-        route_attempts: if set {
-            vec![RouteAttempt {
-                carrier_id: "carrier-a".into(),
-                gateway: "sip.carrier-a.example".into(),
-                port: 5060,
-                transport: "UDP".into(),
-                target: Some("203.0.113.7:5060".into()),
-                outcome: AttemptOutcome::Response { sip_response_code: 503 },
-                started_at: at(10),
-                ended_at: at(900),
-            }]
-        } else {
-            Vec::new()
-        },
-        trace: RawJson::from_text(
-            r#"[{"rule":"identify.source","verdict":"note","facts":{"ip":"192.0.2.10"}}]"#.into(),
-        )
-        .unwrap(),
-    }
-}
-
 /// The records writer's inserts (`insert_new_cdrs`) go through SQLite's own driver, the API's
 /// (`insert_cdrs`) through sqlx's `Any`: the rows are the same, value for value and storage class
-/// for storage class.
+/// for storage class (`cdr_replay.rs` reads them back on both backends).
 #[tokio::test]
 async fn records_are_the_same_rows_through_either_driver() {
     let path = path("drivers");
     let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
-    store.insert_cdrs(&[record("any-set", true), record("any-empty", false)]).await.unwrap();
-    assert_eq!(store.insert_new_cdrs(&[record("own-set", true), record("own-empty", false)]).await, Ok(2));
+    store.insert_cdrs(&[support::record("any-set", true), support::record("any-empty", false)]).await.unwrap();
+    assert_eq!(
+        store.insert_new_cdrs(&[support::record("own-set", true), support::record("own-empty", false)]).await,
+        Ok(2)
+    );
 
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
