@@ -148,19 +148,24 @@ fn tuples(backend: Backend, rows: usize, cols: usize) -> String {
 }
 
 /// Removes the journal rows of `ids` in the open transaction (their records are being stored).
-pub(crate) async fn close(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+pub(crate) async fn close<DB: cdr::RecordDb>(
+    conn: &mut DB::Connection,
     backend: Backend,
     ids: &[&str],
-) -> Result<(), StoreError> {
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
     for chunk in cdr::shaped_chunks(ids) {
         let list = tuples(backend, 1, chunk.len());
         let sql = format!("DELETE FROM open_calls WHERE call_id IN {list}");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
         for id in chunk {
-            q = q.bind(*id);
+            q = q.bind(DB::text(id));
         }
-        q.execute(&mut **tx).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -345,8 +350,8 @@ impl Store {
             records.push(lost_call_record(&call, call.updated_at_ms, bill));
             ids.push(call.record.id);
         }
-        let stored = cdr::write(&mut tx, self.backend, &records, Taken::Skip).await?;
-        close(&mut tx, self.backend, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let stored = cdr::write::<sqlx::Any>(&mut tx, self.backend, &records, Taken::Skip).await?;
+        close::<sqlx::Any>(&mut tx, self.backend, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         for (node, _) in &lost {
             sqlx::query("DELETE FROM nodes WHERE node_id = $1").bind(node).execute(&mut *tx).await?;
         }

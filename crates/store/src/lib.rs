@@ -1,8 +1,9 @@
 //! `store`: persistence behind one interface, on two backends. SQLite is the embedded default
 //! (one file, WAL mode, nothing else to run); PostgreSQL serves a cluster of nodes. Both run the
-//! same queries through sqlx's `Any` driver with `$N` placeholders; each backend has its own
-//! migration folder because DDL differs. Queries are checked at run time, not build time, so a
-//! build needs no database.
+//! same queries through sqlx's `Any` driver with `$N` placeholders (the records writer's inserts
+//! take the backend's own driver, with the same statements and values); each backend has its
+//! own migration folder because DDL differs. Queries are checked at run time, not build time,
+//! so a build needs no database.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,17 +94,45 @@ pub(crate) fn resource(r: ResourceRow) -> Resource {
 
 pub(crate) const RESOURCE_COLUMNS: &str = "kind, id, account_id, name, body, created_at, updated_at";
 
+/// Every SQLite connection's settings, run as it opens.
+///
+/// 16 KiB pages for a new database (first: the size is fixed when the first page is written,
+/// and WAL mode cannot change it; on an existing file it is a no-op). A call detail record is
+/// about 2.5 KB: on the default 4 KiB pages each took a page of its own, and every dirty page is
+/// a WAL frame written at commit and again at the checkpoint. On 16 KiB pages six share one: per
+/// record stored in batches (`benches/cdr_insert.rs`), 5.6 write and 1.3 read system calls
+/// became 1.7 and 0.3, and CPU time fell by 28%. Larger pages saved no more CPU and make every
+/// small commit write more.
+///
+/// WAL lets the API read while the engine writes; foreign keys are off by default in SQLite; a
+/// busy writer makes others wait instead of failing.
+const SQLITE_PRAGMAS: [&str; 4] =
+    ["PRAGMA page_size=16384", "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"];
+
 /// The database behind the platform.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// A pool of the backend's own driver for the records writer's inserts
+    /// ([`Store::insert_new_cdrs`]): through `Any` every bound value is copied once more (into
+    /// `Any`'s arguments, then into the driver's), a record's 23 values about 2.5 KB. One
+    /// connection (the writer is one task; SQLite writers take turns), opened at the first
+    /// insert.
+    records: RecordsPool,
     /// Bumped after every committed configuration change made through this store; the
     /// snapshot keeper waits on it (other nodes learn of changes through PostgreSQL NOTIFY).
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     url: String,
     /// How long the node's own database work takes (`/metrics`).
     stats: std::sync::Arc<StoreStats>,
+}
+
+/// The records writer's pool, of the backend's own driver.
+#[derive(Clone, Debug)]
+pub(crate) enum RecordsPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 /// What [`Store::ensure_admin_key`] found or did.
@@ -142,22 +171,7 @@ impl Store {
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    // 16 KiB pages for a new database (first: the size is fixed when the first
-                    // page is written, and WAL mode cannot change it; on an existing file it is a
-                    // no-op). A call detail record is about 2.5 KB: on the default 4 KiB pages each
-                    // took a page of its own, and every dirty page is a WAL frame written at
-                    // commit and again at the checkpoint. On 16 KiB pages six share one: per
-                    // record stored in batches (`benches/cdr_insert.rs`), 5.6 write and 1.3 read
-                    // system calls became 1.7 and 0.3, and CPU time fell by 28%. Larger pages
-                    // saved no more CPU and make every small commit write more.
-                    // WAL lets the API read while the engine writes; foreign keys are off by
-                    // default in SQLite; a busy writer makes others wait instead of failing.
-                    for pragma in [
-                        "PRAGMA page_size=16384",
-                        "PRAGMA journal_mode=WAL",
-                        "PRAGMA foreign_keys=ON",
-                        "PRAGMA busy_timeout=5000",
-                    ] {
+                    for pragma in SQLITE_PRAGMAS {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
                     Ok(())
@@ -166,10 +180,30 @@ impl Store {
         }
         let pool =
             options.connect(&connect_url).await.map_err(|e| StoreError::Failed(format!("database {url}: {e}")))?;
+        let bad_url = |e: sqlx::Error| StoreError::Failed(format!("database {url}: {e}"));
+        let records = match backend {
+            Backend::Sqlite => {
+                let file: sqlx::sqlite::SqliteConnectOptions = connect_url.parse().map_err(bad_url)?;
+                let records = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in SQLITE_PRAGMAS {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                });
+                RecordsPool::Sqlite(records.connect_lazy_with(file))
+            }
+            Backend::Postgres => {
+                let server: sqlx::postgres::PgConnectOptions = connect_url.parse().map_err(bad_url)?;
+                RecordsPool::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(server))
+            }
+        };
         let (changes, _) = tokio::sync::watch::channel(0);
         let store = Store {
             pool,
             backend,
+            records,
             changes: std::sync::Arc::new(changes),
             url: url.to_owned(),
             stats: Default::default(),

@@ -72,3 +72,21 @@ async fn stored_records_are_skipped_not_doubled() {
         assert_eq!(s.get_cdr("r900").await.unwrap(), None, "{b:?}");
     }
 }
+
+/// The records writer's inserts (`insert_new_cdrs`) go through the backend's own driver, the
+/// API's (`insert_cdrs`) through sqlx's `Any`: what is stored reads back the same.
+#[tokio::test]
+async fn the_same_records_through_either_driver() {
+    for s in support::backends().await {
+        let b = s.backend();
+        for set in [true, false] {
+            let (any, own) = (support::record(&format!("any-{set}"), set), support::record(&format!("own-{set}"), set));
+            s.insert_cdrs(std::slice::from_ref(&any)).await.unwrap();
+            assert_eq!(s.insert_new_cdrs(std::slice::from_ref(&own)).await, Ok(1), "{b:?}");
+            let any_back = s.get_cdr(&any.id).await.unwrap().expect("stored through Any");
+            let own_back = s.get_cdr(&own.id).await.unwrap().expect("stored through the backend's driver");
+            assert_eq!(own_back, own, "{b:?}");
+            assert_eq!(CallDetailRecord { id: own.id.clone(), ..any_back }, own_back, "{b:?}");
+        }
+    }
+}

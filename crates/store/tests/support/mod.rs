@@ -121,3 +121,51 @@ pub fn binding(connection: &str, contact: &str, expires_at: i64) -> Registration
         expires_at,
     }
 }
+
+/// A record with every optional field `set` or empty.
+pub fn record(id: &str, set: bool) -> store::CallDetailRecord {
+    use store::{AttemptOutcome, CallDetailRecord, Direction, HangupSource, RawJson, RouteAttempt, cdr_timestamp};
+    let at = |ms: i64| cdr_timestamp(1_767_312_000_000 + ms);
+    let some = |s: &str| set.then(|| s.to_owned());
+    CallDetailRecord {
+        id: id.into(),
+        account_id: "acct-a".into(),
+        connection_id: "conn-1".into(),
+        outbound_voice_profile_id: some("ovp-1"),
+        direction: if set { Direction::Outbound } else { Direction::Inbound },
+        a_leg_call_id: "a@192.0.2.10".into(),
+        b_leg_call_id: some("b@opentrunk"),
+        from_received: "+12125551234".into(),
+        to_received: "2125556789".into(),
+        from_sent: some("+12125551234"),
+        to_sent: some("+12125556789"),
+        started_at: at(0),
+        answered_at: set.then(|| at(4_250)),
+        ended_at: at(65_250),
+        call_sec: if set { 61 } else { 0 },
+        billed_sec: if set { 120 } else { 0 },
+        rate: some("0.0100"),
+        cost: some("0.0200"),
+        sip_response_code: if set { 200 } else { 403 },
+        reason_code: (!set).then(|| "D1".to_owned()),
+        hangup_source: if set { HangupSource::Caller } else { HangupSource::System },
+        route_attempts: if set {
+            vec![RouteAttempt {
+                carrier_id: "carrier-a".into(),
+                gateway: "sip.carrier-a.example".into(),
+                port: 5060,
+                transport: "UDP".into(),
+                target: Some("203.0.113.7:5060".into()),
+                outcome: AttemptOutcome::Response { sip_response_code: 503 },
+                started_at: at(10),
+                ended_at: at(900),
+            }]
+        } else {
+            Vec::new()
+        },
+        trace: RawJson::from_text(
+            r#"[{"rule":"identify.source","verdict":"note","facts":{"ip":"192.0.2.10"}}]"#.into(),
+        )
+        .unwrap(),
+    }
+}
