@@ -370,20 +370,9 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `n` in decimal.
+/// `n` in decimal (serde_json's own integer writer, `itoa`).
 fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    digits[at..].iter().for_each(|&d| out.push(char::from(d)));
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Refuses a record whose times are not in the one shape (they would sort wrongly).
