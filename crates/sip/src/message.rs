@@ -799,6 +799,17 @@ impl Message {
         self.fields.push(field);
     }
 
+    /// Appends a header field whose value `write` puts straight into the message's text: a
+    /// value made of several parts costs no string of its own and no formatting machinery.
+    pub fn push_header_with(&mut self, name: HeaderName, write: impl FnOnce(&mut String)) {
+        self.edited = true;
+        let name_text = self.push_edit(name.as_str());
+        let start = self.edits.len();
+        write(&mut self.edits);
+        let value = Span::edit(start, self.edits.len());
+        self.fields.push(Field { name, name_text, value, line: None });
+    }
+
     /// Appends a header field by name (for extension headers such as `X-Telnyx-Token`).
     pub fn push_header_named(&mut self, name: &str, value: &str) {
         let field = self.new_field(HeaderName::from_bytes(name.as_bytes()), name, value);
@@ -1082,6 +1093,33 @@ pub(crate) fn itoa_u32(mut n: u32) -> ItoaBuf {
     ItoaBuf { buf, start: i }
 }
 
+/// Appends a number in decimal, as `Display` writes it, without the formatting machinery.
+pub fn push_u32(out: &mut String, n: u32) {
+    out.push_str(itoa_u32(n).as_str());
+}
+
+/// Appends `n` in lowercase hexadecimal, zero-padded to at least `width` digits: what
+/// `{:0width$x}` writes, without the formatting machinery (tags, branches, identifiers).
+pub fn push_hex(out: &mut String, n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [b'0'; 16];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in (buf.len() - i)..width {
+        out.push('0');
+    }
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
 /// Appends an IPv4 address in dotted-quad form without the formatting machinery (hot path:
 /// `received` on every request, sent-by in transaction keys).
 pub(crate) fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
@@ -1226,6 +1264,31 @@ mod tests {
             resp.to_string()
                 .starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n")
         );
+    }
+
+    #[test]
+    fn writers_match_display() {
+        for (n, w) in [(0u64, 0), (0, 4), (0xabc, 0), (0xabc, 8), (u64::MAX, 0), (u64::MAX, 12), (0x1f, 16)] {
+            let mut s = String::new();
+            push_hex(&mut s, n, w);
+            assert_eq!(s, format!("{n:0w$x}"));
+        }
+        for n in [0u32, 7, 10, 65535, u32::MAX] {
+            let mut s = String::new();
+            push_u32(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
+    #[test]
+    fn header_written_in_place() {
+        let mut r = Message::new_request("OPTIONS", "sip:pbx.example.com");
+        r.push_header_with(HeaderName::CSeq, |v| {
+            push_u32(v, 12);
+            v.push_str(" OPTIONS");
+        });
+        assert_eq!(r.header(HeaderName::CSeq), Some("12 OPTIONS"));
+        assert!(r.to_string().contains("\r\nCSeq: 12 OPTIONS\r\n"));
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! [`AdmissionRequest`] and comes back through [`Core::admit`]; a call's end goes out as a
 //! [`CallNotice`] with its report.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -374,7 +373,10 @@ impl Core {
             timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
         let b_tag = self.new_tag();
-        let b_call_id = format!("{}@{}", self.new_uuid(), self.config.local_host);
+        let mut b_call_id = String::with_capacity(37 + self.config.local_host.len());
+        self.push_uuid(&mut b_call_id);
+        b_call_id.push('@');
+        b_call_id.push_str(&self.config.local_host);
         let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let setup = CallSetup {
             invite,
@@ -738,7 +740,8 @@ impl Core {
         }];
         let mut via = String::with_capacity(prefix.len() + 22);
         via.push_str(prefix);
-        let _ = write!(via, "{:x};rport", self.next_random());
+        sip::message::push_hex(&mut via, self.next_random(), 0);
+        via.push_str(";rport");
         request.prepend_header(HeaderName::Via, &via);
         request
     }

@@ -752,7 +752,9 @@ impl Core {
     }
 
     fn new_tag(&mut self) -> String {
-        format!("{:x}", self.next_random())
+        let mut tag = String::with_capacity(16);
+        sip::message::push_hex(&mut tag, self.next_random(), 0);
+        tag
     }
 
     /// xorshift64*: tags and branches must be unique, not secret.
@@ -768,6 +770,13 @@ impl Core {
     /// A UUID-shaped identifier (version 4 layout) for call control ids and B-leg Call-IDs:
     /// unique, not secret (the API checks who may see a call).
     fn new_uuid(&mut self) -> String {
+        let mut id = String::with_capacity(36);
+        self.push_uuid(&mut id);
+        id
+    }
+
+    /// Appends a new [`Core::new_uuid`] to `out`.
+    fn push_uuid(&mut self, out: &mut String) {
         let mut word = || {
             let mut x = self.tag_seed;
             x ^= x >> 12;
@@ -779,14 +788,14 @@ impl Core {
         let (a, b) = (word(), word());
         let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
         let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xffff,
-            b >> 48,
-            b & 0xffff_ffff_ffff
-        )
+        // `{:08x}-{:04x}-{:04x}-{:04x}-{:012x}`, without the formatting machinery.
+        let parts = [(a >> 32, 8), ((a >> 16) & 0xffff, 4), (a & 0xffff, 4), (b >> 48, 4), (b & 0xffff_ffff_ffff, 12)];
+        for (i, (part, width)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push('-');
+            }
+            sip::message::push_hex(out, part, width);
+        }
     }
 }
 
