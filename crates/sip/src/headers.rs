@@ -755,6 +755,9 @@ impl Message {
         if scan::is_word_str(a) && scan::is_word_str(b) { Ok(v) } else { Err(Error("malformed Call-ID")) }
     }
     pub fn cseq(&self) -> Result<CSeq<'_>, Error> {
+        if let Some(cseq) = self.cached_cseq() {
+            return Ok(cseq);
+        }
         self.single(HeaderName::CSeq, "missing CSeq").and_then(CSeq::parse)
     }
     /// `Ok(None)` when absent.
@@ -877,15 +880,23 @@ impl Message {
             v.push_str(crate::message::itoa_u32(u32::from(p)).as_str());
         }
         let params_start = v.len() as u32;
+        // Where the first `branch` lands (what `Via::branch` finds), noted on the way.
+        let mut branch = None;
+        let mut branch_seen = false;
         for (name, value) in via.params.iter() {
             if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
                 continue;
             }
             v.push(';');
             v.push_str(name);
+            let first_branch = !branch_seen && name.eq_ignore_ascii_case("branch");
+            branch_seen |= first_branch;
             if let Some(value) = value {
                 v.push('=');
-                v.push_str(value);
+                let at = put(&mut v, value);
+                if first_branch {
+                    branch = Some(at);
+                }
             }
         }
         // RFC 3581 section 4: with rport, received is added even when the address matches.
@@ -902,6 +913,7 @@ impl Message {
             host,
             port: via.port,
             params: (params_start, v.len() as u32),
+            branch,
         };
         // The new field's value starts with `v`.
         let replaced = self.replace_first_value(HeaderName::Via, &v);

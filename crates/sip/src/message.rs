@@ -153,6 +153,8 @@ struct Decoded {
     top_via: Option<TopVia>,
     /// The To field's value span, and where its tag lies within it (`None`: no tag).
     to: Option<(Span, Option<(u32, u32)>)>,
+    /// The CSeq field's value span, its number, and where its method lies within it.
+    cseq: Option<(Span, u32, (u32, u32))>,
 }
 
 /// Where the parts of a decoded top Via lie in the text of the first Via field: byte ranges
@@ -165,6 +167,8 @@ pub(crate) struct ViaLayout {
     pub(crate) host: LayoutHost,
     pub(crate) port: Option<u16>,
     pub(crate) params: (u32, u32),
+    /// The `branch` parameter's value, as [`crate::Via::branch`] finds it.
+    pub(crate) branch: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +201,10 @@ impl ViaLayout {
             },
             port: via.port,
             params: range(via.params.as_str())?,
+            branch: match via.branch() {
+                Some(b) => Some(range(b)?),
+                None => None,
+            },
         })
     }
 }
@@ -556,6 +564,65 @@ impl Message {
         debug_assert!(
             top_via.is_none() || self.cached_top_via() == Some(self.parse_top_via().expect("cached Via parses")),
             "top Via cache disagrees with the parser"
+        );
+        debug_assert!(
+            top_via.is_none() || self.cached_top_branch() == Some(self.parse_top_via().ok().and_then(|v| v.branch())),
+            "top Via branch cache disagrees with the parser"
+        );
+    }
+
+    /// The top Via's branch decoded earlier (`Some(None)`: that Via has none), if the first Via
+    /// field is still the one it came from.
+    pub(crate) fn cached_top_branch(&self) -> Option<Option<&str>> {
+        let c = self.decoded.as_ref()?.top_via.as_ref()?;
+        if self.first_via_span() != Some(c.field) {
+            return None;
+        }
+        Some(
+            c.layout
+                .branch
+                .map(|(a, b)| self.text(Span { start: c.field.start + a, end: (c.field.start & !EDIT) + b })),
+        )
+    }
+
+    /// The top Via's `branch`: from what [`crate::inspect`] decoded when the top Via is
+    /// unchanged, else by decoding it.
+    pub fn top_via_branch(&self) -> Result<Option<&str>, Error> {
+        match self.cached_top_branch() {
+            Some(branch) => Ok(branch),
+            None => self.top_via().map(|v| v.branch()),
+        }
+    }
+
+    /// The CSeq decoded earlier, if the one CSeq field is still the one it came from.
+    pub(crate) fn cached_cseq(&self) -> Option<crate::CSeq<'_>> {
+        let (span, seq, (a, b)) = self.decoded.as_ref()?.cseq?;
+        if self.single_span(HeaderName::CSeq) != Some(span) {
+            return None;
+        }
+        let method = self.text(Span { start: span.start + a, end: (span.start & !EDIT) + b });
+        Some(crate::CSeq { seq, method: Method::parse(method) })
+    }
+
+    /// Where the method of `cseq` (the decoded single CSeq header) lies in its field's value:
+    /// it is the value's last token, only whitespace after it.
+    pub(crate) fn cseq_layout(&self, cseq: &crate::CSeq<'_>) -> Option<(u32, (u32, u32))> {
+        let value = self.text(self.single_span(HeaderName::CSeq)?);
+        let trimmed = crate::scan::trim_lws(value);
+        let end = trimmed.as_ptr() as usize - value.as_ptr() as usize + trimmed.len();
+        let start = end.checked_sub(cseq.method.as_str().len())?;
+        (value.get(start..end) == Some(cseq.method.as_str()))
+            .then_some((cseq.seq, (u32::try_from(start).ok()?, u32::try_from(end).ok()?)))
+    }
+
+    /// Remembers the decoded CSeq (from [`Message::cseq_layout`]).
+    pub(crate) fn remember_cseq(&mut self, (seq, method): (u32, (u32, u32))) {
+        let Some(field) = self.single_span(HeaderName::CSeq) else { return };
+        self.decoded_mut().cseq = Some((field, seq, method));
+        debug_assert_eq!(
+            self.cached_cseq(),
+            self.single_span(HeaderName::CSeq).and_then(|s| crate::CSeq::parse(self.text(s)).ok()),
+            "CSeq cache disagrees with the parser"
         );
     }
 

@@ -145,6 +145,7 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
 struct Decoding {
     top_via: Option<ViaLayout>,
     to_tag: Option<Option<(u32, u32)>>,
+    cseq: Option<(u32, (u32, u32))>,
 }
 
 /// Keeps what the checks decoded.
@@ -154,6 +155,9 @@ fn remember(msg: &mut Message, d: Decoding) {
     }
     if let Some(tag) = d.to_tag {
         msg.remember_to_tag(tag);
+    }
+    if let Some(cseq) = d.cseq {
+        msg.remember_cseq(cseq);
     }
 }
 
@@ -171,11 +175,15 @@ fn check_response_at(msg: &Message) -> Result<Decoding, Error> {
     for via in vias {
         via?;
     }
-    msg.cseq()?;
+    let cseq = msg.cseq()?;
     msg.from()?;
     let to = msg.to()?;
     msg.call_id()?;
-    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
+    Ok(Decoding {
+        top_via: msg.top_via_layout(&top_via),
+        to_tag: msg.to_tag_layout(to.tag()),
+        cseq: msg.cseq_layout(&cseq),
+    })
 }
 
 /// The checks on a parsed request, in the order a server applies them.
@@ -301,7 +309,11 @@ fn check_request_at(msg: &Message, policy: &Policy) -> Result<Decoding, Rejectio
             }
         }
     }
-    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
+    Ok(Decoding {
+        top_via: msg.top_via_layout(&top_via),
+        to_tag: msg.to_tag_layout(to.tag()),
+        cseq: msg.cseq_layout(&cseq),
+    })
 }
 
 fn contact_fault(e: Error) -> Error {
