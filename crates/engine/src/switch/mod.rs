@@ -265,13 +265,19 @@ impl ReplyRoute {
         {
             // Unreliable: the source address, at the rport if the client asked for it, else
             // at the sent-by port (default 5060); a multicast maddr wins over both.
-            let port = match via.rport() {
-                Some(_) => from.remote.port(),
-                None => via.port.unwrap_or(5060),
-            };
+            // `Via::rport` and `Via::maddr` (the first of each), in one pass over the parameters.
+            let (mut rport, mut maddr) = (false, None);
+            for (name, value) in via.params.iter() {
+                if !rport && name.eq_ignore_ascii_case("rport") {
+                    rport = true;
+                } else if maddr.is_none() && name.eq_ignore_ascii_case("maddr") {
+                    maddr = Some(value);
+                }
+            }
+            let port = if rport { from.remote.port() } else { via.port.unwrap_or(5060) };
             // maddr is honoured only for multicast groups, its purpose: a unicast maddr would
             // let anyone aim our responses at a third party (reflection).
-            remote = match via.maddr().and_then(|m| m.parse::<IpAddr>().ok()).filter(IpAddr::is_multicast) {
+            remote = match maddr.flatten().and_then(|m| m.parse::<IpAddr>().ok()).filter(IpAddr::is_multicast) {
                 Some(ip) => SocketAddr::new(ip, via.port.unwrap_or(5060)),
                 None => SocketAddr::new(from.remote.ip(), port),
             };
