@@ -328,6 +328,11 @@ impl Call {
     }
 
     /// The route plan, in order (attempt `i` took `routes()[i]`).
+    /// Our tags: the caller's dialog's (A) and the carrier's (B).
+    pub fn tags(&self) -> (&str, &str) {
+        (&self.setup.a_tag, &self.setup.b_tag)
+    }
+
     pub fn routes(&self) -> &[RouteTarget] {
         &self.setup.routes
     }
