@@ -16,6 +16,7 @@
 //! [`Call::answer_for_a`], the seam kept for it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -132,7 +133,8 @@ pub struct CallSetup {
     pub caller: String,
     pub anonymous: bool,
     /// Our host (and port) as carriers and customers must reach us: Contact and From host.
-    pub local: String,
+    /// Shared by every call: the switch's one copy.
+    pub local: Arc<str>,
     /// The To tag of our answers on the A-leg.
     pub a_tag: String,
     /// The B-leg's Call-ID and From tag (one dialog per call toward carriers, new CSeq per attempt).
@@ -145,8 +147,8 @@ pub struct CallSetup {
     /// An answered call with no signalling for this long is torn down (a lower `Session-Expires`
     /// agreed by the peers wins, RFC 4028).
     pub idle_limit: Duration,
-    /// `Server`/`User-Agent` product token.
-    pub product: String,
+    /// `Server`/`User-Agent` product token (shared, like `local`).
+    pub product: Arc<str>,
     /// The client nonce of our digest answers to carriers (drawn by the driver).
     pub cnonce: String,
     /// Header fields the rules want on the B-leg INVITE (an inbound call's

@@ -448,7 +448,7 @@ impl Core {
             timeout_1xx,
             timeout_2xx,
             idle_limit: self.config.calls.max_duration,
-            product: self.config.product.clone(),
+            product: self.product.clone(),
             cnonce: self.new_tag(),
             b_headers,
             ring_together,

@@ -341,7 +341,10 @@ pub struct Core {
     /// Our Via up to the branch's random part, by transport (UDP, TCP, TLS), and our Contact
     /// address: made once, not formatted again for every request we send.
     via_prefix: [String; 3],
-    local: String,
+    /// What every call's setup shares: our host (and port) for Contact and From, and the
+    /// product token (`SwitchConfig::product`).
+    local: Arc<str>,
+    product: Arc<str>,
     /// A moment and the wall-clock time at it: records and events carry wall-clock times.
     wall_base: (Instant, SystemTime),
     clients: HashMap<TransactionKey, calls::ClientEntry>,
@@ -374,6 +377,7 @@ impl Core {
         let via_prefix = [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
             .map(|kind| format!("SIP/2.0/{} {};branch=z9hG4bK", kind.via_name(), config.sent_by(kind)));
         let local = config.local();
+        let product: Arc<str> = config.product.as_str().into();
         Core {
             config,
             servers: HashMap::default(),
@@ -383,7 +387,8 @@ impl Core {
             stats: Arc::new(SwitchStats::default()),
             tag_seed: seed | 1,
             via_prefix,
-            local,
+            local: local.into(),
+            product,
             wall_base: (Instant::now(), SystemTime::now()),
             clients: HashMap::default(),
             calls: HashMap::default(),
