@@ -89,6 +89,9 @@ impl std::fmt::Display for Method<'_> {
     }
 }
 
+/// Text bytes and fields reserved beyond what [`Message::response_to`] copies.
+const RESPONSE_ROOM: (usize, usize) = (128, 4);
+
 /// A byte range into the message's original buffer, or (high bit set) into its edit buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -800,9 +803,9 @@ impl Message {
     }
 
     fn empty() -> Message {
-        // Room for a typical message built from scratch (start line and a dozen fields), so
-        // building it does not reallocate at every header.
-        Message::empty_with_capacity(256, 12)
+        // Room for a typical message built from scratch (a B-leg INVITE: start line, Via and a
+        // dozen fields, Contact and User-Agent among them), so building it does not reallocate.
+        Message::empty_with_capacity(512, 16)
     }
 
     fn empty_with_capacity(text: usize, fields: usize) -> Message {
@@ -832,7 +835,9 @@ impl Message {
             count += 1;
             text += f.name.as_str().len() + (f.value.end - (f.value.start & !EDIT)) as usize;
         }
-        let mut r = Message::empty_with_capacity(text, count);
+        // Room beyond the copied fields for the few a response usually gets next (Server,
+        // Contact, Content-Type, Allow, ...): growing both buffers later would copy them.
+        let mut r = Message::empty_with_capacity(text + RESPONSE_ROOM.0, count + RESPONSE_ROOM.1);
         let version = r.push_edit("SIP/2.0");
         let reason = r.push_edit(reason);
         r.start = Start::Response { version, code, reason };
