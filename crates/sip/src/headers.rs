@@ -750,6 +750,9 @@ impl Message {
     }
     /// Call-ID: `word [ "@" word ]`.
     pub fn call_id(&self) -> Result<&str, Error> {
+        if let Some(v) = self.cached_call_id() {
+            return Ok(v);
+        }
         let v = self.single(HeaderName::CallId, "missing Call-ID")?;
         let (a, b) = v.split_once('@').unwrap_or((v, "x"));
         if scan::is_word_str(a) && scan::is_word_str(b) { Ok(v) } else { Err(Error("malformed Call-ID")) }

@@ -158,6 +158,8 @@ struct Decoded {
     to: Option<(Span, Option<(u32, u32)>)>,
     /// The CSeq field's value span, its number, and where its method lies within it.
     cseq: Option<(Span, u32, (u32, u32))>,
+    /// The value span of the Call-ID field found well formed.
+    call_id: Option<Span>,
 }
 
 /// Where the parts of a decoded top Via lie in the text of the first Via field: byte ranges
@@ -616,6 +618,19 @@ impl Message {
         let start = end.checked_sub(cseq.method.as_str().len())?;
         (value.get(start..end) == Some(cseq.method.as_str()))
             .then_some((cseq.seq, (u32::try_from(start).ok()?, u32::try_from(end).ok()?)))
+    }
+
+    /// The Call-ID checked earlier, if the one Call-ID field is still the one checked.
+    pub(crate) fn cached_call_id(&self) -> Option<&str> {
+        let span = self.decoded.as_ref()?.call_id?;
+        (self.single_span(HeaderName::CallId) == Some(span)).then(|| self.text(span))
+    }
+
+    /// Remembers that the one Call-ID field is well formed (as [`Message::call_id`] found it).
+    pub(crate) fn remember_call_id(&mut self) {
+        let Some(field) = self.single_span(HeaderName::CallId) else { return };
+        self.decoded_mut().call_id = Some(field);
+        debug_assert_eq!(self.cached_call_id().map(Ok), Some(self.call_id()), "Call-ID cache disagrees");
     }
 
     /// Remembers the decoded CSeq (from [`Message::cseq_layout`]).

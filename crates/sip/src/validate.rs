@@ -159,6 +159,8 @@ fn remember(msg: &mut Message, d: Decoding) {
     if let Some(cseq) = d.cseq {
         msg.remember_cseq(cseq);
     }
+    // Both checks accept only a well-formed Call-ID.
+    msg.remember_call_id();
 }
 
 /// A response is usable only if it can be matched to a transaction: status line, Via, CSeq,
