@@ -911,6 +911,18 @@ impl Message {
         self.fields.insert(at, field);
     }
 
+    /// [`Message::prepend_header`] with the value written in place, as
+    /// [`Message::push_header_with`] does.
+    pub fn prepend_header_with(&mut self, name: HeaderName, write: impl FnOnce(&mut String)) {
+        self.edited = true;
+        let at = self.fields.iter().position(|f| f.name == name).unwrap_or(0);
+        let name_text = self.push_edit(name.as_str());
+        let start = self.edits.len();
+        write(&mut self.edits);
+        let value = Span::edit(start, self.edits.len());
+        self.fields.insert(at, Field { name, name_text, value, line: None });
+    }
+
     /// Replaces every field of this name with one field holding `value` (at the first one's
     /// place, or appended).
     pub fn set_header(&mut self, name: HeaderName, value: &str) {

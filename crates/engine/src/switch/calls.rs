@@ -788,16 +788,17 @@ impl Core {
 
     /// Our Via on top of a request we send (a new branch: a new transaction, or an ACK for a 2xx).
     pub(super) fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
+        let branch = self.next_random();
         let prefix = &self.via_prefix[match kind {
             TransportKind::Udp => 0,
             TransportKind::Tcp => 1,
             TransportKind::Tls => 2,
         }];
-        let mut via = String::with_capacity(prefix.len() + 22);
-        via.push_str(prefix);
-        sip::message::push_hex(&mut via, self.next_random(), 0);
-        via.push_str(";rport");
-        request.prepend_header(HeaderName::Via, &via);
+        request.prepend_header_with(HeaderName::Via, |via| {
+            via.push_str(prefix);
+            sip::message::push_hex(via, branch, 0);
+            via.push_str(";rport");
+        });
         request
     }
 
