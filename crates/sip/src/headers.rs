@@ -839,9 +839,15 @@ impl Message {
         let Ok(via) = self.top_via() else { return false };
         let ip = source.ip();
         let needs_received = via.host.ip() != Some(ip);
-        let wants_rport = via.rport() == Some(None);
-        if !needs_received && !wants_rport {
-            return true;
+        // `Via::rport` is `Some(None)`: asked for. When the Via is rewritten anyway it is
+        // found in the pass over the parameters below, not in one of its own.
+        let wants_rport = |value: Option<&str>| value.and_then(|p| p.parse::<u16>().ok()).is_none();
+        let mut rport_asked = None;
+        if !needs_received {
+            rport_asked = Some(via.params.get("rport").is_some_and(wants_rport));
+            if rport_asked == Some(false) {
+                return true;
+            }
         }
         // Built by hand into one allocation (the formatting machinery cost more than the rest),
         // noting where each part lands so the new top Via need not be parsed again.
@@ -887,7 +893,12 @@ impl Message {
         let mut branch = None;
         let mut branch_seen = false;
         for (name, value) in via.params.iter() {
-            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            if name.eq_ignore_ascii_case("rport") {
+                // The first one decides, as `Params::get` finds it.
+                rport_asked.get_or_insert_with(|| wants_rport(value));
+                continue;
+            }
+            if name.eq_ignore_ascii_case("received") {
                 continue;
             }
             v.push(';');
@@ -905,6 +916,7 @@ impl Message {
         // RFC 3581 section 4: with rport, received is added even when the address matches.
         v.push_str(";received=");
         crate::message::push_ip(&mut v, ip);
+        let wants_rport = rport_asked.unwrap_or(false);
         if wants_rport {
             v.push_str(";rport=");
             v.push_str(crate::message::itoa_u32(u32::from(source.port())).as_str());

@@ -1222,12 +1222,27 @@ pub fn push_hex(out: &mut String, n: u64, width: usize) {
 /// Appends an IPv4 address in dotted-quad form without the formatting machinery (hot path:
 /// `received` on every request, sent-by in transaction keys).
 pub(crate) fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    // Written into one stack buffer and appended once.
+    let mut buf = [0u8; 15];
+    let mut n = 0;
     for (i, o) in a.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            buf[n] = b'.';
+            n += 1;
         }
-        out.push_str(itoa_u32(u32::from(o)).as_str());
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
     }
+    // Only ASCII digits and dots were written.
+    out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
 }
 
 /// Appends an IP address as `received` carries it: IPv4 dotted, IPv6 in its canonical text
@@ -1371,6 +1386,11 @@ mod tests {
             let mut s = String::new();
             push_hex(&mut s, n, w);
             assert_eq!(s, format!("{n:0w$x}"));
+        }
+        for a in ["0.0.0.0", "10.0.0.5", "192.168.100.255", "255.255.255.255", "1.20.100.9"] {
+            let mut s = String::new();
+            push_ipv4(&mut s, a.parse().unwrap());
+            assert_eq!(s, a);
         }
         for n in [0u32, 7, 10, 65535, u32::MAX] {
             let mut s = String::new();
