@@ -992,14 +992,20 @@ impl Message {
         let old = self.text(self.fields[i].value);
         let mut parts = crate::scan::split_list(old);
         parts.next();
-        let mut joined = String::with_capacity(old.len() + value.len());
-        joined.push_str(value);
-        for p in parts {
-            joined.push_str(", ");
-            joined.push_str(p);
-        }
         let name_text = self.fields[i].name_text;
-        let value = self.push_edit(&joined);
+        let mut rest = parts.peekable();
+        let value = if rest.peek().is_none() {
+            // The field held one value (the usual Via): the new one is the whole field.
+            self.push_edit(value)
+        } else {
+            let mut joined = String::with_capacity(old.len() + value.len());
+            joined.push_str(value);
+            for p in rest {
+                joined.push_str(", ");
+                joined.push_str(p);
+            }
+            self.push_edit(&joined)
+        };
         self.fields[i] = Field { name, name_text, value, line: None };
         self.edited = true;
         true
