@@ -790,6 +790,29 @@ impl Message {
             (false, false) => Ok(Some(Contacts::List(list))),
         }
     }
+    /// The first address of [`Message::contacts`]: `Ok(None)` when that is `None` or `*`, the
+    /// same errors otherwise; every address is still checked, but no list is built.
+    pub fn first_contact(&self) -> Result<Option<NameAddr<'_>>, Error> {
+        let mut first = None;
+        let mut star = false;
+        for v in self.header_values(HeaderName::Contact) {
+            if trim_lws(v) == "*" {
+                star = true;
+                continue;
+            }
+            for part in split_list(v) {
+                if part.is_empty() {
+                    return Err(Error("empty list element"));
+                }
+                let c = NameAddr::parse(part)?;
+                first.get_or_insert(c);
+            }
+        }
+        if star && first.is_some() {
+            return Err(Error("Contact * mixed with addresses"));
+        }
+        Ok(first)
+    }
     /// Route, Record-Route, Path and the like, across fields, in order.
     pub fn name_addrs(&self, name: HeaderName) -> Result<Vec<NameAddr<'_>>, Error> {
         let mut out = Vec::new();
@@ -1121,6 +1144,31 @@ mod tests {
         assert_eq!(q("1.0"), Some(1000));
         assert_eq!(q("1.5"), None);
         assert_eq!(q("0.1234"), None);
+    }
+
+    #[test]
+    fn first_contact_agrees_with_contacts() {
+        let cases: [&[&str]; 8] = [
+            &[],
+            &["*"],
+            &["<sip:a@b>;expires=60, <sip:c@d>"],
+            &["<sip:a@b>", "<sip:c@d>"],
+            &["*", "<sip:a@b>"],
+            &["<sip:a@b>, "],
+            &["<sip:a@b", "<sip:c@d>"],
+            &["sip:a@b?x=y"],
+        ];
+        for contacts in cases {
+            let mut m = Message::new_request("INVITE", "sip:x@y");
+            for c in contacts {
+                m.push_header(HeaderName::Contact, c);
+            }
+            let expected = m.contacts().map(|c| match c {
+                Some(Contacts::List(list)) => list.first().cloned(),
+                _ => None,
+            });
+            assert_eq!(m.first_contact(), expected, "{contacts:?}");
+        }
     }
 
     #[test]

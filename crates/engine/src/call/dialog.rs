@@ -220,8 +220,8 @@ impl Call {
     /// the remote target is the INVITE's Contact, the route set its Record-Route in order).
     fn in_a_dialog(&self, method: &str, cseq: u32) -> Message {
         let invite = &self.setup.invite;
-        let target = match invite.contacts() {
-            Ok(Some(sip::Contacts::List(list))) => list.first().map(|c| c.uri_str.to_owned()),
+        let target = match invite.first_contact() {
+            Ok(Some(c)) => Some(c.uri_str.to_owned()),
             _ => None,
         }
         .unwrap_or_else(|| invite.request_uri_str().unwrap_or("sip:invalid").to_owned());

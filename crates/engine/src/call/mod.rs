@@ -682,10 +682,8 @@ impl Call {
         let dialog = BDialog {
             attempt,
             remote_tag: resp.to_tag().ok().flatten().map(str::to_owned).unwrap_or_default(),
-            remote_target: match resp.contacts() {
-                Ok(Some(sip::Contacts::List(list))) => {
-                    list.first().map(|c| c.uri_str.to_owned()).unwrap_or_else(|| self.setup.routes[attempt].uri())
-                }
+            remote_target: match resp.first_contact() {
+                Ok(Some(c)) => c.uri_str.to_owned(),
                 _ => self.setup.routes.get(attempt).map(RouteTarget::uri).unwrap_or_default(),
             },
             // The route set of a UAC: Record-Route in reverse order (RFC 3261 section 12.1.2).
