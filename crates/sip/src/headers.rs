@@ -750,11 +750,17 @@ impl Message {
     }
     /// Call-ID: `word [ "@" word ]`.
     pub fn call_id(&self) -> Result<&str, Error> {
+        if let Some(v) = self.cached_call_id() {
+            return Ok(v);
+        }
         let v = self.single(HeaderName::CallId, "missing Call-ID")?;
         let (a, b) = v.split_once('@').unwrap_or((v, "x"));
         if scan::is_word_str(a) && scan::is_word_str(b) { Ok(v) } else { Err(Error("malformed Call-ID")) }
     }
     pub fn cseq(&self) -> Result<CSeq<'_>, Error> {
+        if let Some(cseq) = self.cached_cseq() {
+            return Ok(cseq);
+        }
         self.single(HeaderName::CSeq, "missing CSeq").and_then(CSeq::parse)
     }
     /// `Ok(None)` when absent.
@@ -783,6 +789,29 @@ impl Message {
             (true, false) => Err(Error("Contact * mixed with addresses")),
             (false, false) => Ok(Some(Contacts::List(list))),
         }
+    }
+    /// The first address of [`Message::contacts`]: `Ok(None)` when that is `None` or `*`, the
+    /// same errors otherwise; every address is still checked, but no list is built.
+    pub fn first_contact(&self) -> Result<Option<NameAddr<'_>>, Error> {
+        let mut first = None;
+        let mut star = false;
+        for v in self.header_values(HeaderName::Contact) {
+            if trim_lws(v) == "*" {
+                star = true;
+                continue;
+            }
+            for part in split_list(v) {
+                if part.is_empty() {
+                    return Err(Error("empty list element"));
+                }
+                let c = NameAddr::parse(part)?;
+                first.get_or_insert(c);
+            }
+        }
+        if star && first.is_some() {
+            return Err(Error("Contact * mixed with addresses"));
+        }
+        Ok(first)
     }
     /// Route, Record-Route, Path and the like, across fields, in order.
     pub fn name_addrs(&self, name: HeaderName) -> Result<Vec<NameAddr<'_>>, Error> {
@@ -833,9 +862,15 @@ impl Message {
         let Ok(via) = self.top_via() else { return false };
         let ip = source.ip();
         let needs_received = via.host.ip() != Some(ip);
-        let wants_rport = via.rport() == Some(None);
-        if !needs_received && !wants_rport {
-            return true;
+        // `Via::rport` is `Some(None)`: asked for. When the Via is rewritten anyway it is
+        // found in the pass over the parameters below, not in one of its own.
+        let wants_rport = |value: Option<&str>| value.and_then(|p| p.parse::<u16>().ok()).is_none();
+        let mut rport_asked = None;
+        if !needs_received {
+            rport_asked = Some(via.params.get("rport").is_some_and(wants_rport));
+            if rport_asked == Some(false) {
+                return true;
+            }
         }
         // Built by hand into one allocation (the formatting machinery cost more than the rest),
         // noting where each part lands so the new top Via need not be parsed again.
@@ -877,20 +912,34 @@ impl Message {
             v.push_str(crate::message::itoa_u32(u32::from(p)).as_str());
         }
         let params_start = v.len() as u32;
+        // Where the first `branch` lands (what `Via::branch` finds), noted on the way.
+        let mut branch = None;
+        let mut branch_seen = false;
         for (name, value) in via.params.iter() {
-            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            if name.eq_ignore_ascii_case("rport") {
+                // The first one decides, as `Params::get` finds it.
+                rport_asked.get_or_insert_with(|| wants_rport(value));
+                continue;
+            }
+            if name.eq_ignore_ascii_case("received") {
                 continue;
             }
             v.push(';');
             v.push_str(name);
+            let first_branch = !branch_seen && name.eq_ignore_ascii_case("branch");
+            branch_seen |= first_branch;
             if let Some(value) = value {
                 v.push('=');
-                v.push_str(value);
+                let at = put(&mut v, value);
+                if first_branch {
+                    branch = Some(at);
+                }
             }
         }
         // RFC 3581 section 4: with rport, received is added even when the address matches.
         v.push_str(";received=");
         crate::message::push_ip(&mut v, ip);
+        let wants_rport = rport_asked.unwrap_or(false);
         if wants_rport {
             v.push_str(";rport=");
             v.push_str(crate::message::itoa_u32(u32::from(source.port())).as_str());
@@ -902,6 +951,7 @@ impl Message {
             host,
             port: via.port,
             params: (params_start, v.len() as u32),
+            branch,
         };
         // The new field's value starts with `v`.
         let replaced = self.replace_first_value(HeaderName::Via, &v);
@@ -1094,6 +1144,31 @@ mod tests {
         assert_eq!(q("1.0"), Some(1000));
         assert_eq!(q("1.5"), None);
         assert_eq!(q("0.1234"), None);
+    }
+
+    #[test]
+    fn first_contact_agrees_with_contacts() {
+        let cases: [&[&str]; 8] = [
+            &[],
+            &["*"],
+            &["<sip:a@b>;expires=60, <sip:c@d>"],
+            &["<sip:a@b>", "<sip:c@d>"],
+            &["*", "<sip:a@b>"],
+            &["<sip:a@b>, "],
+            &["<sip:a@b", "<sip:c@d>"],
+            &["sip:a@b?x=y"],
+        ];
+        for contacts in cases {
+            let mut m = Message::new_request("INVITE", "sip:x@y");
+            for c in contacts {
+                m.push_header(HeaderName::Contact, c);
+            }
+            let expected = m.contacts().map(|c| match c {
+                Some(Contacts::List(list)) => list.first().cloned(),
+                _ => None,
+            });
+            assert_eq!(m.first_contact(), expected, "{contacts:?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ impl std::fmt::Display for Method<'_> {
     }
 }
 
+/// Text bytes and fields reserved beyond what [`Message::response_to`] copies.
+const RESPONSE_ROOM: (usize, usize) = (128, 4);
+
 /// A byte range into the message's original buffer, or (high bit set) into its edit buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -153,6 +156,10 @@ struct Decoded {
     top_via: Option<TopVia>,
     /// The To field's value span, and where its tag lies within it (`None`: no tag).
     to: Option<(Span, Option<(u32, u32)>)>,
+    /// The CSeq field's value span, its number, and where its method lies within it.
+    cseq: Option<(Span, u32, (u32, u32))>,
+    /// The value span of the Call-ID field found well formed.
+    call_id: Option<Span>,
 }
 
 /// Where the parts of a decoded top Via lie in the text of the first Via field: byte ranges
@@ -165,6 +172,8 @@ pub(crate) struct ViaLayout {
     pub(crate) host: LayoutHost,
     pub(crate) port: Option<u16>,
     pub(crate) params: (u32, u32),
+    /// The `branch` parameter's value, as [`crate::Via::branch`] finds it.
+    pub(crate) branch: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +206,10 @@ impl ViaLayout {
             },
             port: via.port,
             params: range(via.params.as_str())?,
+            branch: match via.branch() {
+                Some(b) => Some(range(b)?),
+                None => None,
+            },
         })
     }
 }
@@ -557,6 +570,78 @@ impl Message {
             top_via.is_none() || self.cached_top_via() == Some(self.parse_top_via().expect("cached Via parses")),
             "top Via cache disagrees with the parser"
         );
+        debug_assert!(
+            top_via.is_none() || self.cached_top_branch() == Some(self.parse_top_via().ok().and_then(|v| v.branch())),
+            "top Via branch cache disagrees with the parser"
+        );
+    }
+
+    /// The top Via's branch decoded earlier (`Some(None)`: that Via has none), if the first Via
+    /// field is still the one it came from.
+    pub(crate) fn cached_top_branch(&self) -> Option<Option<&str>> {
+        let c = self.decoded.as_ref()?.top_via.as_ref()?;
+        if self.first_via_span() != Some(c.field) {
+            return None;
+        }
+        Some(
+            c.layout
+                .branch
+                .map(|(a, b)| self.text(Span { start: c.field.start + a, end: (c.field.start & !EDIT) + b })),
+        )
+    }
+
+    /// The top Via's `branch`: from what [`crate::inspect`] decoded when the top Via is
+    /// unchanged, else by decoding it.
+    pub fn top_via_branch(&self) -> Result<Option<&str>, Error> {
+        match self.cached_top_branch() {
+            Some(branch) => Ok(branch),
+            None => self.top_via().map(|v| v.branch()),
+        }
+    }
+
+    /// The CSeq decoded earlier, if the one CSeq field is still the one it came from.
+    pub(crate) fn cached_cseq(&self) -> Option<crate::CSeq<'_>> {
+        let (span, seq, (a, b)) = self.decoded.as_ref()?.cseq?;
+        if self.single_span(HeaderName::CSeq) != Some(span) {
+            return None;
+        }
+        let method = self.text(Span { start: span.start + a, end: (span.start & !EDIT) + b });
+        Some(crate::CSeq { seq, method: Method::parse(method) })
+    }
+
+    /// Where the method of `cseq` (the decoded single CSeq header) lies in its field's value:
+    /// it is the value's last token, only whitespace after it.
+    pub(crate) fn cseq_layout(&self, cseq: &crate::CSeq<'_>) -> Option<(u32, (u32, u32))> {
+        let value = self.text(self.single_span(HeaderName::CSeq)?);
+        let trimmed = crate::scan::trim_lws(value);
+        let end = trimmed.as_ptr() as usize - value.as_ptr() as usize + trimmed.len();
+        let start = end.checked_sub(cseq.method.as_str().len())?;
+        (value.get(start..end) == Some(cseq.method.as_str()))
+            .then_some((cseq.seq, (u32::try_from(start).ok()?, u32::try_from(end).ok()?)))
+    }
+
+    /// The Call-ID checked earlier, if the one Call-ID field is still the one checked.
+    pub(crate) fn cached_call_id(&self) -> Option<&str> {
+        let span = self.decoded.as_ref()?.call_id?;
+        (self.single_span(HeaderName::CallId) == Some(span)).then(|| self.text(span))
+    }
+
+    /// Remembers that the one Call-ID field is well formed (as [`Message::call_id`] found it).
+    pub(crate) fn remember_call_id(&mut self) {
+        let Some(field) = self.single_span(HeaderName::CallId) else { return };
+        self.decoded_mut().call_id = Some(field);
+        debug_assert_eq!(self.cached_call_id().map(Ok), Some(self.call_id()), "Call-ID cache disagrees");
+    }
+
+    /// Remembers the decoded CSeq (from [`Message::cseq_layout`]).
+    pub(crate) fn remember_cseq(&mut self, (seq, method): (u32, (u32, u32))) {
+        let Some(field) = self.single_span(HeaderName::CSeq) else { return };
+        self.decoded_mut().cseq = Some((field, seq, method));
+        debug_assert_eq!(
+            self.cached_cseq(),
+            self.single_span(HeaderName::CSeq).and_then(|s| crate::CSeq::parse(self.text(s)).ok()),
+            "CSeq cache disagrees with the parser"
+        );
     }
 
     fn decoded_mut(&mut self) -> &mut Decoded {
@@ -733,9 +818,9 @@ impl Message {
     }
 
     fn empty() -> Message {
-        // Room for a typical message built from scratch (start line and a dozen fields), so
-        // building it does not reallocate at every header.
-        Message::empty_with_capacity(256, 12)
+        // Room for a typical message built from scratch (a B-leg INVITE: start line, Via and a
+        // dozen fields, Contact and User-Agent among them), so building it does not reallocate.
+        Message::empty_with_capacity(512, 16)
     }
 
     fn empty_with_capacity(text: usize, fields: usize) -> Message {
@@ -765,7 +850,9 @@ impl Message {
             count += 1;
             text += f.name.as_str().len() + (f.value.end - (f.value.start & !EDIT)) as usize;
         }
-        let mut r = Message::empty_with_capacity(text, count);
+        // Room beyond the copied fields for the few a response usually gets next (Server,
+        // Contact, Content-Type, Allow, ...): growing both buffers later would copy them.
+        let mut r = Message::empty_with_capacity(text + RESPONSE_ROOM.0, count + RESPONSE_ROOM.1);
         let version = r.push_edit("SIP/2.0");
         let reason = r.push_edit(reason);
         r.start = Start::Response { version, code, reason };
@@ -799,6 +886,17 @@ impl Message {
         self.fields.push(field);
     }
 
+    /// Appends a header field whose value `write` puts straight into the message's text: a
+    /// value made of several parts costs no string of its own and no formatting machinery.
+    pub fn push_header_with(&mut self, name: HeaderName, write: impl FnOnce(&mut String)) {
+        self.edited = true;
+        let name_text = self.push_edit(name.as_str());
+        let start = self.edits.len();
+        write(&mut self.edits);
+        let value = Span::edit(start, self.edits.len());
+        self.fields.push(Field { name, name_text, value, line: None });
+    }
+
     /// Appends a header field by name (for extension headers such as `X-Telnyx-Token`).
     pub fn push_header_named(&mut self, name: &str, value: &str) {
         let field = self.new_field(HeaderName::from_bytes(name.as_bytes()), name, value);
@@ -811,6 +909,18 @@ impl Message {
         let at = self.fields.iter().position(|f| f.name == name).unwrap_or(0);
         let field = self.new_field(name, name.as_str(), value);
         self.fields.insert(at, field);
+    }
+
+    /// [`Message::prepend_header`] with the value written in place, as
+    /// [`Message::push_header_with`] does.
+    pub fn prepend_header_with(&mut self, name: HeaderName, write: impl FnOnce(&mut String)) {
+        self.edited = true;
+        let at = self.fields.iter().position(|f| f.name == name).unwrap_or(0);
+        let name_text = self.push_edit(name.as_str());
+        let start = self.edits.len();
+        write(&mut self.edits);
+        let value = Span::edit(start, self.edits.len());
+        self.fields.insert(at, Field { name, name_text, value, line: None });
     }
 
     /// Replaces every field of this name with one field holding `value` (at the first one's
@@ -882,14 +992,20 @@ impl Message {
         let old = self.text(self.fields[i].value);
         let mut parts = crate::scan::split_list(old);
         parts.next();
-        let mut joined = String::with_capacity(old.len() + value.len());
-        joined.push_str(value);
-        for p in parts {
-            joined.push_str(", ");
-            joined.push_str(p);
-        }
         let name_text = self.fields[i].name_text;
-        let value = self.push_edit(&joined);
+        let mut rest = parts.peekable();
+        let value = if rest.peek().is_none() {
+            // The field held one value (the usual Via): the new one is the whole field.
+            self.push_edit(value)
+        } else {
+            let mut joined = String::with_capacity(old.len() + value.len());
+            joined.push_str(value);
+            for p in rest {
+                joined.push_str(", ");
+                joined.push_str(p);
+            }
+            self.push_edit(&joined)
+        };
         self.fields[i] = Field { name, name_text, value, line: None };
         self.edited = true;
         true
@@ -1082,15 +1198,57 @@ pub(crate) fn itoa_u32(mut n: u32) -> ItoaBuf {
     ItoaBuf { buf, start: i }
 }
 
+/// Appends a number in decimal, as `Display` writes it, without the formatting machinery.
+pub fn push_u32(out: &mut String, n: u32) {
+    out.push_str(itoa_u32(n).as_str());
+}
+
+/// Appends `n` in lowercase hexadecimal, zero-padded to at least `width` digits: what
+/// `{:0width$x}` writes, without the formatting machinery (tags, branches, identifiers).
+pub fn push_hex(out: &mut String, n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [b'0'; 16];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in (buf.len() - i)..width {
+        out.push('0');
+    }
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
 /// Appends an IPv4 address in dotted-quad form without the formatting machinery (hot path:
 /// `received` on every request, sent-by in transaction keys).
 pub(crate) fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    // Written into one stack buffer and appended once.
+    let mut buf = [0u8; 15];
+    let mut n = 0;
     for (i, o) in a.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            buf[n] = b'.';
+            n += 1;
         }
-        out.push_str(itoa_u32(u32::from(o)).as_str());
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
     }
+    // Only ASCII digits and dots were written.
+    out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
 }
 
 /// Appends an IP address as `received` carries it: IPv4 dotted, IPv6 in its canonical text
@@ -1226,6 +1384,36 @@ mod tests {
             resp.to_string()
                 .starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCSeq: 1 OPTIONS\r\n")
         );
+    }
+
+    #[test]
+    fn writers_match_display() {
+        for (n, w) in [(0u64, 0), (0, 4), (0xabc, 0), (0xabc, 8), (u64::MAX, 0), (u64::MAX, 12), (0x1f, 16)] {
+            let mut s = String::new();
+            push_hex(&mut s, n, w);
+            assert_eq!(s, format!("{n:0w$x}"));
+        }
+        for a in ["0.0.0.0", "10.0.0.5", "192.168.100.255", "255.255.255.255", "1.20.100.9"] {
+            let mut s = String::new();
+            push_ipv4(&mut s, a.parse().unwrap());
+            assert_eq!(s, a);
+        }
+        for n in [0u32, 7, 10, 65535, u32::MAX] {
+            let mut s = String::new();
+            push_u32(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
+    #[test]
+    fn header_written_in_place() {
+        let mut r = Message::new_request("OPTIONS", "sip:pbx.example.com");
+        r.push_header_with(HeaderName::CSeq, |v| {
+            push_u32(v, 12);
+            v.push_str(" OPTIONS");
+        });
+        assert_eq!(r.header(HeaderName::CSeq), Some("12 OPTIONS"));
+        assert!(r.to_string().contains("\r\nCSeq: 12 OPTIONS\r\n"));
     }
 
     #[test]

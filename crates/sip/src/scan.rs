@@ -180,7 +180,11 @@ impl<'a> Cursor<'a> {
     }
     #[inline]
     pub fn skip_lws(&mut self) -> usize {
-        let n = lws_len(&self.s.as_bytes()[self.pos..]);
+        // Most calls find no whitespace at all: answer those from one byte, inline.
+        if !matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            return 0;
+        }
+        let n = lws_len(self.s.as_bytes().get(self.pos..).unwrap_or_default());
         self.pos += n;
         n
     }

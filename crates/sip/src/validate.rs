@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::Error;
-use crate::headers::{Contacts, HeaderName, MediaType, parse_number};
+use crate::headers::{HeaderName, MediaType, NameAddr, parse_number};
 use crate::message::{Framing, Message, Method, ViaLayout};
 use crate::uri::Uri;
 
@@ -145,6 +145,7 @@ pub fn inspect(buf: Bytes, framing: Framing, policy: &Policy) -> Verdict {
 struct Decoding {
     top_via: Option<ViaLayout>,
     to_tag: Option<Option<(u32, u32)>>,
+    cseq: Option<(u32, (u32, u32))>,
 }
 
 /// Keeps what the checks decoded.
@@ -155,6 +156,11 @@ fn remember(msg: &mut Message, d: Decoding) {
     if let Some(tag) = d.to_tag {
         msg.remember_to_tag(tag);
     }
+    if let Some(cseq) = d.cseq {
+        msg.remember_cseq(cseq);
+    }
+    // Both checks accept only a well-formed Call-ID.
+    msg.remember_call_id();
 }
 
 /// A response is usable only if it can be matched to a transaction: status line, Via, CSeq,
@@ -171,11 +177,15 @@ fn check_response_at(msg: &Message) -> Result<Decoding, Error> {
     for via in vias {
         via?;
     }
-    msg.cseq()?;
+    let cseq = msg.cseq()?;
     msg.from()?;
     let to = msg.to()?;
     msg.call_id()?;
-    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
+    Ok(Decoding {
+        top_via: msg.top_via_layout(&top_via),
+        to_tag: msg.to_tag_layout(to.tag()),
+        cseq: msg.cseq_layout(&cseq),
+    })
 }
 
 /// The checks on a parsed request, in the order a server applies them.
@@ -225,15 +235,7 @@ fn check_request_at(msg: &Message, policy: &Policy) -> Result<Decoding, Rejectio
     if let Some(e) = msg.header(HeaderName::Expires) {
         parse_number(e).map_err(|_| Rejection::bad(Error("malformed Expires")))?;
     }
-    if let Some(Contacts::List(list)) = msg.contacts().map_err(|e| Rejection::bad(contact_fault(e)))? {
-        for c in &list {
-            if let Some(Some(e)) = c.params.get("expires")
-                && crate::scan::parse_u32(e).is_none()
-            {
-                return Err(Rejection::bad(Error("malformed Contact expires")));
-            }
-        }
-    }
+    check_contacts(msg)?;
     for name in [HeaderName::Route, HeaderName::RecordRoute] {
         msg.name_addrs(name).map_err(|_| {
             Rejection::bad(Error(if name == HeaderName::Route { "malformed Route" } else { "malformed Record-Route" }))
@@ -301,7 +303,43 @@ fn check_request_at(msg: &Message, policy: &Policy) -> Result<Decoding, Rejectio
             }
         }
     }
-    Ok(Decoding { top_via: msg.top_via_layout(&top_via), to_tag: msg.to_tag_layout(to.tag()) })
+    Ok(Decoding {
+        top_via: msg.top_via_layout(&top_via),
+        to_tag: msg.to_tag_layout(to.tag()),
+        cseq: msg.cseq_layout(&cseq),
+    })
+}
+
+/// What [`Message::contacts`] accepts, and each address's `expires` a number, checked one
+/// address at a time (no list is built): the same faults, found in the same order.
+fn check_contacts(msg: &Message) -> Result<(), Rejection> {
+    let fault = |e: Error| Rejection::bad(contact_fault(e));
+    let (mut star, mut addresses, mut bad_expires) = (false, false, false);
+    for v in msg.header_values(HeaderName::Contact) {
+        if crate::scan::trim_lws(v) == "*" {
+            star = true;
+            continue;
+        }
+        for part in crate::scan::split_list(v) {
+            if part.is_empty() {
+                return Err(fault(Error("empty list element")));
+            }
+            let c = NameAddr::parse(part).map_err(fault)?;
+            addresses = true;
+            if let Some(Some(e)) = c.params.get("expires")
+                && crate::scan::parse_u32(e).is_none()
+            {
+                bad_expires = true;
+            }
+        }
+    }
+    if star && addresses {
+        return Err(fault(Error("Contact * mixed with addresses")));
+    }
+    if bad_expires {
+        return Err(Rejection::bad(Error("malformed Contact expires")));
+    }
+    Ok(())
 }
 
 fn contact_fault(e: Error) -> Error {

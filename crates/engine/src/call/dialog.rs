@@ -96,7 +96,7 @@ impl Call {
             }
         }
         if method == "INVITE" || method == "UPDATE" {
-            relayed.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+            relayed.push_header_with(HeaderName::Contact, |v| self.write_contact(v));
         }
         if !req.body().is_empty() {
             relayed.set_body(req.body().clone(), req.header(HeaderName::ContentType));
@@ -123,7 +123,7 @@ impl Call {
         let is_invite = relay.request.method().is_some_and(|m| m.as_str() == "INVITE");
         if (200..300).contains(&status) {
             if is_invite || relay.request.method().is_some_and(|m| m.as_str() == "UPDATE") {
-                back.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+                back.push_header_with(HeaderName::Contact, |v| self.write_contact(v));
             }
             for v in resp.header_values(HeaderName::SessionExpires) {
                 back.push_header(HeaderName::SessionExpires, v);
@@ -225,23 +225,31 @@ impl Call {
     /// the remote target is the INVITE's Contact, the route set its Record-Route in order).
     fn in_a_dialog(&self, method: &str, cseq: u32) -> Message {
         let invite = &self.setup.invite;
-        let target = match invite.contacts() {
-            Ok(Some(sip::Contacts::List(list))) => list.first().map(|c| c.uri_str.to_owned()),
+        let target = match invite.first_contact() {
+            Ok(Some(c)) => Some(c.uri_str.to_owned()),
             _ => None,
         }
         .unwrap_or_else(|| invite.request_uri_str().unwrap_or("sip:invalid").to_owned());
         let mut req = Message::new_request(method, &target);
         if let Ok(routes) = invite.name_addrs(HeaderName::RecordRoute) {
             for r in routes {
-                req.push_header(HeaderName::Route, &format!("<{}>", r.uri_str));
+                req.push_header_with(HeaderName::Route, |v| {
+                    v.push('<');
+                    v.push_str(r.uri_str);
+                    v.push('>');
+                });
             }
         }
         req.push_header(HeaderName::MaxForwards, "70");
         let to = invite.header(HeaderName::To).unwrap_or_default();
-        req.push_header(HeaderName::From, &format!("{to};tag={}", self.setup.a_tag));
+        req.push_header_with(HeaderName::From, |v| {
+            v.push_str(to);
+            v.push_str(";tag=");
+            v.push_str(&self.setup.a_tag);
+        });
         req.push_header(HeaderName::To, invite.header(HeaderName::From).unwrap_or_default());
         req.push_header(HeaderName::CallId, invite.header(HeaderName::CallId).unwrap_or_default());
-        req.push_header(HeaderName::CSeq, &format!("{cseq} {method}"));
+        req.push_header_with(HeaderName::CSeq, |v| super::write_cseq(v, cseq, method));
         req
     }
 }

@@ -16,11 +16,13 @@
 //! [`Call::answer_for_a`], the seam kept for it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip::Message;
 use sip::headers::HeaderName;
+use sip::message::push_u32;
 use trunking::catalog::Reason;
 use trunking::routing::{AttemptOutcome, Next, Transport, after_attempt, final_for_caller};
 
@@ -57,6 +59,13 @@ impl std::fmt::Debug for CarrierLogin {
     }
 }
 
+/// A CSeq value: `number method`.
+fn write_cseq(v: &mut String, cseq: u32, method: &str) {
+    push_u32(v, cseq);
+    v.push(' ');
+    v.push_str(method);
+}
+
 impl RouteTarget {
     /// The owned targets of a decision's route plan, in order.
     pub fn from_plan(plan: &trunking::routing::RoutePlan<'_>) -> Vec<RouteTarget> {
@@ -80,11 +89,35 @@ impl RouteTarget {
         if let Some(uri) = &self.request_uri {
             return uri.clone();
         }
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let mut uri = String::with_capacity(self.user.len() + self.host.len() + 32);
+        self.push_uri(&mut uri);
+        uri
+    }
+
+    /// Appends [`RouteTarget::uri`] to `out` (a header value is written in place).
+    pub fn push_uri(&self, out: &mut String) {
+        if let Some(uri) = &self.request_uri {
+            out.push_str(uri);
+            return;
+        }
+        out.push_str("sip:");
+        out.push_str(&self.user);
+        out.push('@');
+        // An IPv6 address is bracketed in a URI.
+        let bracketed = self.host.contains(':');
+        if bracketed {
+            out.push('[');
+        }
+        out.push_str(&self.host);
+        if bracketed {
+            out.push(']');
+        }
+        out.push(':');
+        push_u32(out, u32::from(self.port));
         match self.transport {
-            Transport::Udp => format!("sip:{}@{host}:{}", self.user, self.port),
-            Transport::Tcp => format!("sip:{}@{host}:{};transport=tcp", self.user, self.port),
-            Transport::Tls => format!("sip:{}@{host}:{};transport=tls", self.user, self.port),
+            Transport::Udp => {}
+            Transport::Tcp => out.push_str(";transport=tcp"),
+            Transport::Tls => out.push_str(";transport=tls"),
         }
     }
 }
@@ -100,7 +133,8 @@ pub struct CallSetup {
     pub caller: String,
     pub anonymous: bool,
     /// Our host (and port) as carriers and customers must reach us: Contact and From host.
-    pub local: String,
+    /// Shared by every call: the switch's one copy.
+    pub local: Arc<str>,
     /// The To tag of our answers on the A-leg.
     pub a_tag: String,
     /// The B-leg's Call-ID and From tag (one dialog per call toward carriers, new CSeq per attempt).
@@ -113,8 +147,8 @@ pub struct CallSetup {
     /// An answered call with no signalling for this long is torn down (a lower `Session-Expires`
     /// agreed by the peers wins, RFC 4028).
     pub idle_limit: Duration,
-    /// `Server`/`User-Agent` product token.
-    pub product: String,
+    /// `Server`/`User-Agent` product token (shared, like `local`).
+    pub product: Arc<str>,
     /// The client nonce of our digest answers to carriers (drawn by the driver).
     pub cnonce: String,
     /// Header fields the rules want on the B-leg INVITE (an inbound call's
@@ -296,6 +330,11 @@ impl Call {
     }
 
     /// The route plan, in order (attempt `i` took `routes()[i]`).
+    /// Our tags: the caller's dialog's (A) and the carrier's (B).
+    pub fn tags(&self) -> (&str, &str) {
+        (&self.setup.a_tag, &self.setup.b_tag)
+    }
+
     pub fn routes(&self) -> &[RouteTarget] {
         &self.setup.routes
     }
@@ -374,19 +413,27 @@ impl Call {
         self.b_cseq += 1;
         let mut req = Message::new_request("INVITE", &uri);
         let max_forwards = self.setup.invite.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
-        req.push_header(HeaderName::MaxForwards, &max_forwards.to_string());
-        let from_user = if self.setup.anonymous { "anonymous" } else { &self.setup.caller };
-        let from_host = if self.setup.anonymous { "anonymous.invalid" } else { &self.setup.local };
-        req.push_header(HeaderName::From, &format!("<sip:{from_user}@{from_host}>;tag={}", self.setup.b_tag));
-        req.push_header(HeaderName::To, &format!("<{uri}>"));
+        req.push_header_with(HeaderName::MaxForwards, |v| push_u32(v, u32::from(max_forwards)));
+        req.push_header_with(HeaderName::From, |v| self.write_b_from(v));
+        req.push_header_with(HeaderName::To, |v| {
+            v.push('<');
+            v.push_str(&uri);
+            v.push('>');
+        });
         req.push_header(HeaderName::CallId, &self.setup.b_call_id);
-        req.push_header(HeaderName::CSeq, &format!("{} INVITE", self.b_cseq));
-        req.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+        req.push_header_with(HeaderName::CSeq, |v| {
+            push_u32(v, self.b_cseq);
+            v.push_str(" INVITE");
+        });
+        req.push_header_with(HeaderName::Contact, |v| self.write_contact(v));
         if self.setup.anonymous {
-            req.push_header(
-                HeaderName::PAssertedIdentity,
-                &format!("<sip:{}@{}>", self.setup.caller, self.setup.local),
-            );
+            req.push_header_with(HeaderName::PAssertedIdentity, |v| {
+                v.push_str("<sip:");
+                v.push_str(&self.setup.caller);
+                v.push('@');
+                v.push_str(&self.setup.local);
+                v.push('>');
+            });
             req.push_header(HeaderName::Privacy, "id");
         }
         for (name, value) in &self.setup.b_headers {
@@ -648,10 +695,8 @@ impl Call {
         let dialog = BDialog {
             attempt,
             remote_tag: resp.to_tag().ok().flatten().map(str::to_owned).unwrap_or_default(),
-            remote_target: match resp.contacts() {
-                Ok(Some(sip::Contacts::List(list))) => {
-                    list.first().map(|c| c.uri_str.to_owned()).unwrap_or_else(|| self.setup.routes[attempt].uri())
-                }
+            remote_target: match resp.first_contact() {
+                Ok(Some(c)) => c.uri_str.to_owned(),
                 _ => self.setup.routes.get(attempt).map(RouteTarget::uri).unwrap_or_default(),
             },
             // The route set of a UAC: Record-Route in reverse order (RFC 3261 section 12.1.2).
@@ -685,7 +730,7 @@ impl Call {
         self.dialog.answered(resp, now, self.setup.idle_limit);
         self.answered = Some(dialog);
         let mut a = self.response_for_a(resp.status().unwrap_or(200), resp.reason().unwrap_or("OK"));
-        a.push_header(HeaderName::Contact, &format!("<sip:{}>", self.setup.local));
+        a.push_header_with(HeaderName::Contact, |v| self.write_contact(v));
         for name in [HeaderName::SessionExpires, HeaderName::Require] {
             for v in resp.header_values(name) {
                 a.push_header(name, v);
@@ -720,14 +765,37 @@ impl Call {
             req.push_header(HeaderName::Route, r);
         }
         req.push_header(HeaderName::MaxForwards, "70");
+        req.push_header_with(HeaderName::From, |v| self.write_b_from(v));
+        req.push_header_with(HeaderName::To, |v| {
+            v.push('<');
+            if let Some(route) = self.setup.routes.get(d.attempt) {
+                route.push_uri(v);
+            }
+            v.push_str(">;tag=");
+            v.push_str(&d.remote_tag);
+        });
+        req.push_header(HeaderName::CallId, &self.setup.b_call_id);
+        req.push_header_with(HeaderName::CSeq, |v| write_cseq(v, cseq, method));
+        req
+    }
+
+    /// Our From on the B-leg: the caller's number (or anonymous) at our address, with our tag.
+    fn write_b_from(&self, v: &mut String) {
         let from_user = if self.setup.anonymous { "anonymous" } else { &self.setup.caller };
         let from_host = if self.setup.anonymous { "anonymous.invalid" } else { &self.setup.local };
-        req.push_header(HeaderName::From, &format!("<sip:{from_user}@{from_host}>;tag={}", self.setup.b_tag));
-        let to_uri = self.setup.routes.get(d.attempt).map(RouteTarget::uri).unwrap_or_default();
-        req.push_header(HeaderName::To, &format!("<{to_uri}>;tag={}", d.remote_tag));
-        req.push_header(HeaderName::CallId, &self.setup.b_call_id);
-        req.push_header(HeaderName::CSeq, &format!("{cseq} {method}"));
-        req
+        v.push_str("<sip:");
+        v.push_str(from_user);
+        v.push('@');
+        v.push_str(from_host);
+        v.push_str(">;tag=");
+        v.push_str(&self.setup.b_tag);
+    }
+
+    /// Our Contact on either leg: `<sip:` our address `>`.
+    fn write_contact(&self, v: &mut String) {
+        v.push_str("<sip:");
+        v.push_str(&self.setup.local);
+        v.push('>');
     }
 
     /// Cancels the current attempt now, or once it has sent a provisional response.

@@ -5,7 +5,6 @@
 //! [`AdmissionRequest`] and comes back through [`Core::admit`]; a call's end goes out as a
 //! [`CallNotice`] with its report.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +27,70 @@ use crate::dns::Target;
 use crate::transport::{Inbound, Outbound, TransportKind};
 
 /// A call's dialog on one leg, as requests toward us name it: Call-ID and our tag (the To tag
-/// of requests we receive).
-pub(super) type DialogKey = (Box<str>, Box<str>);
+/// of requests we receive). Looked up by its borrowed form ([`DialogId`]), so finding the
+/// dialog of a request allocates nothing.
+pub(super) struct DialogKey {
+    call_id: Box<str>,
+    tag: Box<str>,
+}
+
+impl DialogKey {
+    fn new(call_id: &str, tag: &str) -> DialogKey {
+        DialogKey { call_id: call_id.into(), tag: tag.into() }
+    }
+}
+
+/// A dialog's Call-ID and our tag, owned ([`DialogKey`]) or borrowed from a request.
+pub(super) trait DialogId {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl DialogId for DialogKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.call_id, &self.tag)
+    }
+}
+
+impl DialogId for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+// Owned and borrowed forms hash and compare alike (through `parts`), as `Borrow` requires.
+impl std::hash::Hash for dyn DialogId + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn DialogId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn DialogId + '_ {}
+
+impl std::hash::Hash for DialogKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self as &dyn DialogId).hash(state);
+    }
+}
+
+impl PartialEq for DialogKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for DialogKey {}
+
+impl<'a> std::borrow::Borrow<dyn DialogId + 'a> for DialogKey {
+    fn borrow(&self) -> &(dyn DialogId + 'a) {
+        self
+    }
+}
 
 /// An INVITE waiting for its admission.
 pub(super) struct Pending {
@@ -209,8 +270,6 @@ pub(super) struct CallEntry {
     lease: Option<ChannelLease>,
     a_txn: TransactionKey,
     a_route: ReplyRoute,
-    a_dialog: DialogKey,
-    b_dialog: DialogKey,
     a_call_id: String,
     b_call_id: String,
     targets: Vec<Option<Target>>,
@@ -260,10 +319,8 @@ impl CallEntry {
 }
 
 /// The part of a received request a dialog is found by.
-fn dialog_key(msg: &Message) -> Option<DialogKey> {
-    let call_id = msg.call_id().ok()?;
-    let tag = msg.to_tag().ok()??.to_owned();
-    Some((call_id.into(), tag.into()))
+fn dialog_id(msg: &Message) -> Option<(&str, &str)> {
+    Some((msg.call_id().ok()?, msg.to_tag().ok()??))
 }
 
 fn user_of(uri: &str) -> Option<String> {
@@ -389,7 +446,10 @@ impl Core {
             timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
         let b_tag = self.new_tag();
-        let b_call_id = format!("{}@{}", self.new_uuid(), self.config.local_host);
+        let mut b_call_id = String::with_capacity(37 + self.config.local_host.len());
+        self.push_uuid(&mut b_call_id);
+        b_call_id.push('@');
+        b_call_id.push_str(&self.config.local_host);
         let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let setup = CallSetup {
             invite,
@@ -397,13 +457,13 @@ impl Core {
             caller,
             anonymous,
             local: self.local.clone(),
-            a_tag: a_tag.clone(),
+            a_tag,
             b_call_id: b_call_id.clone(),
-            b_tag: b_tag.clone(),
+            b_tag,
             timeout_1xx,
             timeout_2xx,
             idle_limit: self.config.calls.max_duration,
-            product: self.config.product.clone(),
+            product: self.product.clone(),
             cnonce: self.new_tag(),
             b_headers,
             ring_together,
@@ -425,11 +485,9 @@ impl Core {
             a_call_id: a_call_id.clone(),
             context: Box::new(summary),
         });
-        let a_dialog: DialogKey = (a_call_id.clone().into(), a_tag.into());
-        let b_dialog: DialogKey = (b_call_id.clone().into(), b_tag.into());
-        self.dialogs.insert(a_dialog.clone(), (id, Side::Caller));
-        self.dialogs.insert(b_dialog.clone(), (id, Side::Callee));
-        self.b_call_ids.insert(b_call_id.clone().into());
+        self.dialogs.insert(DialogKey::new(&a_call_id, &setup.a_tag), (id, Side::Caller));
+        self.dialogs.insert(DialogKey::new(&b_call_id, &setup.b_tag), (id, Side::Callee));
+        self.b_call_ids.insert(b_call_id.as_str().into());
         self.a_invites.insert(pending.a_txn.clone(), id);
         let entry = CallEntry {
             call: Call::new(setup, now),
@@ -437,8 +495,6 @@ impl Core {
             lease: Some(lease),
             a_txn: pending.a_txn,
             a_route: pending.a_route,
-            a_dialog,
-            b_dialog,
             a_call_id,
             b_call_id,
             targets,
@@ -516,8 +572,9 @@ impl Core {
     }
 
     fn forget(&mut self, entry: &CallEntry) {
-        self.dialogs.remove(&entry.a_dialog);
-        self.dialogs.remove(&entry.b_dialog);
+        let (a_tag, b_tag) = entry.call.tags();
+        self.dialogs.remove(&(entry.a_call_id.as_str(), a_tag) as &dyn DialogId);
+        self.dialogs.remove(&(entry.b_call_id.as_str(), b_tag) as &dyn DialogId);
         self.b_call_ids.remove(entry.b_call_id.as_str());
         self.a_invites.remove(&entry.a_txn);
     }
@@ -753,15 +810,17 @@ impl Core {
 
     /// Our Via on top of a request we send (a new branch: a new transaction, or an ACK for a 2xx).
     pub(super) fn with_via(&mut self, mut request: Message, kind: TransportKind) -> Message {
+        let branch = self.next_random();
         let prefix = &self.via_prefix[match kind {
             TransportKind::Udp => 0,
             TransportKind::Tcp => 1,
             TransportKind::Tls => 2,
         }];
-        let mut via = String::with_capacity(prefix.len() + 22);
-        via.push_str(prefix);
-        let _ = write!(via, "{:x};rport", self.next_random());
-        request.prepend_header(HeaderName::Via, &via);
+        request.prepend_header_with(HeaderName::Via, |via| {
+            via.push_str(prefix);
+            sip::message::push_hex(via, branch, 0);
+            via.push_str(";rport");
+        });
         request
     }
 
@@ -953,8 +1012,8 @@ impl Core {
     /// A request carrying a To tag: it belongs to a dialog of one of our calls, or to none
     /// (`false`: the caller answers it as outside any dialog).
     pub(super) fn in_dialog(&mut self, key: &TransactionKey, msg: &Message, inbound: &Inbound, now: Instant) -> bool {
-        let Some(dkey) = dialog_key(msg) else { return false };
-        let Some(&(id, side)) = self.dialogs.get(&dkey) else { return false };
+        let Some(dialog) = dialog_id(msg) else { return false };
+        let Some(&(id, side)) = self.dialogs.get(&dialog as &dyn DialogId) else { return false };
         if msg.method() == Some(Method::Ack) {
             if let Some(c) = self.calls.get_mut(&id) {
                 if side == Side::Caller {

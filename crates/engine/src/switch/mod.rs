@@ -265,13 +265,19 @@ impl ReplyRoute {
         {
             // Unreliable: the source address, at the rport if the client asked for it, else
             // at the sent-by port (default 5060); a multicast maddr wins over both.
-            let port = match via.rport() {
-                Some(_) => from.remote.port(),
-                None => via.port.unwrap_or(5060),
-            };
+            // `Via::rport` and `Via::maddr` (the first of each), in one pass over the parameters.
+            let (mut rport, mut maddr) = (false, None);
+            for (name, value) in via.params.iter() {
+                if !rport && name.eq_ignore_ascii_case("rport") {
+                    rport = true;
+                } else if maddr.is_none() && name.eq_ignore_ascii_case("maddr") {
+                    maddr = Some(value);
+                }
+            }
+            let port = if rport { from.remote.port() } else { via.port.unwrap_or(5060) };
             // maddr is honoured only for multicast groups, its purpose: a unicast maddr would
             // let anyone aim our responses at a third party (reflection).
-            remote = match via.maddr().and_then(|m| m.parse::<IpAddr>().ok()).filter(IpAddr::is_multicast) {
+            remote = match maddr.flatten().and_then(|m| m.parse::<IpAddr>().ok()).filter(IpAddr::is_multicast) {
                 Some(ip) => SocketAddr::new(ip, via.port.unwrap_or(5060)),
                 None => SocketAddr::new(from.remote.ip(), port),
             };
@@ -335,7 +341,10 @@ pub struct Core {
     /// Our Via up to the branch's random part, by transport (UDP, TCP, TLS), and our Contact
     /// address: made once, not formatted again for every request we send.
     via_prefix: [String; 3],
-    local: String,
+    /// What every call's setup shares: our host (and port) for Contact and From, and the
+    /// product token (`SwitchConfig::product`).
+    local: Arc<str>,
+    product: Arc<str>,
     /// A moment and the wall-clock time at it: records and events carry wall-clock times.
     wall_base: (Instant, SystemTime),
     clients: HashMap<TransactionKey, calls::ClientEntry>,
@@ -372,6 +381,7 @@ impl Core {
         let via_prefix = [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
             .map(|kind| format!("SIP/2.0/{} {};branch=z9hG4bK", kind.via_name(), config.sent_by(kind)));
         let local = config.local();
+        let product: Arc<str> = config.product.as_str().into();
         Core {
             config,
             servers: HashMap::default(),
@@ -381,7 +391,8 @@ impl Core {
             stats: Arc::new(SwitchStats::default()),
             tag_seed: seed | 1,
             via_prefix,
-            local,
+            local: local.into(),
+            product,
             wall_base: (Instant::now(), SystemTime::now()),
             clients: HashMap::default(),
             calls: HashMap::default(),
@@ -757,7 +768,9 @@ impl Core {
     }
 
     fn new_tag(&mut self) -> String {
-        format!("{:x}", self.next_random())
+        let mut tag = String::with_capacity(16);
+        sip::message::push_hex(&mut tag, self.next_random(), 0);
+        tag
     }
 
     /// xorshift64*: tags and branches must be unique, not secret.
@@ -773,6 +786,13 @@ impl Core {
     /// A UUID-shaped identifier (version 4 layout) for call control ids and B-leg Call-IDs:
     /// unique, not secret (the API checks who may see a call).
     fn new_uuid(&mut self) -> String {
+        let mut id = String::with_capacity(36);
+        self.push_uuid(&mut id);
+        id
+    }
+
+    /// Appends a new [`Core::new_uuid`] to `out`.
+    fn push_uuid(&mut self, out: &mut String) {
         let mut word = || {
             let mut x = self.tag_seed;
             x ^= x >> 12;
@@ -784,14 +804,14 @@ impl Core {
         let (a, b) = (word(), word());
         let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
         let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xffff,
-            b >> 48,
-            b & 0xffff_ffff_ffff
-        )
+        // `{:08x}-{:04x}-{:04x}-{:04x}-{:012x}`, without the formatting machinery.
+        let parts = [(a >> 32, 8), ((a >> 16) & 0xffff, 4), (a & 0xffff, 4), (b >> 48, 4), (b & 0xffff_ffff_ffff, 12)];
+        for (i, (part, width)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push('-');
+            }
+            sip::message::push_hex(out, part, width);
+        }
     }
 }
 

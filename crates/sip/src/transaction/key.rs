@@ -100,8 +100,7 @@ impl fmt::Display for TransactionKey {
 
 /// CSeq method and top Via branch.
 fn client_parts(msg: &Message) -> Result<(&str, &str), Error> {
-    let via = msg.top_via()?;
-    let branch = via.branch().filter(|b| !b.is_empty()).ok_or(Error("top Via has no branch"))?;
+    let branch = msg.top_via_branch()?.filter(|b| !b.is_empty()).ok_or(Error("top Via has no branch"))?;
     let cseq = msg.cseq()?;
     Ok((cseq.method.as_str(), branch))
 }
@@ -119,7 +118,11 @@ fn server_key(msg: &Message, kind: &str) -> Result<TransactionKey, Error> {
     let via = msg.top_via()?;
     let sent_by = SentBy::of(&via);
     // `Via::has_rfc3261_branch`, without looking the parameter up twice.
-    if let Some(branch) = via.branch().filter(|b| b.len() > 7 && b.starts_with("z9hG4bK")) {
+    let branch = match msg.cached_top_branch() {
+        Some(branch) => branch,
+        None => via.branch(),
+    };
+    if let Some(branch) = branch.filter(|b| b.len() > 7 && b.starts_with("z9hG4bK")) {
         let mut s = String::with_capacity(3 + kind.len() + sent_by.len() + branch.len());
         s.push('S');
         s.push_str(kind);
