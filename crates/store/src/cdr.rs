@@ -814,19 +814,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn attempts_written_as_serde_json_writes_them() {
-        let at = |ms: i64| cdr_timestamp(1_767_323_045_678 + ms);
-        let base = RouteAttempt {
+    /// An attempt answered 503, started at `start_ms` and ended a millisecond later.
+    fn attempt(start_ms: i64) -> RouteAttempt {
+        RouteAttempt {
             carrier_id: "c1".into(),
             gateway: "sip.carrier.example".into(),
             port: 5060,
             transport: "UDP".into(),
             target: Some("203.0.113.7:5060".into()),
             outcome: AttemptOutcome::Response { sip_response_code: 503 },
-            started_at: at(0),
-            ended_at: at(1),
-        };
+            started_at: cdr_timestamp(start_ms),
+            ended_at: cdr_timestamp(start_ms + 1),
+        }
+    }
+
+    #[test]
+    fn attempts_written_as_serde_json_writes_them() {
+        let at = |ms: i64| cdr_timestamp(1_767_323_045_678 + ms);
+        let base = attempt(1_767_323_045_678);
         // Every ASCII byte, the ones escaped among them, and characters beyond ASCII.
         let ascii: String = (0u8..0x80).map(char::from).collect();
         let texts = [
@@ -876,16 +881,7 @@ mod tests {
 
     #[test]
     fn attempt_json() {
-        let a = RouteAttempt {
-            carrier_id: "c1".into(),
-            gateway: "sip.carrier.example".into(),
-            port: 5060,
-            transport: "UDP".into(),
-            target: Some("203.0.113.7:5060".into()),
-            outcome: AttemptOutcome::Response { sip_response_code: 503 },
-            started_at: cdr_timestamp(0),
-            ended_at: cdr_timestamp(1),
-        };
+        let a = attempt(0);
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["outcome"], "response");
         assert_eq!(v["sip_response_code"], 503);
