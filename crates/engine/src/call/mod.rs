@@ -329,12 +329,12 @@ impl Call {
         &self.outcomes
     }
 
-    /// The route plan, in order (attempt `i` took `routes()[i]`).
     /// Our tags: the caller's dialog's (A) and the carrier's (B).
     pub fn tags(&self) -> (&str, &str) {
         (&self.setup.a_tag, &self.setup.b_tag)
     }
 
+    /// The route plan, in order (attempt `i` took `routes()[i]`).
     pub fn routes(&self) -> &[RouteTarget] {
         &self.setup.routes
     }
@@ -692,22 +692,10 @@ impl Call {
     }
 
     fn b_answered(&mut self, attempt: usize, resp: &Message, now: Instant) {
-        let dialog = BDialog {
-            attempt,
-            remote_tag: resp.to_tag().ok().flatten().map(str::to_owned).unwrap_or_default(),
-            remote_target: match resp.first_contact() {
-                Ok(Some(c)) => c.uri_str.to_owned(),
-                _ => self.setup.routes.get(attempt).map(RouteTarget::uri).unwrap_or_default(),
-            },
-            // The route set of a UAC: Record-Route in reverse order (RFC 3261 section 12.1.2).
-            route_set: resp
-                .name_addrs(HeaderName::RecordRoute)
-                .map(|v| v.iter().rev().map(|r| format!("<{}>", r.uri_str)).collect())
-                .unwrap_or_default(),
-        };
+        let remote_tag = resp.to_tag().ok().flatten().unwrap_or_default();
         if let Some(done) = &self.answered {
             // A retransmitted 2xx (our ACK was lost) or another fork's 2xx.
-            if done.attempt == attempt && done.remote_tag == dialog.remote_tag {
+            if done.attempt == attempt && done.remote_tag == remote_tag {
                 return; // the driver re-sends the ACK it sent for the first one
             }
             // Another dialog answered too: accept and hang it up at once.
@@ -720,6 +708,13 @@ impl Call {
             self.refuse_answer(attempt, resp);
             return;
         }
+        let dialog = BDialog {
+            attempt,
+            remote_tag: remote_tag.to_owned(),
+            remote_target: remote_target(resp)
+                .unwrap_or_else(|| self.setup.routes.get(attempt).map(RouteTarget::uri).unwrap_or_default()),
+            route_set: uac_route_set(resp),
+        };
         // The first answer wins: the others ringing are cancelled.
         for other in self.ringing().into_iter().filter(|a| *a != attempt) {
             self.cancel(other);
@@ -746,7 +741,6 @@ impl Call {
         self.events.push_back(CallEvent::Answered { attempt });
     }
 
-    /// A request in the answered B dialog (RFC 3261 section 12.2.1.1).
     /// A 2xx the call does not want (another fork's, or one that crossed our CANCEL): ACK it
     /// and hang its dialog up at once.
     fn refuse_answer(&mut self, attempt: usize, resp: &Message) {
@@ -759,6 +753,7 @@ impl Call {
         }
     }
 
+    /// A request in the answered B dialog (RFC 3261 section 12.2.1.1).
     fn in_b_dialog(&self, method: &str, d: &BDialog, cseq: u32) -> Message {
         let mut req = Message::new_request(method, &d.remote_target);
         for r in &d.route_set {
@@ -851,15 +846,8 @@ impl Call {
 /// the response has no CSeq or no target can be found.
 pub fn ack_and_bye_for_2xx(resp: &Message, fallback: Option<&str>) -> Option<(Message, Message)> {
     let seq = resp.cseq().ok()?.seq;
-    let contact = match resp.contacts() {
-        Ok(Some(sip::Contacts::List(list))) => list.first().map(|c| c.uri_str.to_owned()),
-        _ => None,
-    };
-    let target = contact.or_else(|| fallback.map(str::to_owned))?;
-    let routes: Vec<String> = resp
-        .name_addrs(HeaderName::RecordRoute)
-        .map(|v| v.iter().rev().map(|r| format!("<{}>", r.uri_str)).collect())
-        .unwrap_or_default();
+    let target = remote_target(resp).or_else(|| fallback.map(str::to_owned))?;
+    let routes = uac_route_set(resp);
     let (from, to, call_id) =
         (resp.header(HeaderName::From)?, resp.header(HeaderName::To)?, resp.header(HeaderName::CallId)?);
     let request = |method: &str, cseq: u32| {
@@ -871,10 +859,26 @@ pub fn ack_and_bye_for_2xx(resp: &Message, fallback: Option<&str>) -> Option<(Me
         req.push_header(HeaderName::From, from);
         req.push_header(HeaderName::To, to);
         req.push_header(HeaderName::CallId, call_id);
-        req.push_header(HeaderName::CSeq, &format!("{cseq} {method}"));
+        req.push_header_with(HeaderName::CSeq, |v| write_cseq(v, cseq, method));
         req
     };
     Some((request("ACK", seq), request("BYE", seq.saturating_add(1))))
+}
+
+/// The remote target a 2xx to our INVITE names: its first Contact's URI.
+fn remote_target(resp: &Message) -> Option<String> {
+    match resp.first_contact() {
+        Ok(Some(c)) => Some(c.uri_str.to_owned()),
+        _ => None,
+    }
+}
+
+/// The route set of a UAC from a 2xx: its Record-Route in reverse order (RFC 3261 section
+/// 12.1.2), each entry a header value.
+fn uac_route_set(resp: &Message) -> Vec<String> {
+    resp.name_addrs(HeaderName::RecordRoute)
+        .map(|v| v.iter().rev().map(|r| format!("<{}>", r.uri_str)).collect())
+        .unwrap_or_default()
 }
 
 /// The standard phrase of a status we answer with ourselves (a relayed response keeps the
