@@ -446,10 +446,7 @@ impl Core {
             timeouts.unwrap_or((self.config.calls.timeout_1xx, self.config.calls.timeout_2xx));
         let a_tag = self.new_tag();
         let b_tag = self.new_tag();
-        let mut b_call_id = String::with_capacity(37 + self.config.local_host.len());
-        self.push_uuid(&mut b_call_id);
-        b_call_id.push('@');
-        b_call_id.push_str(&self.config.local_host);
+        let b_call_id = self.new_call_id();
         let a_call_id = invite.call_id().unwrap_or_default().to_owned();
         let setup = CallSetup {
             invite,

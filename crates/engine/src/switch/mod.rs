@@ -797,6 +797,15 @@ impl Core {
         id
     }
 
+    /// A new Call-ID of ours (a B-leg's, a UAC registration's): a [`Core::new_uuid`] at our host.
+    fn new_call_id(&mut self) -> String {
+        let mut id = String::with_capacity(37 + self.config.local_host.len());
+        self.push_uuid(&mut id);
+        id.push('@');
+        id.push_str(&self.config.local_host);
+        id
+    }
+
     /// Appends a new [`Core::new_uuid`] to `out`.
     fn push_uuid(&mut self, out: &mut String) {
         let mut word = || {

@@ -70,11 +70,7 @@ impl Core {
                 continue;
             }
             let local = UacLocal { host_port: self.config.sent_by(settings.transport), transport: settings.transport };
-            let ids = UacIds {
-                call_id: format!("{}@{}", self.new_uuid(), self.config.local_host),
-                from_tag: self.new_tag(),
-                cnonce: self.new_tag(),
-            };
+            let ids = UacIds { call_id: self.new_call_id(), from_tag: self.new_tag(), cnonce: self.new_tag() };
             let id = self.next_call;
             self.next_call += 1;
             let reg = UacRegistration::new(settings, local, ids);
