@@ -1001,8 +1001,7 @@ impl<C: crate::counters::Counters + 'static> Driver<'_, C> {
 }
 
 fn flush(core: &mut Core, transports: &crate::Transports) {
-    // What one message (or one turn of timers) made leaves together, in as few system calls
-    // as possible.
+    // The datagrams of one pass leave together, in as few system calls as possible.
     let mut datagrams = Vec::new();
     while let Some(out) = core.poll_transmit() {
         if out.kind == TransportKind::Udp {
