@@ -860,18 +860,59 @@ pub async fn run<C: crate::counters::Counters + 'static>(
     plumbing: CallPlumbing<C>,
 ) -> Arc<SwitchStats> {
     let mut drain_deadline: Option<tokio::time::Instant> = None;
-    // Admissions that wait (a shared counter backend) and UAC registrars' lookups run as
-    // tasks; their answers come back here.
+    // Admissions run as tasks (a shared counter backend may make them wait); their answers
+    // come back here.
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     let (located_tx, mut located_rx) = tokio::sync::mpsc::unbounded_channel();
-    let driver = Driver { transports: &transports, plumbing: &plumbing, admitted: admitted_tx, located: located_tx };
     let mut datagrams = transports.datagram_reader();
     loop {
-        driver.settle(&mut core);
-        // Call notices are not on any peer's clock: they go once a turn.
+        while let Some((id, uri)) = core.poll_uac_locate() {
+            let locator = plumbing.locator.clone();
+            let tx = located_tx.clone();
+            tokio::spawn(async move {
+                let located = match (locator, sip::uri::parse_uri(&uri)) {
+                    (Some(l), Ok(sip::Uri::Sip(u))) => l.locate(&u).await,
+                    (None, _) => Err(crate::LocateError::Other("no DNS resolver".into())),
+                    (_, _) => Err(crate::LocateError::Unsupported(uri.clone())),
+                };
+                let _ = tx.send((id, located));
+            });
+        }
+        while let Some(change) = core.poll_uac_change() {
+            if let Some(r) = &plumbing.registrar {
+                r.uac_changed(&change);
+            }
+        }
+        while let Some(req) = core.poll_admission() {
+            let id = req.id;
+            let admitter = plumbing.admitter.clone();
+            let mut admission = Box::pin(async move { admitter.admit(req).await });
+            // With in-process counters the answer is ready at once: take it in place. Only
+            // an admission that waits (a shared counter backend) becomes a task; it polls
+            // the same future again with a real waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match admission.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
+                std::task::Poll::Pending => {
+                    let tx = admitted_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send((id, admission.await));
+                    });
+                }
+            }
+        }
         while let Some(notice) = core.poll_notice() {
             let _ = plumbing.notices.send(notice);
         }
+        // The registrar decides in memory (it never waits): answered in place.
+        while let Some(req) = core.poll_registration() {
+            let answer = match &plumbing.registrar {
+                Some(r) => r.handle(&req, SystemTime::now()),
+                None => crate::registrar::RegistrationAnswer { status: 403, phrase: "Forbidden", headers: Vec::new() },
+            };
+            core.answer_registration(req.id, answer, Instant::now());
+        }
+        flush(&mut core, &transports);
         if core.is_draining() && core.busy_transactions() == 0 {
             info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
             break;
@@ -884,21 +925,15 @@ pub async fn run<C: crate::counters::Counters + 'static>(
         tokio::select! {
             () = datagrams.readable() => {
                 // Datagrams are read here, in batches, and handled in place: no task, queue
-                // or wake-up between the socket and the core. Each one's consequences (its
-                // admission, its answer, the requests it makes) leave before the next is
-                // handled: a burst's last message does not hold back its first's. Bounded
-                // per turn so timers and the other channels are not starved under load.
-                datagrams.read(DATAGRAMS_PER_TURN, |msg, now| {
-                    core.handle_inbound(msg, now);
-                    driver.settle(&mut core);
-                });
+                // or wake-up between the socket and the core. Bounded per turn so timers and
+                // the other channels are not starved under load.
+                datagrams.read(DATAGRAMS_PER_TURN, |msg, now| core.handle_inbound(msg, now));
             }
             msg = inbound.recv() => {
                 let Some(msg) = msg else { break };
                 core.handle_inbound(msg, Instant::now());
-                // Take whatever else is queued, each settled in turn, as datagrams are.
+                // Take whatever else is queued before flushing: batches under load.
                 for _ in 0..256 {
-                    driver.settle(&mut core);
                     match inbound.try_recv() {
                         Ok(m) => core.handle_inbound(m, Instant::now()),
                         Err(_) => break,
@@ -939,65 +974,6 @@ pub async fn run<C: crate::counters::Counters + 'static>(
     }
     flush(&mut core, &transports);
     core.stats()
-}
-
-/// What [`run`] hands the core's requests to: the admitter, the registrar, the resolver and
-/// the transports.
-struct Driver<'a, C> {
-    transports: &'a crate::Transports,
-    plumbing: &'a CallPlumbing<C>,
-    admitted: tokio::sync::mpsc::UnboundedSender<(u64, crate::admission::Admission)>,
-    located: tokio::sync::mpsc::UnboundedSender<(u64, Result<Vec<crate::Target>, crate::LocateError>)>,
-}
-
-impl<C: crate::counters::Counters + 'static> Driver<'_, C> {
-    /// Answers what the core asked for and sends what it has to send.
-    fn settle(&self, core: &mut Core) {
-        while let Some((id, uri)) = core.poll_uac_locate() {
-            let locator = self.plumbing.locator.clone();
-            let tx = self.located.clone();
-            tokio::spawn(async move {
-                let located = match (locator, sip::uri::parse_uri(&uri)) {
-                    (Some(l), Ok(sip::Uri::Sip(u))) => l.locate(&u).await,
-                    (None, _) => Err(crate::LocateError::Other("no DNS resolver".into())),
-                    (_, _) => Err(crate::LocateError::Unsupported(uri.clone())),
-                };
-                let _ = tx.send((id, located));
-            });
-        }
-        while let Some(change) = core.poll_uac_change() {
-            if let Some(r) = &self.plumbing.registrar {
-                r.uac_changed(&change);
-            }
-        }
-        while let Some(req) = core.poll_admission() {
-            let id = req.id;
-            let admitter = self.plumbing.admitter.clone();
-            let mut admission = Box::pin(async move { admitter.admit(req).await });
-            // With in-process counters the answer is ready at once: take it in place. Only
-            // an admission that waits (a shared counter backend) becomes a task; it polls
-            // the same future again with a real waker.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match admission.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
-                std::task::Poll::Pending => {
-                    let tx = self.admitted.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send((id, admission.await));
-                    });
-                }
-            }
-        }
-        // The registrar decides in memory (it never waits): answered in place.
-        while let Some(req) = core.poll_registration() {
-            let answer = match &self.plumbing.registrar {
-                Some(r) => r.handle(&req, SystemTime::now()),
-                None => crate::registrar::RegistrationAnswer { status: 403, phrase: "Forbidden", headers: Vec::new() },
-            };
-            core.answer_registration(req.id, answer, Instant::now());
-        }
-        flush(core, self.transports);
-    }
 }
 
 fn flush(core: &mut Core, transports: &crate::Transports) {
