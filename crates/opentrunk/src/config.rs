@@ -118,6 +118,12 @@ pub struct SipConfig {
     pub drain_timeout_secs: u64,
     /// Live transactions beyond which new requests get 503.
     pub max_transactions: usize,
+    /// Switch cores: threads that each handle the calls whose Call-ID falls to them, the
+    /// first reading the listeners and handing the others theirs. One by default: on two
+    /// vCPUs shared with the peers, a second cost 48% more CPU per call at 500 calls/s (its
+    /// hand-offs and wake-ups) and gained nothing at 3,000/s (`docs/performance.md`); more pay
+    /// where one core's rate is the limit and cores are to spare.
+    pub cores: usize,
     /// The address carriers and customers reach us at (Via, Contact), when the listeners'
     /// own is not it (a wildcard listener, NAT); default: the first listener's, or this
     /// host's primary address for a wildcard one.
@@ -181,6 +187,7 @@ impl Default for SipConfig {
             idle_timeout_secs: limits.idle_timeout.as_secs(),
             drain_timeout_secs: 32,
             max_transactions: 200_000,
+            cores: 1,
             advertise: None,
             dns_servers: Vec::new(),
             domain: "sip.opentrunk.local".into(),
@@ -276,6 +283,9 @@ impl Config {
         self.dns_servers()?;
         if self.digest_algorithms()?.is_empty() {
             return Err("sip.digest_algorithms: at least one".into());
+        }
+        if !(1..=64).contains(&self.sip.cores) {
+            return Err("sip.cores: 1 to 64".into());
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err("sip timers: need 0 < t1_ms <= t2_ms".into());

@@ -148,8 +148,8 @@ async fn run(config: Config) -> Result<(), String> {
     switch.local_host = advertised_host(&config, &switch.listeners);
     info!(host = %switch.local_host, "advertising this address to peers");
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let core = Core::new(switch, seed ^ u64::from(std::process::id()));
-    let stats = core.stats();
+    let cores = Core::shards(switch, seed ^ u64::from(std::process::id()), config.sip.cores);
+    let stats = cores[0].stats();
 
     // Around the calls: live calls for the API, webhooks, call records.
     let signing_key = api::public_key::webhook_signing_key(&store).await.map_err(|e| format!("webhook key: {e}"))?;
@@ -182,7 +182,7 @@ async fn run(config: Config) -> Result<(), String> {
         registrar: Some(registrar),
         locator: resolver("UAC connections' registrars").map(Arc::new),
     };
-    let driver = tokio::spawn(engine::switch::run(core, transports.clone(), in_rx, ctl_rx, drain, plumbing));
+    let driver = tokio::spawn(engine::switch::run_sharded(cores, transports.clone(), in_rx, ctl_rx, drain, plumbing));
 
     let api = tokio::net::TcpListener::bind(&config.api.listen)
         .await

@@ -28,8 +28,10 @@ struct Platform {
 
 impl Platform {
     /// `limits`: the account's and the profile's concurrent call limits.
+    /// The switch runs two cores here (elsewhere one): every call's messages must reach the
+    /// core that owns it, and limits hold across cores.
     fn new(test: &str, account_limit: Option<u32>, profile_limit: Option<u32>) -> Platform {
-        let server = start_switch("");
+        let server = start_switch("[sip]\ncores = 2\n");
         let before = generations(&server);
         let account = account(&server, "acme", account_limit);
         let profile = profile(&server, &account, profile_limit);

@@ -6,7 +6,6 @@
 //! [`CallNotice`] with its report.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -560,12 +559,12 @@ impl Core {
     }
 
     pub(super) fn publish_client_count(&self) {
-        self.stats.live_client_transactions.store(self.clients.len() as u64, Ordering::Relaxed);
+        self.gauges.client_transactions.publish(&self.stats.live_client_transactions, self.clients.len());
     }
 
     fn publish_gauges(&self) {
-        self.stats.calls_active.store(self.calls() as u64, Ordering::Relaxed);
-        self.stats.channels_held.store(self.leases_held() as u64, Ordering::Relaxed);
+        self.gauges.calls.publish(&self.stats.calls_active, self.calls());
+        self.gauges.channels.publish(&self.stats.channels_held, self.leases_held());
     }
 
     fn forget(&mut self, entry: &CallEntry) {

@@ -237,6 +237,65 @@ impl SwitchStats {
     }
 }
 
+/// One core's place among a switch's cores.
+#[derive(Clone, Copy, Debug)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+/// The core, of `count`, that owns the call or transaction of this Call-ID: an FNV-1a hash of
+/// its bytes. Stable for a process's life, so every message with the Call-ID goes to the same
+/// core; Call-IDs are chosen by peers, but a peer that aims all its calls at one core only
+/// loads that core, as it could load a one-core switch.
+pub fn shard_of_call_id(call_id: &[u8], count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in call_id {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % count as u64) as usize
+}
+
+/// The core, of `count`, that a message belongs to: by its Call-ID. One that does not parse,
+/// or has none, goes to the first core, which answers (or drops) it as one core would.
+pub fn shard_of(inbound: &Inbound, count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let framing = if inbound.kind.is_reliable() { Framing::Stream } else { Framing::Datagram };
+    match Message::parse(inbound.data.clone(), framing) {
+        Ok(msg) => msg.header(HeaderName::CallId).map_or(0, |id| shard_of_call_id(id.trim().as_bytes(), count)),
+        Err(_) => 0,
+    }
+}
+
+/// A gauge of [`SwitchStats`] as one core last published it. The cores of a sharded switch
+/// share one `SwitchStats`: each adds the change in its own count, so the gauge is their sum.
+#[derive(Debug, Default)]
+struct GaugeShare(std::cell::Cell<u64>);
+
+impl GaugeShare {
+    fn publish(&self, gauge: &AtomicU64, now: usize) {
+        let now = now as u64;
+        let last = self.0.replace(now);
+        if now != last {
+            gauge.fetch_add(now.wrapping_sub(last), Ordering::Relaxed);
+        }
+    }
+}
+
+/// This core's shares of the shared gauges.
+#[derive(Debug, Default)]
+struct GaugeShares {
+    server_transactions: GaugeShare,
+    client_transactions: GaugeShare,
+    calls: GaugeShare,
+    channels: GaugeShare,
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -337,6 +396,10 @@ pub struct Core {
     outbox: VecDeque<Outbound>,
     draining: bool,
     stats: Arc<SwitchStats>,
+    gauges: GaugeShares,
+    /// Which of the switch's cores this is, of how many: the Call-IDs this core makes are
+    /// ones [`shard_of_call_id`] gives to it, so every message of its calls comes back here.
+    shard: Shard,
     tag_seed: u64,
     /// Our Via up to the branch's random part, by transport (UDP, TCP, TLS), and our Contact
     /// address: made once, not formatted again for every request we send.
@@ -395,6 +458,8 @@ impl Core {
             outbox: VecDeque::new(),
             draining: false,
             stats: Arc::new(SwitchStats::default()),
+            gauges: GaugeShares::default(),
+            shard: Shard { index: 0, count: 1 },
             tag_seed: seed | 1,
             via_prefix,
             local: local.into(),
@@ -419,6 +484,26 @@ impl Core {
             uac_locates: VecDeque::new(),
             uac_changes: VecDeque::new(),
         }
+    }
+
+    /// The `count` cores of a sharded switch: each owns the calls and transactions whose
+    /// Call-ID [`shard_of_call_id`] gives it, and they share one [`SwitchStats`]. Each takes
+    /// its share of `max_transactions`.
+    pub fn shards(config: SwitchConfig, seed: u64, count: usize) -> Vec<Core> {
+        let count = count.clamp(1, usize::from(u16::MAX));
+        let stats = Arc::new(SwitchStats::default());
+        let mut config = config;
+        config.max_transactions = config.max_transactions.div_ceil(count);
+        (0..count)
+            .map(|index| {
+                // Distinct, non-zero seeds: the cores' tags and ids must not repeat each other's.
+                let seed = seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let mut core = Core::new(config.clone(), seed);
+                core.stats = stats.clone();
+                core.shard = Shard { index, count };
+                core
+            })
+            .collect()
     }
 
     /// Sets the wall-clock time at `at` (tests; the core reads the clock once when made).
@@ -565,7 +650,7 @@ impl Core {
         };
         bump(&self.stats.server_transactions);
         self.servers.insert(key.clone(), ServerEntry { txn: Box::new(txn), route, final_sent: false, scheduled: None });
-        self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
+        self.gauges.server_transactions.publish(&self.stats.live_transactions, self.servers.len());
         true
     }
 
@@ -753,7 +838,7 @@ impl Core {
             self.servers.remove(key);
             // A CANCEL now finds no INVITE transaction (481): the call's index entry can go.
             self.a_invites.remove(key);
-            self.stats.live_transactions.store(self.servers.len() as u64, Ordering::Relaxed);
+            self.gauges.server_transactions.publish(&self.stats.live_transactions, self.servers.len());
             return;
         }
         if let Some(at) = entry.txn.poll_timeout()
@@ -797,13 +882,19 @@ impl Core {
         id
     }
 
-    /// A new Call-ID of ours (a B-leg's, a UAC registration's): a [`Core::new_uuid`] at our host.
+    /// A new Call-ID of ours (a B-leg's, a UAC registration's): a [`Core::new_uuid`] at our
+    /// host, drawn again until it is this core's (`count` draws on average).
     fn new_call_id(&mut self) -> String {
         let mut id = String::with_capacity(37 + self.config.local_host.len());
-        self.push_uuid(&mut id);
-        id.push('@');
-        id.push_str(&self.config.local_host);
-        id
+        loop {
+            id.clear();
+            self.push_uuid(&mut id);
+            id.push('@');
+            id.push_str(&self.config.local_host);
+            if shard_of_call_id(id.as_bytes(), self.shard.count) == self.shard.index {
+                return id;
+            }
+        }
     }
 
     /// Appends a new [`Core::new_uuid`] to `out`.
@@ -848,11 +939,114 @@ pub struct CallPlumbing<C> {
     pub locator: Option<Arc<crate::Locator>>,
 }
 
+impl<C> Clone for CallPlumbing<C> {
+    fn clone(&self) -> Self {
+        CallPlumbing {
+            admitter: self.admitter.clone(),
+            notices: self.notices.clone(),
+            registrar: self.registrar.clone(),
+            locator: self.locator.clone(),
+        }
+    }
+}
+
 /// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
 /// transaction and call ended) or `drain_timeout` passes after the drain began; then every
 /// call still up is hung up, so each one's record goes out.
 pub async fn run<C: crate::counters::Counters + 'static>(
+    core: Core,
+    transports: crate::Transports,
+    inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    control: tokio::sync::mpsc::Receiver<Control>,
+    drain_timeout: Duration,
+    plumbing: CallPlumbing<C>,
+) -> Arc<SwitchStats> {
+    run_sharded(vec![core], transports, inbound, control, drain_timeout, plumbing).await
+}
+
+/// Messages a core of a sharded switch may have waiting for it: beyond this the first core
+/// drops what it reads for it, as a full socket buffer would.
+const SHARD_INBOX: usize = 65_536;
+
+/// Drives the cores of [`Core::shards`] as [`run`] drives one. The first runs here: it reads
+/// the UDP listeners and the stream connections' messages and hands each message to the core
+/// its Call-ID belongs to ([`shard_of`]); the others run on threads of their own, each with a
+/// current-thread runtime, and send what they have to send themselves. So a burst is handled
+/// on as many cores as the machine gives, while each call still lives on one core, in order.
+/// A drain ends when every core has drained (or at `drain_timeout`).
+pub async fn run_sharded<C: crate::counters::Counters + 'static>(
+    cores: Vec<Core>,
+    transports: crate::Transports,
+    inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    control: tokio::sync::mpsc::Receiver<Control>,
+    drain_timeout: Duration,
+    plumbing: CallPlumbing<C>,
+) -> Arc<SwitchStats> {
+    let mut cores = cores.into_iter();
+    let Some(first) = cores.next() else {
+        return Arc::new(SwitchStats::default());
+    };
+    let mut others = Vec::new();
+    for (i, core) in cores.enumerate() {
+        let (inbox, inbox_rx) = tokio::sync::mpsc::channel(SHARD_INBOX);
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let role = Role::Other { drained: drained.clone() };
+        let (transports, plumbing) = (transports.clone(), plumbing.clone());
+        let thread = std::thread::Builder::new().name(format!("sip-core-{}", i + 1)).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => {
+                    rt.block_on(drive(core, role, transports, inbox_rx, control_rx, drain_timeout, plumbing));
+                }
+                Err(e) => warn!(error = %e, "SIP core thread: no runtime"),
+            }
+            let _ = done_tx.send(());
+        });
+        match thread {
+            Ok(_) => others.push(OtherCore { inbox, control: control_tx, drained, done }),
+            // Its calls would go unanswered: better none of the cores than a switch with a hole.
+            Err(e) => panic!("SIP core thread: {e}"),
+        }
+    }
+    let role = Role::First { datagrams: transports.datagram_reader(), others };
+    drive(first, role, transports, inbound, control, drain_timeout, plumbing).await
+}
+
+/// Another core of a sharded switch, as the first sees it.
+struct OtherCore {
+    inbox: tokio::sync::mpsc::Sender<Inbound>,
+    control: tokio::sync::mpsc::Sender<Control>,
+    /// Set while it drains and has no transaction waiting for an answer.
+    drained: Arc<std::sync::atomic::AtomicBool>,
+    /// Resolves when its thread has ended (every call's record sent).
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// What a core's driver does besides driving its core.
+enum Role {
+    /// Reads every listener and hands the other cores their messages.
+    First { datagrams: crate::transport::DatagramReader, others: Vec<OtherCore> },
+    /// Takes its messages from the first; says when it has drained.
+    Other { drained: Arc<std::sync::atomic::AtomicBool> },
+}
+
+/// Handles `msg` on `core` when it is this core's (or there are no `others`), or hands it to
+/// the core it belongs to.
+fn deliver(others: &[OtherCore], core: &mut Core, msg: Inbound, now: Instant) {
+    let i = if others.is_empty() { 0 } else { shard_of(&msg, others.len() + 1) };
+    if i == 0 {
+        return core.handle_inbound(msg, now);
+    }
+    if let Err(e) = others[i - 1].inbox.try_send(msg) {
+        bump(&core.stats.dropped);
+        debug!(core = i, error = %e, "message dropped: its core is behind or gone");
+    }
+}
+
+async fn drive<C: crate::counters::Counters + 'static>(
     mut core: Core,
+    mut role: Role,
     transports: crate::Transports,
     mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
     mut control: tokio::sync::mpsc::Receiver<Control>,
@@ -864,7 +1058,6 @@ pub async fn run<C: crate::counters::Counters + 'static>(
     // come back here.
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     let (located_tx, mut located_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut datagrams = transports.datagram_reader();
     loop {
         while let Some((id, uri)) = core.poll_uac_locate() {
             let locator = plumbing.locator.clone();
@@ -913,29 +1106,57 @@ pub async fn run<C: crate::counters::Counters + 'static>(
             core.answer_registration(req.id, answer, Instant::now());
         }
         flush(&mut core, &transports);
-        if core.is_draining() && core.busy_transactions() == 0 {
-            info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
-            break;
+        let drained = core.is_draining() && core.busy_transactions() == 0;
+        match &role {
+            Role::Other { drained: flag } => flag.store(drained, Ordering::Relaxed),
+            Role::First { others, .. } => {
+                if drained && others.iter().all(|o| o.drained.load(Ordering::Relaxed)) {
+                    info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
+                    break;
+                }
+            }
         }
         let next_timer = core.poll_timeout().map(|at| {
             let now = Instant::now();
             tokio::time::Instant::now() + at.saturating_duration_since(now)
         });
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        // While draining, the first core looks again every so often whether the others have
+        // drained (they do not wake it to say so).
+        let next_timer = match (&role, drain_deadline) {
+            (Role::First { others, .. }, Some(_)) if !others.is_empty() => {
+                let soon = tokio::time::Instant::now() + DRAIN_CHECK;
+                Some(next_timer.map_or(soon, |t| t.min(soon)))
+            }
+            _ => next_timer,
+        };
+        let (datagrams, others) = match &mut role {
+            Role::First { datagrams, others } => (Some(datagrams), others.as_slice()),
+            Role::Other { .. } => (None, &[][..]),
+        };
+        let readable = async {
+            match &datagrams {
+                Some(d) => d.readable().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = datagrams.readable() => {
+            () = readable => {
                 // Datagrams are read here, in batches, and handled in place: no task, queue
-                // or wake-up between the socket and the core. Bounded per turn so timers and
-                // the other channels are not starved under load.
-                datagrams.read(DATAGRAMS_PER_TURN, |msg, now| core.handle_inbound(msg, now));
+                // or wake-up between the socket and the core (the other cores' messages are
+                // handed on in the same pass). Bounded per turn so timers and the other
+                // channels are not starved under load.
+                if let Some(datagrams) = datagrams {
+                    datagrams.read(DATAGRAMS_PER_TURN, |msg, now| deliver(others, &mut core, msg, now));
+                }
             }
             msg = inbound.recv() => {
                 let Some(msg) = msg else { break };
-                core.handle_inbound(msg, Instant::now());
+                deliver(others, &mut core, msg, Instant::now());
                 // Take whatever else is queued before flushing: batches under load.
                 for _ in 0..256 {
                     match inbound.try_recv() {
-                        Ok(m) => core.handle_inbound(m, Instant::now()),
+                        Ok(m) => deliver(others, &mut core, m, Instant::now()),
                         Err(_) => break,
                     }
                 }
@@ -956,6 +1177,9 @@ pub async fn run<C: crate::counters::Counters + 'static>(
                 }
                 // A closed control channel drains too: nobody is left to ask.
                 info!(transactions = core.transactions(), calls = core.calls(), "draining");
+                for o in others {
+                    let _ = o.control.try_send(Control::Drain);
+                }
                 core.begin_drain();
                 // UAC registrations take their bindings back from the PBXes.
                 core.unregister_uacs(Instant::now());
@@ -973,8 +1197,22 @@ pub async fn run<C: crate::counters::Counters + 'static>(
         let _ = plumbing.notices.send(notice);
     }
     flush(&mut core, &transports);
+    // The other cores stop when their inboxes close; each hangs up what it still has.
+    if let Role::First { others, .. } = role {
+        let mut done = Vec::new();
+        for o in others {
+            drop(o.inbox);
+            done.push(o.done);
+        }
+        for d in done {
+            let _ = d.await;
+        }
+    }
     core.stats()
 }
+
+/// How often a draining first core looks whether the others have drained.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
 
 fn flush(core: &mut Core, transports: &crate::Transports) {
     // The datagrams of one pass leave together, in as few system calls as possible.
@@ -1193,6 +1431,58 @@ mod tests {
         core.handle_timeout(t0 + Duration::from_secs(200));
         assert_eq!(core.call_entries(), 0);
         assert_eq!(core.calls(), 0);
+    }
+
+    #[test]
+    fn each_core_of_a_sharded_switch_makes_call_ids_that_fall_to_it() {
+        let mut cores = Core::shards(SwitchConfig::default(), 7, 3);
+        assert_eq!(cores.len(), 3);
+        let mut seen = HashSet::default();
+        for (index, core) in cores.iter_mut().enumerate() {
+            assert_eq!(core.config.max_transactions, 200_000usize.div_ceil(3));
+            for _ in 0..50 {
+                let id = core.new_call_id();
+                assert_eq!(shard_of_call_id(id.as_bytes(), 3), index, "{id}");
+                assert!(seen.insert(id), "a Call-ID made twice");
+            }
+        }
+        // One core takes every Call-ID.
+        let mut one = Core::shards(SwitchConfig::default(), 7, 1);
+        assert_eq!(one[0].config.max_transactions, 200_000);
+        let _ = one[0].new_call_id();
+    }
+
+    #[test]
+    fn a_message_goes_to_the_core_of_its_call_id_in_either_form_and_a_malformed_one_to_the_first() {
+        let want = shard_of_call_id(b"call-1@10.0.0.5", 4);
+        assert_eq!(shard_of(&udp(&request("INVITE", "z9hG4bK1", "INVITE")), 4), want);
+        let compact = request("BYE", "z9hG4bK2", "BYE").replace("Call-ID: call-1@10.0.0.5", "i:   call-1@10.0.0.5  ");
+        assert_eq!(shard_of(&udp(&compact), 4), want);
+        // The ids spread: of many, every core gets some.
+        let mut per_core = [0; 4];
+        for n in 0..400 {
+            per_core[shard_of_call_id(format!("{n}@pbx.example").as_bytes(), 4)] += 1;
+        }
+        assert!(per_core.iter().all(|&n| n > 50), "{per_core:?}");
+        assert_eq!(shard_of(&udp("garbage\r\n\r\n"), 4), 0);
+        let no_call_id = request("OPTIONS", "z9hG4bK3", "OPTIONS").replace("Call-ID: call-1@10.0.0.5\r\n", "");
+        assert_eq!(shard_of(&udp(&no_call_id), 4), 0);
+        assert_eq!(shard_of(&udp(&request("INVITE", "z9hG4bK1", "INVITE")), 1), 0);
+    }
+
+    #[test]
+    fn cores_sharing_stats_add_up_their_gauges() {
+        let gauge = AtomicU64::new(0);
+        let (a, b) = (GaugeShare::default(), GaugeShare::default());
+        a.publish(&gauge, 3);
+        b.publish(&gauge, 2);
+        assert_eq!(gauge.load(Ordering::Relaxed), 5);
+        a.publish(&gauge, 1);
+        b.publish(&gauge, 2);
+        assert_eq!(gauge.load(Ordering::Relaxed), 3);
+        a.publish(&gauge, 0);
+        b.publish(&gauge, 0);
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
     }
 
     #[test]
