@@ -602,9 +602,10 @@ impl DatagramReader {
             // Each error counts against the budget so a socket in trouble cannot spin us.
             while read < budget {
                 let want = (budget - read).min(RECV_BATCH);
-                match recv_batch(l, &mut self.bufs[..want], &mut self.got) {
-                    Ok(()) if self.got.is_empty() => break,
-                    Ok(()) => {
+                let result = recv_batch(l, &mut self.bufs[..want], &mut self.got);
+                match result {
+                    // A short batch comes as WouldBlock with its datagrams (see `recv_batch`).
+                    _ if !self.got.is_empty() => {
                         let now = std::time::Instant::now();
                         read += self.got.len();
                         let full = self.got.len() == want;
@@ -621,6 +622,7 @@ impl DatagramReader {
                             break;
                         }
                     }
+                    Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // ICMP errors surface here on some systems; they are not fatal to a
@@ -642,11 +644,12 @@ fn recv_batch(l: &UdpListener, bufs: &mut [Vec<u8>], out: &mut Vec<(usize, Socke
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
     use std::os::fd::AsRawFd;
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), Some(nix::cmsg_space!(u32)));
+    let want = bufs.len();
     let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
+    out.clear();
     l.sock.try_io(tokio::io::Interest::READABLE, || {
         let got = recvmmsg(l.sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map_err(io::Error::from)?;
-        out.clear();
         for msg in got {
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
@@ -663,7 +666,11 @@ fn recv_batch(l: &UdpListener, bufs: &mut [Vec<u8>], out: &mut Vec<(usize, Socke
             // A datagram without an IP sender cannot be answered; its slot still counts.
             out.push((if remote.is_some() { msg.bytes } else { 0 }, remote.unwrap_or(l.local)));
         }
-        Ok(())
+        // Without MSG_WAITFORONE, recvmmsg stops short only where the socket ran dry: saying
+        // so (WouldBlock, the datagrams kept in `out`) lets the runtime clear the socket's
+        // readiness now, instead of a turn later by another call that finds it empty. A
+        // datagram arriving after this still wakes the reader: readiness is edge-triggered.
+        if out.len() < want { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
     })
 }
 
