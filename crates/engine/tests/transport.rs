@@ -85,6 +85,28 @@ mod support {
             Switch { transports, stats, control, done }
         }
 
+        /// As [`Switch::start`], with the switch's work spread over `cores` cores.
+        pub async fn start_cores(specs: &[&str], cores: usize) -> Switch {
+            let limits = TransportLimits::default();
+            let specs: Vec<ListenSpec> = specs.iter().map(|s| s.parse().expect("listen spec")).collect();
+            let (in_tx, in_rx) = mpsc::channel(limits.inbound_queue);
+            let transports =
+                Transports::bind(&specs, TlsSettings::default(), limits, in_tx).await.expect("bind listeners");
+            let cores = Core::shards(SwitchConfig::default(), 0x5eed, cores);
+            let stats = cores[0].stats();
+            let (control, control_rx) = mpsc::channel(1);
+            let drain = Duration::from_secs(10);
+            let done = tokio::spawn(engine::switch::run_sharded(
+                cores,
+                transports.clone(),
+                in_rx,
+                control_rx,
+                drain,
+                no_customers(),
+            ));
+            Switch { transports, stats, control, done }
+        }
+
         /// The bound address of the first listener of this kind.
         pub fn addr(&self, kind: TransportKind) -> SocketAddr {
             self.transports.listeners().iter().find(|l| l.kind == kind).expect("listener of that kind").addr
@@ -876,6 +898,58 @@ async fn drain_answers_503_and_run_returns_when_idle() {
 
         let stats = timeout(STEP, sw.done).await.expect("run returns once idle").expect("run did not panic");
         assert_eq!(stats.server_transactions.load(Ordering::Relaxed), 3);
+    })
+    .await;
+}
+
+/// A branch (and so a Call-ID, `<branch>@example.invalid`) whose call falls to core `index` of
+/// `count`.
+fn branch_for_core(prefix: &str, index: usize, count: usize) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|b| engine::switch::shard_of_call_id(format!("{b}@example.invalid").as_bytes(), count) == index)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_switch_of_two_cores_answers_on_both_and_drains_only_when_both_have() {
+    bounded(async {
+        let sw = Switch::start_cores(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], 2).await;
+        let to = sw.addr(TransportKind::Udp);
+        let peer = udp_peer(false).await;
+        let sent_by = peer.local_addr().unwrap().to_string();
+        let (first, second) = (branch_for_core("a", 0, 2), branch_for_core("b", 1, 2));
+
+        // An INVITE for each core: each gets 100 and 407 and waits for its ACK.
+        let mut forbidden = Vec::new();
+        for b in [&first, &second] {
+            peer.send_to(request("INVITE", "UDP", &sent_by, b, true).as_bytes(), to).await.unwrap();
+            forbidden.push(recv_status(&peer, b, 407).await);
+        }
+        // One gauge for the switch: each core adds its own transaction to it.
+        assert_eq!(sw.stats.live_transactions.load(Ordering::Relaxed), 2);
+        // A stream's messages reach the second core too.
+        let mut stream = tcp_peer(sw.addr(TransportKind::Tcp)).await;
+        let over_tcp = branch_for_core("t", 1, 2);
+        stream.send(options("TCP", "client.example.invalid", &over_tcp)).await;
+        assert_options_200(&stream.message().await);
+
+        sw.control.send(Control::Drain).await.unwrap();
+        // Both cores refuse new calls now.
+        for b in [branch_for_core("c", 0, 2), branch_for_core("d", 1, 2)] {
+            peer.send_to(request("INVITE", "UDP", &sent_by, &b, true).as_bytes(), to).await.unwrap();
+            let unavailable = recv_status(&peer, &b, 503).await;
+            peer.send_to(ack("UDP", &sent_by, &b, &to_tag(&unavailable)).as_bytes(), to).await.unwrap();
+        }
+        // The first core's INVITE is over; the second's still waits: so does the drain.
+        peer.send_to(ack("UDP", &sent_by, &first, &to_tag(&forbidden[0])).as_bytes(), to).await.unwrap();
+        sleep(Duration::from_millis(300)).await;
+        assert!(!sw.done.is_finished(), "run returned while the second core's INVITE waits for its ACK");
+        peer.send_to(ack("UDP", &sent_by, &second, &to_tag(&forbidden[1])).as_bytes(), to).await.unwrap();
+
+        let stats = timeout(STEP, sw.done).await.expect("run returns once both cores are idle").unwrap();
+        // One set of statistics for the switch: 2 INVITEs, 1 OPTIONS, 2 refused INVITEs.
+        assert_eq!(stats.server_transactions.load(Ordering::Relaxed), 5);
     })
     .await;
 }
