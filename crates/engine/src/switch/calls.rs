@@ -367,6 +367,11 @@ impl Core {
         self.notices.pop_front()
     }
 
+    /// Whether call notices wait to be taken.
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
     /// Calls alive (admitted and not yet ended) and channel leases held.
     pub fn calls(&self) -> usize {
         self.live_calls
