@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -236,7 +237,7 @@ impl Drop for Slot {
 /// A UDP listener with its bound address kept, so choosing the socket to send from costs no
 /// `getsockname` per datagram.
 struct UdpListener {
-    sock: Arc<UdpSocket>,
+    sock: Arc<UdpPort>,
     local: SocketAddr,
     /// The kernel's count of datagrams this socket dropped because its receive buffer was
     /// full, as last reported with a received datagram (`SO_RXQ_OVFL`).
@@ -287,9 +288,9 @@ impl Transports {
         for spec in specs {
             match spec.kind {
                 TransportKind::Udp => {
-                    let sock = UdpSocket::bind(spec.addr).await.map_err(|e| ctx(e, spec))?;
-                    tune_udp_listener(&sock, spec);
-                    let addr = sock.local_addr()?;
+                    let sock = UdpPort::bind(spec.addr).map_err(|e| ctx(e, spec))?;
+                    tune_udp_listener(sock.socket(), spec);
+                    let addr = sock.socket().local_addr()?;
                     bound.push(ListenSpec { kind: spec.kind, addr });
                     udp.push(UdpListener { sock: Arc::new(sock), local: addr, overflows: AtomicU64::new(0) });
                 }
@@ -360,13 +361,7 @@ impl Transports {
         match out.kind {
             TransportKind::Udp => {
                 let sock = self.udp_socket(out.local, out.remote)?;
-                match sock.try_send_to(&out.data, out.remote) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        sock.send_to(&out.data, out.remote).await.map(|_| ())
-                    }
-                    Err(e) => Err(e),
-                }
+                sock.send_to(&out.data, out.remote).await
             }
             TransportKind::Tcp | TransportKind::Tls => {
                 let tx = match self.existing(out.kind, out.conn, out.remote) {
@@ -413,7 +408,7 @@ impl Transports {
         result
     }
 
-    fn udp_socket(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<&Arc<UdpSocket>> {
+    fn udp_socket(&self, local: Option<SocketAddr>, remote: SocketAddr) -> io::Result<&Arc<UdpPort>> {
         self.udp_listener(local, remote).map(|i| &self.inner.udp[i].sock)
     }
 
@@ -529,7 +524,7 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// under load) and asks the kernel to report with each datagram how many it dropped for want
 /// of room. `SO_RCVBUFFORCE` (root, `CAP_NET_ADMIN`) ignores `net.core.rmem_max`; without the
 /// privilege `SO_RCVBUF` gets at most that maximum.
-fn tune_udp_listener(sock: &UdpSocket, spec: &ListenSpec) {
+fn tune_udp_listener(sock: &std::net::UdpSocket, spec: &ListenSpec) {
     use nix::sys::socket::{setsockopt, sockopt};
     if setsockopt(sock, sockopt::RcvBufForce, &UDP_RECEIVE_BUFFER).is_err()
         && let Err(e) = setsockopt(sock, sockopt::RcvBuf, &UDP_RECEIVE_BUFFER)
@@ -543,22 +538,60 @@ fn tune_udp_listener(sock: &UdpSocket, spec: &ListenSpec) {
 
 /// One `sendmmsg` of datagrams from one socket: how many the kernel took (at least one), or
 /// the error of the first.
-fn send_batch(sock: &UdpSocket, chunk: &[&Outbound]) -> io::Result<usize> {
+fn send_batch(sock: &UdpPort, chunk: &[&Outbound]) -> io::Result<usize> {
     use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
     use std::os::fd::AsRawFd;
     if let [one] = chunk {
         // A lone datagram needs none of the batch's bookkeeping.
-        return sock.try_send_to(&one.data, one.remote);
+        return sock.socket().send_to(&one.data, one.remote).map(|_| 1);
     }
     let slices: Vec<[io::IoSlice<'_>; 1]> = chunk.iter().map(|o| [io::IoSlice::new(&o.data)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = chunk.iter().map(|o| Some(SockaddrStorage::from(o.remote))).collect();
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
     let cmsgs: [ControlMessage<'_>; 0] = [];
-    sock.try_io(tokio::io::Interest::WRITABLE, || {
-        sendmmsg(sock.as_raw_fd(), &mut headers, &slices, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT)
-            .map(|sent| sent.count())
-            .map_err(io::Error::from)
-    })
+    sendmmsg(sock.socket().as_raw_fd(), &mut headers, &slices, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT)
+        .map(|sent| sent.count())
+        .map_err(io::Error::from)
+}
+
+/// A UDP listener's socket, registered with the runtime for readability only. Tokio's
+/// `UdpSocket` also asks for writability, and then every datagram sent from it raises a
+/// write-space event (`sock_wfree`, edge-triggered): the runtime thread parked in
+/// `epoll_wait` woke for nothing after each send, about one wake-up a call at 500 calls/s.
+/// Sends are plain non-blocking system calls; only a send that finds the buffer full waits,
+/// by retrying (it never happens on a healthy host).
+struct UdpPort(AsyncFd<std::net::UdpSocket>);
+
+impl UdpPort {
+    fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
+        let sock = std::net::UdpSocket::bind(addr)?;
+        sock.set_nonblocking(true)?;
+        // Deprecated because a type may change the descriptor it reports; a std socket owns
+        // its one descriptor until dropped, and the safe form keeps `unsafe` out of the crate.
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(sock, tokio::io::Interest::READABLE)?;
+        Ok(UdpPort(fd))
+    }
+
+    fn socket(&self) -> &std::net::UdpSocket {
+        self.0.get_ref()
+    }
+
+    /// Sends one datagram, waiting while the socket's buffer is full.
+    async fn send_to(&self, data: &[u8], remote: SocketAddr) -> io::Result<()> {
+        let mut wait = Duration::from_micros(500);
+        let give_up = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.socket().send_to(data, remote) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < give_up => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Reads the UDP listeners for the switch's driver: waits until one has datagrams, then
@@ -580,7 +613,7 @@ impl DatagramReader {
     pub async fn readable(&self) {
         std::future::poll_fn(|cx| {
             for l in &self.inner.udp {
-                if l.sock.poll_recv_ready(cx).is_ready() {
+                if l.sock.0.poll_read_ready(cx).is_ready() {
                     return std::task::Poll::Ready(());
                 }
             }
@@ -647,8 +680,8 @@ fn recv_batch(l: &UdpListener, bufs: &mut [Vec<u8>], out: &mut Vec<(usize, Socke
     let want = bufs.len();
     let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
     out.clear();
-    l.sock.try_io(tokio::io::Interest::READABLE, || {
-        let got = recvmmsg(l.sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+    l.sock.0.try_io(tokio::io::Interest::READABLE, |sock| {
+        let got = recvmmsg(sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map_err(io::Error::from)?;
         for msg in got {
             if let Ok(cmsgs) = msg.cmsgs() {
