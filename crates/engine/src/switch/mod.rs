@@ -1097,8 +1097,8 @@ async fn drive<C: crate::counters::Counters + 'static>(
         }
         // The first core's notices go every turn: their task runs on the same runtime. The
         // others' go in batches, at most one each NOTICE_BATCH: every hand-off wakes the
-        // main runtime from outside (about three context switches a call at 500 calls/s),
-        // and what the notices feed (records, live calls, webhooks) is on no peer's clock.
+        // main runtime from outside, and what the notices feed (records, live calls,
+        // webhooks) is on no peer's clock.
         if core.has_notices() && (matches!(role, Role::First { .. }) || notices_sent.elapsed() >= NOTICE_BATCH) {
             while let Some(notice) = core.poll_notice() {
                 let _ = plumbing.notices.send(notice);
