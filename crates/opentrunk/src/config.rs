@@ -120,9 +120,9 @@ pub struct SipConfig {
     pub max_transactions: usize,
     /// Switch cores: threads that each handle the calls whose Call-ID falls to them, the
     /// first reading the listeners and handing the others theirs. One by default: on two
-    /// vCPUs shared with the peers, a second cost 48% more CPU per call at 500 calls/s (its
-    /// hand-offs and wake-ups) and gained nothing at 3,000/s (`docs/performance.md`); more pay
-    /// where one core's rate is the limit and cores are to spare.
+    /// vCPUs shared with the peers, a second cost 20-50% more CPU per call at 500 calls/s (its
+    /// hand-offs and wake-ups), 10-20% more at 3,000/s, where it steadied the p99, and raised
+    /// the highest clean rate by 14% (`docs/performance.md`).
     pub cores: usize,
     /// The address carriers and customers reach us at (Via, Contact), when the listeners'
     /// own is not it (a wildcard listener, NAT); default: the first listener's, or this
