@@ -1077,24 +1077,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
                 r.uac_changed(&change);
             }
         }
-        while let Some(req) = core.poll_admission() {
-            let id = req.id;
-            let admitter = plumbing.admitter.clone();
-            let mut admission = Box::pin(async move { admitter.admit(req).await });
-            // With in-process counters the answer is ready at once: take it in place. Only
-            // an admission that waits (a shared counter backend) becomes a task; it polls
-            // the same future again with a real waker.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match admission.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
-                std::task::Poll::Pending => {
-                    let tx = admitted_tx.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send((id, admission.await));
-                    });
-                }
-            }
-        }
+        answer_requests(&mut core, &plumbing, &admitted_tx);
         // The first core's notices go every turn: their task runs on the same runtime. The
         // others' go in batches, at most one each NOTICE_BATCH: every hand-off wakes the
         // main runtime from outside, and what the notices feed (records, live calls,
@@ -1104,14 +1087,6 @@ async fn drive<C: crate::counters::Counters + 'static>(
                 let _ = plumbing.notices.send(notice);
             }
             notices_sent = Instant::now();
-        }
-        // The registrar decides in memory (it never waits): answered in place.
-        while let Some(req) = core.poll_registration() {
-            let answer = match &plumbing.registrar {
-                Some(r) => r.handle(&req, SystemTime::now()),
-                None => crate::registrar::RegistrationAnswer { status: 403, phrase: "Forbidden", headers: Vec::new() },
-            };
-            core.answer_registration(req.id, answer, Instant::now());
         }
         flush(&mut core, &transports);
         let drained = core.is_draining() && core.busy_transactions() == 0;
@@ -1156,7 +1131,18 @@ async fn drive<C: crate::counters::Counters + 'static>(
                 // handed on in the same pass). Bounded per turn so timers and the other
                 // channels are not starved under load.
                 if let Some(datagrams) = datagrams {
-                    datagrams.read(DATAGRAMS_PER_TURN, |msg, now| deliver(others, &mut core, msg, now));
+                    // The first few of a turn are settled one by one (answered, their sends
+                    // gone) so a burst's last datagram does not hold back its first's; past
+                    // them, a turn's sends leave together, as batching saves most under load.
+                    let mut handled = 0;
+                    datagrams.read(DATAGRAMS_PER_TURN, |msg, now| {
+                        deliver(others, &mut core, msg, now);
+                        handled += 1;
+                        if handled <= SETTLED_ALONE {
+                            answer_requests(&mut core, &plumbing, &admitted_tx);
+                            flush(&mut core, &transports);
+                        }
+                    });
                 }
             }
             msg = inbound.recv() => {
@@ -1219,6 +1205,44 @@ async fn drive<C: crate::counters::Counters + 'static>(
     }
     core.stats()
 }
+
+/// Answers what the core asked for: admissions (in place when the counters answer at once,
+/// else as a task whose answer comes back on `admitted`) and registrations.
+fn answer_requests<C: crate::counters::Counters + 'static>(
+    core: &mut Core,
+    plumbing: &CallPlumbing<C>,
+    admitted: &tokio::sync::mpsc::UnboundedSender<(u64, crate::admission::Admission)>,
+) {
+    while let Some(req) = core.poll_admission() {
+        let id = req.id;
+        let admitter = plumbing.admitter.clone();
+        let mut admission = Box::pin(async move { admitter.admit(req).await });
+        // With in-process counters the answer is ready at once: take it in place. Only
+        // an admission that waits (a shared counter backend) becomes a task; it polls
+        // the same future again with a real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match admission.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(admission) => core.admit(id, admission, Instant::now()),
+            std::task::Poll::Pending => {
+                let tx = admitted.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send((id, admission.await));
+                });
+            }
+        }
+    }
+    // The registrar decides in memory (it never waits): answered in place.
+    while let Some(req) = core.poll_registration() {
+        let answer = match &plumbing.registrar {
+            Some(r) => r.handle(&req, SystemTime::now()),
+            None => crate::registrar::RegistrationAnswer { status: 403, phrase: "Forbidden", headers: Vec::new() },
+        };
+        core.answer_registration(req.id, answer, Instant::now());
+    }
+}
+
+/// How many datagrams of a turn are each settled before the next is handled.
+const SETTLED_ALONE: usize = 2;
 
 /// How long a core other than the first keeps its call notices before handing them on.
 const NOTICE_BATCH: Duration = Duration::from_millis(10);
