@@ -15,10 +15,14 @@ use trunking::registrar::{Binding, Flow};
 use trunking::routing::Transport;
 use trunking::time::Timestamp;
 
-/// Binding changes written in one transaction at most: what queued while the last one was
-/// written (a REGISTER storm makes thousands a second; each its own commit cost more than the
-/// REGISTER).
-const MAX_BATCH: usize = 256;
+/// Binding changes written in one transaction at most.
+const MAX_BATCH: usize = 1024;
+
+/// How long the first change of a batch waits for others before they are written. A REGISTER
+/// storm makes thousands of changes a second, and a commit each cost more than the REGISTER
+/// (SQLite syncs its log at every commit); the switch answers from memory, so only a restart
+/// or another node sees a binding this much later.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// How often expired bindings are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
@@ -133,9 +137,13 @@ pub async fn keep(
                 if n == 0 {
                     return;
                 }
+                let closed = gather(&mut changes, &mut batch).await;
                 let writes = coalesce(batch.drain(..), &node);
                 if let Err(e) = store.write_registrations(&writes, Some(&node)).await {
                     warn!(bindings = writes.len(), "registrations not stored: {e}");
+                }
+                if closed {
+                    return;
                 }
             }
             _ = sweep.tick() => {
@@ -147,6 +155,21 @@ pub async fn keep(
             }
         }
     }
+}
+
+/// Adds to `batch` what arrives within [`GATHER`], up to [`MAX_BATCH`]; true when the
+/// registrar is gone (nothing more will come).
+async fn gather(changes: &mut mpsc::UnboundedReceiver<BindingChange>, batch: &mut Vec<BindingChange>) -> bool {
+    let until = tokio::time::Instant::now() + GATHER;
+    while batch.len() < MAX_BATCH {
+        tokio::select! {
+            n = changes.recv_many(batch, MAX_BATCH - batch.len()) => if n == 0 {
+                return true;
+            },
+            () = tokio::time::sleep_until(until) => return false,
+        }
+    }
+    false
 }
 
 /// The registrar's changes as writes, the last change of each binding only (a refresh that

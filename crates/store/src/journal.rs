@@ -126,7 +126,7 @@ fn with_node_lost(trace: &RawJson, node_id: &str, heartbeat_ms: i64) -> RawJson 
 }
 
 /// `(?,?),(?,?)` on SQLite, `($1,$2),($3,$4)` on PostgreSQL: `rows` tuples of `cols`.
-fn tuples(backend: Backend, rows: usize, cols: usize) -> String {
+pub(crate) fn tuples(backend: Backend, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for row in 0..rows {
         s.push_str(if row == 0 { "(" } else { ",(" });

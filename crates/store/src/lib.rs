@@ -114,11 +114,12 @@ const SQLITE_PRAGMAS: [&str; 4] =
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// A pool of the backend's own driver for the records writer's inserts
-    /// ([`Store::insert_new_cdrs`]): through `Any` every bound value is copied once more (into
-    /// `Any`'s arguments, then into the driver's), a record's 23 values about 2.5 KB. One
-    /// connection (the writer is one task; SQLite writers take turns), opened at the first
-    /// insert.
+    /// A pool of the backend's own driver for the batch writers: the records writer's inserts
+    /// ([`Store::insert_new_cdrs`]) and the registrar's binding changes
+    /// ([`Store::write_registrations`]). Through `Any` every bound value is copied once more
+    /// (into `Any`'s arguments, then into the driver's), a record's 23 values about 2.5 KB.
+    /// Opened at the first write; on SQLite one connection (writers take turns), on PostgreSQL
+    /// one for each writer, so neither waits for the other's batch.
     records: RecordsPool,
     /// Bumped after every committed configuration change made through this store; the
     /// snapshot keeper waits on it (other nodes learn of changes through PostgreSQL NOTIFY).
@@ -196,7 +197,7 @@ impl Store {
             }
             Backend::Postgres => {
                 let server: sqlx::postgres::PgConnectOptions = connect_url.parse().map_err(bad_url)?;
-                RecordsPool::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(server))
+                RecordsPool::Postgres(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_lazy_with(server))
             }
         };
         let (changes, _) = tokio::sync::watch::channel(0);

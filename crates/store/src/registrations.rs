@@ -101,8 +101,11 @@ impl crate::Store {
     /// Applies binding changes in their order in one transaction, all or nothing, and tells the
     /// other nodes once per connection changed. `node` is the node removing bindings (an
     /// upsert names its own). Returns how many bindings the removals found. The registrar's
-    /// changes arrive at the REGISTER rate (a storm of 2,000 a second): one commit each cost
-    /// more than the REGISTER itself.
+    /// changes arrive at the REGISTER rate (a storm of 2,000 a second): a commit each cost
+    /// more than the REGISTER itself, and a statement each (through `Any`, every statement a
+    /// round trip to SQLite's worker thread) as much again. So they go through the records'
+    /// pool (the backend's own driver), consecutive upserts of distinct bindings in multi-row
+    /// statements.
     pub async fn write_registrations(
         &self,
         writes: &[RegistrationWrite],
@@ -112,53 +115,10 @@ impl crate::Store {
             return Ok(0);
         }
         let _timing = self.stats.time(crate::Operation::RegistrationWrite);
-        let mut tx = self.pool.begin().await?;
-        let mut removed = 0;
-        let mut changed: Vec<(&str, Option<&str>)> = Vec::new();
-        for write in writes {
-            let connection = match write {
-                RegistrationWrite::Upsert(b) => {
-                    upsert(&mut tx, b).await?;
-                    (b.connection_id.as_str(), b.node.as_deref())
-                }
-                RegistrationWrite::Remove { connection_id, binding_key } => {
-                    let n = sqlx::query("DELETE FROM registrations WHERE connection_id = $1 AND binding_key = $2")
-                        .bind(connection_id)
-                        .bind(binding_key)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    removed += n;
-                    if n == 0 {
-                        continue;
-                    }
-                    (connection_id.as_str(), node)
-                }
-            };
-            if !changed.contains(&connection) {
-                changed.push(connection);
-            }
+        match &self.records {
+            crate::RecordsPool::Sqlite(pool) => write::<sqlx::Sqlite>(pool, self.backend, writes, node).await,
+            crate::RecordsPool::Postgres(pool) => write::<sqlx::Postgres>(pool, self.backend, writes, node).await,
         }
-        for (connection_id, node) in changed {
-            self.announce_registration(&mut tx, connection_id, node).await?;
-        }
-        tx.commit().await?;
-        Ok(removed)
-    }
-
-    /// On PostgreSQL, tells every node that a connection's bindings changed (delivered at
-    /// commit): `connection_id` and the writing node, space separated.
-    async fn announce_registration(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        connection_id: &str,
-        node: Option<&str>,
-    ) -> Result<(), StoreError> {
-        if self.backend == crate::Backend::Postgres {
-            let payload = format!("{connection_id} {}", node.unwrap_or_default());
-            sqlx::query("SELECT pg_notify('opentrunk_registrations', $1)").bind(payload).execute(&mut **tx).await?;
-        }
-        Ok(())
     }
 
     /// Changes of bindings written by any node, as they commit (PostgreSQL; on SQLite, one
@@ -224,45 +184,154 @@ impl RegistrationWrite {
     }
 }
 
-/// Adds or replaces one binding in the open transaction.
-async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, b: &Registration) -> Result<(), StoreError> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// [`crate::Store::write_registrations`] through `pool`.
+async fn write<DB: crate::cdr::RecordDb>(
+    pool: &sqlx::Pool<DB>,
+    backend: crate::Backend,
+    writes: &[RegistrationWrite],
+    node: Option<&str>,
+) -> Result<u64, StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut tx = pool.begin().await?;
+    let mut removed = 0;
+    let mut changed: Vec<(&str, Option<&str>)> = Vec::new();
+    // Upserts waiting to go in one statement; a binding already among them, or a removal,
+    // sends them first, so the changes still apply in their order.
+    let mut run: Vec<&Registration> = Vec::new();
+    for write in writes {
+        match write {
+            RegistrationWrite::Upsert(b) => {
+                if run.iter().any(|r| r.connection_id == b.connection_id && r.binding_key == b.binding_key) {
+                    upsert::<DB>(&mut tx, backend, &run).await?;
+                    run.clear();
+                }
+                run.push(b);
+                let connection = (b.connection_id.as_str(), b.node.as_deref());
+                if !changed.contains(&connection) {
+                    changed.push(connection);
+                }
+            }
+            RegistrationWrite::Remove { connection_id, binding_key } => {
+                upsert::<DB>(&mut tx, backend, &run).await?;
+                run.clear();
+                let sql = match backend {
+                    crate::Backend::Sqlite => "DELETE FROM registrations WHERE connection_id = ? AND binding_key = ?",
+                    crate::Backend::Postgres => {
+                        "DELETE FROM registrations WHERE connection_id = $1 AND binding_key = $2"
+                    }
+                };
+                let done = sqlx::query::<DB>(sql)
+                    .bind(DB::text(connection_id))
+                    .bind(DB::text(binding_key))
+                    .execute(&mut *tx)
+                    .await?;
+                let n = DB::rows_affected(&done);
+                removed += n;
+                let connection = (connection_id.as_str(), node);
+                if n > 0 && !changed.contains(&connection) {
+                    changed.push(connection);
+                }
+            }
+        }
+    }
+    upsert::<DB>(&mut tx, backend, &run).await?;
+    if backend == crate::Backend::Postgres {
+        // Every node learns which connection's bindings changed (delivered at commit):
+        // `connection_id` and the writing node, space separated.
+        for (connection_id, node) in changed {
+            let payload = format!("{connection_id} {}", node.unwrap_or_default());
+            sqlx::query::<DB>("SELECT pg_notify('opentrunk_registrations', $1)")
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// Adds or replaces `bindings` (distinct bindings) in the open transaction, in statements of
+/// the records' [`crate::cdr::SHAPES`] (each shape's text prepared once per connection).
+async fn upsert<DB: crate::cdr::RecordDb>(
+    conn: &mut DB::Connection,
+    backend: crate::Backend,
+    bindings: &[&Registration],
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    use sqlx::Arguments as _;
+    for chunk in crate::cdr::shaped_chunks(bindings) {
+        let mut args = DB::Arguments::default();
+        args.reserve(chunk.len() * COLUMN_COUNT, chunk.len() * 256);
+        for b in chunk {
+            let path = serde_json::to_string(&b.path).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let bound = (|| {
+                args.add(DB::text(&b.connection_id))?;
+                args.add(DB::text(&b.binding_key))?;
+                args.add(DB::text(&b.account_id))?;
+                args.add(DB::text(&b.username))?;
+                args.add(DB::text(&b.contact))?;
+                args.add(b.instance.as_deref().map(DB::text))?;
+                args.add(b.reg_id.map(i64::from))?;
+                args.add(b.q.map(i64::from))?;
+                args.add(path)?;
+                args.add(DB::text(&b.call_id))?;
+                args.add(i64::from(b.cseq))?;
+                args.add(DB::text(&b.source_ip))?;
+                args.add(i64::from(b.source_port))?;
+                args.add(DB::text(&b.transport))?;
+                args.add(i64::from(b.nat))?;
+                args.add(b.user_agent.as_deref().map(DB::text))?;
+                args.add(b.node.as_deref().map(DB::text))?;
+                args.add(b.registered_at)?;
+                args.add(b.updated_at)?;
+                args.add(b.expires_at)
+            })();
+            bound.map_err(|e| StoreError::Failed(format!("registration values: {e}")))?;
+        }
+        let sql = upsert_sql_cached(backend, chunk.len());
+        sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// How many values a binding binds (the [`COLUMNS`]).
+const COLUMN_COUNT: usize = 20;
+
+/// The upsert of `rows` bindings, one of the [`crate::cdr::SHAPES`], written once per process.
+fn upsert_sql_cached(backend: crate::Backend, rows: usize) -> &'static str {
+    use std::sync::OnceLock;
+    const SHAPES: usize = crate::cdr::SHAPES.len();
+    static TEXTS: [[OnceLock<String>; SHAPES]; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
+    let shape = crate::cdr::SHAPES.iter().position(|&n| n == rows).expect("a statement shape");
+    let b = usize::from(backend == crate::Backend::Postgres);
+    TEXTS[b][shape].get_or_init(|| {
         format!(
-            "INSERT INTO registrations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20) ON CONFLICT (connection_id, binding_key) DO UPDATE SET \
+            "INSERT INTO registrations ({COLUMNS}) VALUES {} ON CONFLICT (connection_id, binding_key) DO UPDATE SET \
              account_id = excluded.account_id, username = excluded.username, contact = excluded.contact, \
              instance = excluded.instance, reg_id = excluded.reg_id, q = excluded.q, path = excluded.path, \
              call_id = excluded.call_id, cseq = excluded.cseq, source_ip = excluded.source_ip, \
              source_port = excluded.source_port, transport = excluded.transport, nat = excluded.nat, \
              user_agent = excluded.user_agent, node = excluded.node, registered_at = excluded.registered_at, \
-             updated_at = excluded.updated_at, expires_at = excluded.expires_at"
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+            crate::journal::tuples(backend, rows, COLUMN_COUNT)
         )
-    });
-    let path = serde_json::to_string(&b.path).map_err(|e| StoreError::Failed(e.to_string()))?;
-    sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
-        .bind(&b.connection_id)
-        .bind(&b.binding_key)
-        .bind(&b.account_id)
-        .bind(&b.username)
-        .bind(&b.contact)
-        .bind(&b.instance)
-        .bind(b.reg_id.map(i64::from))
-        .bind(b.q.map(i64::from))
-        .bind(path)
-        .bind(&b.call_id)
-        .bind(i64::from(b.cseq))
-        .bind(&b.source_ip)
-        .bind(i64::from(b.source_port))
-        .bind(&b.transport)
-        .bind(i64::from(b.nat))
-        .bind(&b.user_agent)
-        .bind(&b.node)
-        .bind(b.registered_at)
-        .bind(b.updated_at)
-        .bind(b.expires_at)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    })
 }
 
 /// A change of the stored bindings, from [`crate::Store::registration_notices`].

@@ -141,3 +141,35 @@ async fn nodes_share_bindings() {
     )
     .await;
 }
+
+/// A storm's batch: many bindings in multi-row statements of every shape, a binding changed
+/// twice in one batch (the later change wins), a removal between upserts.
+#[tokio::test]
+async fn a_large_batch_keeps_every_change_in_order() {
+    for s in support::backends().await {
+        let bindings: Vec<Registration> = (0..85)
+            .map(|i| Registration {
+                cseq: i,
+                user_agent: (i % 2 == 0).then(|| format!("phone {i}")),
+                ..binding("conn-1", &format!("sip:u{i}@192.0.2.{}", i % 250), T0 + 60_000 + i64::from(i))
+            })
+            .collect();
+        let refreshed = Registration { cseq: 1_000, expires_at: T0 + 120_000, ..bindings[3].clone() };
+        let mut writes: Vec<RegistrationWrite> =
+            bindings.iter().map(|b| RegistrationWrite::Upsert(Box::new(b.clone()))).collect();
+        writes.insert(10, RegistrationWrite::Upsert(Box::new(refreshed.clone())));
+        writes.insert(
+            20,
+            RegistrationWrite::Remove { connection_id: "conn-1".into(), binding_key: bindings[5].binding_key.clone() },
+        );
+        // bindings[5] was written before its removal in this batch.
+        assert_eq!(s.write_registrations(&writes, Some("node-1")).await.unwrap(), 1, "{:?}", s.backend());
+        let mut stored = s.list_registrations("conn-1").await.unwrap();
+        stored.sort_by_key(|b| b.cseq);
+        let mut want: Vec<Registration> =
+            bindings.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 5).map(|(_, b)| b.clone()).collect();
+        want.push(refreshed.clone());
+        want.sort_by_key(|b| b.cseq);
+        assert_eq!(stored, want, "{:?}", s.backend());
+    }
+}
