@@ -204,9 +204,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
     while let Some(notice) = rx.recv().await {
         match notice {
             CallNotice::Initiated { call_control_id, a_call_id, context } => {
-                let record_id = store::new_cdr_id(unix_ms(context.started))
-                    .inspect_err(|e| warn!(call = %call_control_id, "call record id: {e}"))
-                    .ok();
+                let record_id = Some(store::new_cdr_id(unix_ms(context.started)));
                 if let Some(record_id) = record_id.as_ref().filter(|_| services.records.journals()) {
                     match opening_record(record_id.clone(), a_call_id, &context) {
                         Ok(r) => services.records.call_opened(
@@ -295,7 +293,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                 // A call refused before it started has no id yet.
                 let record_id = match record_id {
                     Some(id) => Ok(id),
-                    None => store::new_cdr_id(unix_ms(report.context.started)).map_err(|e| e.to_string()),
+                    None => Ok(store::new_cdr_id(unix_ms(report.context.started))),
                 };
                 match record_id.and_then(|id| record_of(*report, id)) {
                     Ok(r) => services.records.submit(r),

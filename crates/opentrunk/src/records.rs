@@ -1037,7 +1037,7 @@ mod tests {
     fn record(n: i64) -> CallDetailRecord {
         let at = |d: i64| cdr_timestamp(T0 + n * 1000 + d);
         CallDetailRecord {
-            id: new_cdr_id(T0 + n * 1000).unwrap(),
+            id: new_cdr_id(T0 + n * 1000),
             account_id: "acct-a".into(),
             connection_id: format!("conn-{}", n % 7),
             outbound_voice_profile_id: Some("ovp-1".into()),

@@ -54,7 +54,7 @@ fn record(i: usize, connections: usize, trace: &RawJson) -> CallDetailRecord {
     let accounts = connections.div_ceil(10);
     let ms = i64::try_from(i).expect("a small index") / 2;
     let at = |d: i64| cdr_timestamp(T0 + ms + d);
-    let id = store::new_cdr_id(T0 + ms).expect("an id");
+    let id = store::new_cdr_id(T0 + ms);
     CallDetailRecord {
         account_id: format!("acct-{:04}-7c1e-4a5b-9f0d-3e2a1b4c5d6e", i % accounts),
         connection_id: format!("conn-{:04}-7c1e-4a5b-9f0d-3e2a1b4c5d6e", i % connections),

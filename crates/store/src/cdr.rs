@@ -262,10 +262,13 @@ pub fn cdr_timestamp(unix_ms: i64) -> String {
 }
 
 /// A new record id: a UUID version 7 (RFC 9562), its first 48 bits `unix_ms`, so ids of one
-/// batch land next to each other in the primary key's index.
-pub fn new_cdr_id(unix_ms: i64) -> Result<String, StoreError> {
+/// batch land next to each other in the primary key's index. The random bits come from the
+/// thread's generator (a CSPRNG seeded from the operating system): asking the kernel for them
+/// was a system call per call.
+pub fn new_cdr_id(unix_ms: i64) -> String {
+    use rand::Rng as _;
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b[6..]).map_err(|e| StoreError::Failed(format!("random source: {e}")))?;
+    rand::rng().fill_bytes(&mut b[6..]);
     let ms = u64::try_from(unix_ms).unwrap_or(0).to_be_bytes();
     b[..6].copy_from_slice(&ms[2..]);
     b[6] = 0x70 | (b[6] & 0x0f);
@@ -278,7 +281,7 @@ pub fn new_cdr_id(unix_ms: i64) -> Result<String, StoreError> {
         }
         crate::push_hex(&mut id, group);
     }
-    Ok(id)
+    id
 }
 
 /// `attempts` as the JSON text serde_json makes of them (`RouteAttempt`'s derived form, fields
@@ -768,14 +771,14 @@ mod tests {
 
     #[test]
     fn ids_are_uuid_v7() {
-        let a = new_cdr_id(1_767_323_045_678).unwrap();
-        let b = new_cdr_id(1_767_323_045_678).unwrap();
+        let a = new_cdr_id(1_767_323_045_678);
+        let b = new_cdr_id(1_767_323_045_678);
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[..13], "019b7ca9-8f2e", "{a}");
         assert_eq!(&a[14..15], "7");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
-        assert!(new_cdr_id(1).unwrap() < new_cdr_id(2).unwrap(), "time ordered");
+        assert!(new_cdr_id(1) < new_cdr_id(2), "time ordered");
         let groups: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
         assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{a}");

@@ -145,7 +145,7 @@ async fn round_trip_every_field() {
 
         // The trace comes back as the same JSON text, whatever it holds.
         let odd = r#"{"steps": [{"rule": "x", "facts": {"n": 1.5e3, "s": "é\"\\\u00e9", "nested": [null, true]}}]}"#;
-        let mut c = full(&new_cdr_id(T0).unwrap(), 5);
+        let mut c = full(&new_cdr_id(T0), 5);
         c.trace = RawJson::from_text(odd.to_owned()).unwrap();
         s.insert_cdrs(std::slice::from_ref(&c)).await.unwrap();
         assert_eq!(s.get_cdr(&c.id).await.unwrap().unwrap().trace.get(), odd);
@@ -195,7 +195,7 @@ async fn ten_thousand_in_one_call() {
         let records: Vec<CallDetailRecord> = (0..N)
             .map(|i| {
                 let ms = i64::try_from(i).unwrap() * 1000;
-                let mut r = full(&new_cdr_id(T0 + ms).unwrap(), ms);
+                let mut r = full(&new_cdr_id(T0 + ms), ms);
                 r.account_id = format!("acct-{}", i % 50);
                 r.connection_id = format!("conn-{}", i % 500);
                 r.sip_response_code = [200, 200, 200, 486, 503][i % 5];

@@ -251,7 +251,7 @@ async fn two_reapers_at_once_make_each_record_once() {
             a.node_heartbeat(&node, T0, now - LOST_AFTER - 1).await.unwrap();
             let mut writes = Vec::new();
             for c in 0..CALLS {
-                let id = new_cdr_id(T0 + (wave * CALLS + c) as i64).unwrap();
+                let id = new_cdr_id(T0 + (wave * CALLS + c) as i64);
                 writes.push(open(&node, &id, T0 + c as i64));
                 if c % 2 == 0 {
                     writes.push(answered(&id, T0 + 1_000 + c as i64));
