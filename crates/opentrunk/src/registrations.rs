@@ -219,6 +219,38 @@ mod tests {
         }
     }
 
+    /// Changes that arrive within the window share one write; one after it waits for the
+    /// next; the registrar's end is reported with what was gathered.
+    #[tokio::test(start_paused = true)]
+    async fn changes_within_the_window_are_gathered_into_one_write() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let change = |cseq| BindingChange {
+            account_id: "acct-1".into(),
+            bound: vec![binding("sip:a@192.0.2.1", cseq)],
+            removed: vec![],
+        };
+        let feeder = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for cseq in 2..=4 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tx.send(change(cseq)).unwrap();
+                }
+                // Past the window of a batch started at 0 ms.
+                tokio::time::sleep(GATHER).await;
+                tx.send(change(5)).unwrap();
+            })
+        };
+        let mut batch = vec![change(1)];
+        assert!(!gather(&mut rx, &mut batch).await);
+        assert_eq!(batch.iter().map(|c| c.bound[0].cseq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        feeder.await.unwrap();
+        drop(tx);
+        let mut next = Vec::new();
+        assert!(gather(&mut rx, &mut next).await, "the registrar is gone");
+        assert_eq!(next.iter().map(|c| c.bound[0].cseq).collect::<Vec<_>>(), [5]);
+    }
+
     #[test]
     fn queued_changes_keep_the_last_change_of_each_binding_in_order() {
         let change =
