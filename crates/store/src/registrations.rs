@@ -206,12 +206,15 @@ where
     // Upserts waiting to go in one statement; a binding already among them, or a removal,
     // sends them first, so the changes still apply in their order.
     let mut run: Vec<&Registration> = Vec::new();
+    let mut in_run: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     for write in writes {
         match write {
             RegistrationWrite::Upsert(b) => {
-                if run.iter().any(|r| r.connection_id == b.connection_id && r.binding_key == b.binding_key) {
+                if !in_run.insert((&b.connection_id, &b.binding_key)) {
                     upsert::<DB>(&mut tx, backend, &run).await?;
                     run.clear();
+                    in_run.clear();
+                    in_run.insert((&b.connection_id, &b.binding_key));
                 }
                 run.push(b);
                 let connection = (b.connection_id.as_str(), b.node.as_deref());
@@ -222,6 +225,7 @@ where
             RegistrationWrite::Remove { connection_id, binding_key } => {
                 upsert::<DB>(&mut tx, backend, &run).await?;
                 run.clear();
+                in_run.clear();
                 let sql = match backend {
                     crate::Backend::Sqlite => "DELETE FROM registrations WHERE connection_id = ? AND binding_key = ?",
                     crate::Backend::Postgres => {
