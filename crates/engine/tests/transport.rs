@@ -935,6 +935,14 @@ async fn a_switch_of_two_cores_answers_on_both_and_drains_only_when_both_have() 
         assert_options_200(&stream.message().await);
 
         sw.control.send(Control::Drain).await.unwrap();
+        // The order reaches the second core through the first, as messages may: wait until
+        // both have it before asking for new calls.
+        let both = async {
+            while sw.stats.cores_draining.load(Ordering::Relaxed) < 2 {
+                sleep(Duration::from_millis(5)).await;
+            }
+        };
+        timeout(STEP, both).await.expect("both cores draining");
         // Both cores refuse new calls now.
         for b in [branch_for_core("c", 0, 2), branch_for_core("d", 1, 2)] {
             peer.send_to(request("INVITE", "UDP", &sent_by, &b, true).as_bytes(), to).await.unwrap();

@@ -151,6 +151,8 @@ pub struct SwitchStats {
     pub calls_active: AtomicU64,
     /// Calls holding channels now: back to 0 when every call has ended.
     pub channels_held: AtomicU64,
+    /// Cores that have begun to drain (a drain reaches every core; none comes back from it).
+    pub cores_draining: AtomicU64,
 }
 
 /// The `direction` label of the call counters, by index; `unknown` for calls refused before
@@ -198,7 +200,7 @@ impl SwitchStats {
     }
 
     /// Name, help and value of every unlabelled counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 13] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -233,6 +235,12 @@ impl SwitchStats {
             ("opentrunk_calls_total", "counter", "calls admitted", v(&self.calls)),
             ("opentrunk_calls_active", "gauge", "calls alive", v(&self.calls_active)),
             ("opentrunk_channels_held", "gauge", "calls holding channels", v(&self.channels_held)),
+            (
+                "opentrunk_sip_cores_draining",
+                "gauge",
+                "switch cores draining (refusing new calls)",
+                v(&self.cores_draining),
+            ),
         ]
     }
 }
@@ -545,6 +553,9 @@ impl Core {
     /// Stop taking new calls: new INVITEs (and OPTIONS pings, so load balancers notice) get
     /// `503` with `Retry-After`; running transactions finish.
     pub fn begin_drain(&mut self) {
+        if !self.draining {
+            bump(&self.stats.cores_draining);
+        }
         self.draining = true;
     }
 
