@@ -184,7 +184,48 @@ impl RegistrationWrite {
     }
 }
 
-/// [`crate::Store::write_registrations`] through `pool`.
+/// What [`write`] runs, in order: runs of upserts of distinct bindings (a run goes in
+/// multi-row statements), and removals.
+#[derive(Debug, PartialEq, Eq)]
+enum Step<'a> {
+    Upsert(Vec<&'a Registration>),
+    Remove { connection_id: &'a str, binding_key: &'a str },
+}
+
+/// `writes` as [`Step`]s: a binding already in the current run, or a removal, ends the run, so
+/// the changes still apply in their order.
+fn steps(writes: &[RegistrationWrite]) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    let mut run: Vec<&Registration> = Vec::new();
+    let mut in_run: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    for write in writes {
+        match write {
+            RegistrationWrite::Upsert(b) => {
+                if !in_run.insert((&b.connection_id, &b.binding_key)) {
+                    steps.push(Step::Upsert(std::mem::take(&mut run)));
+                    in_run.clear();
+                    in_run.insert((&b.connection_id, &b.binding_key));
+                }
+                run.push(b);
+            }
+            RegistrationWrite::Remove { connection_id, binding_key } => {
+                if !run.is_empty() {
+                    steps.push(Step::Upsert(std::mem::take(&mut run)));
+                    in_run.clear();
+                }
+                steps.push(Step::Remove { connection_id, binding_key });
+            }
+        }
+    }
+    if !run.is_empty() {
+        steps.push(Step::Upsert(run));
+    }
+    steps
+}
+
+/// [`crate::Store::write_registrations`] through `pool`: the [`steps`] of `writes` in one
+/// transaction, each run of upserts in statements of the records' [`crate::cdr::SHAPES`]
+/// (each shape's text prepared once per connection).
 async fn write<DB: crate::cdr::RecordDb>(
     pool: &sqlx::Pool<DB>,
     backend: crate::Backend,
@@ -200,32 +241,53 @@ where
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
+    use sqlx::Arguments as _;
     let mut tx = pool.begin().await?;
     let mut removed = 0;
     let mut changed: Vec<(&str, Option<&str>)> = Vec::new();
-    // Upserts waiting to go in one statement; a binding already among them, or a removal,
-    // sends them first, so the changes still apply in their order.
-    let mut run: Vec<&Registration> = Vec::new();
-    let mut in_run: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
-    for write in writes {
-        match write {
-            RegistrationWrite::Upsert(b) => {
-                if !in_run.insert((&b.connection_id, &b.binding_key)) {
-                    upsert::<DB>(&mut tx, backend, &run).await?;
-                    run.clear();
-                    in_run.clear();
-                    in_run.insert((&b.connection_id, &b.binding_key));
+    for step in steps(writes) {
+        match step {
+            Step::Upsert(run) => {
+                for b in &run {
+                    let connection = (b.connection_id.as_str(), b.node.as_deref());
+                    if !changed.contains(&connection) {
+                        changed.push(connection);
+                    }
                 }
-                run.push(b);
-                let connection = (b.connection_id.as_str(), b.node.as_deref());
-                if !changed.contains(&connection) {
-                    changed.push(connection);
+                for chunk in crate::cdr::shaped_chunks(&run) {
+                    let mut args = DB::Arguments::default();
+                    args.reserve(chunk.len() * COLUMN_COUNT, chunk.len() * 256);
+                    for b in chunk {
+                        let path = serde_json::to_string(&b.path).map_err(|e| StoreError::Failed(e.to_string()))?;
+                        let bound = (|| {
+                            args.add(DB::text(&b.connection_id))?;
+                            args.add(DB::text(&b.binding_key))?;
+                            args.add(DB::text(&b.account_id))?;
+                            args.add(DB::text(&b.username))?;
+                            args.add(DB::text(&b.contact))?;
+                            args.add(b.instance.as_deref().map(DB::text))?;
+                            args.add(b.reg_id.map(i64::from))?;
+                            args.add(b.q.map(i64::from))?;
+                            args.add(path)?;
+                            args.add(DB::text(&b.call_id))?;
+                            args.add(i64::from(b.cseq))?;
+                            args.add(DB::text(&b.source_ip))?;
+                            args.add(i64::from(b.source_port))?;
+                            args.add(DB::text(&b.transport))?;
+                            args.add(i64::from(b.nat))?;
+                            args.add(b.user_agent.as_deref().map(DB::text))?;
+                            args.add(b.node.as_deref().map(DB::text))?;
+                            args.add(b.registered_at)?;
+                            args.add(b.updated_at)?;
+                            args.add(b.expires_at)
+                        })();
+                        bound.map_err(|e| StoreError::Failed(format!("registration values: {e}")))?;
+                    }
+                    let sql = upsert_sql_cached(backend, chunk.len());
+                    sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args).execute(&mut *tx).await?;
                 }
             }
-            RegistrationWrite::Remove { connection_id, binding_key } => {
-                upsert::<DB>(&mut tx, backend, &run).await?;
-                run.clear();
-                in_run.clear();
+            Step::Remove { connection_id, binding_key } => {
                 let sql = match backend {
                     crate::Backend::Sqlite => "DELETE FROM registrations WHERE connection_id = ? AND binding_key = ?",
                     crate::Backend::Postgres => {
@@ -239,14 +301,13 @@ where
                     .await?;
                 let n = DB::rows_affected(&done);
                 removed += n;
-                let connection = (connection_id.as_str(), node);
+                let connection = (connection_id, node);
                 if n > 0 && !changed.contains(&connection) {
                     changed.push(connection);
                 }
             }
         }
     }
-    upsert::<DB>(&mut tx, backend, &run).await?;
     if backend == crate::Backend::Postgres {
         // Every node learns which connection's bindings changed (delivered at commit):
         // `connection_id` and the writing node, space separated.
@@ -260,58 +321,6 @@ where
     }
     tx.commit().await?;
     Ok(removed)
-}
-
-/// Adds or replaces `bindings` (distinct bindings) in the open transaction, in statements of
-/// the records' [`crate::cdr::SHAPES`] (each shape's text prepared once per connection).
-async fn upsert<DB: crate::cdr::RecordDb>(
-    conn: &mut DB::Connection,
-    backend: crate::Backend,
-    bindings: &[&Registration],
-) -> Result<(), StoreError>
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-{
-    use sqlx::Arguments as _;
-    for chunk in crate::cdr::shaped_chunks(bindings) {
-        let mut args = DB::Arguments::default();
-        args.reserve(chunk.len() * COLUMN_COUNT, chunk.len() * 256);
-        for b in chunk {
-            let path = serde_json::to_string(&b.path).map_err(|e| StoreError::Failed(e.to_string()))?;
-            let bound = (|| {
-                args.add(DB::text(&b.connection_id))?;
-                args.add(DB::text(&b.binding_key))?;
-                args.add(DB::text(&b.account_id))?;
-                args.add(DB::text(&b.username))?;
-                args.add(DB::text(&b.contact))?;
-                args.add(b.instance.as_deref().map(DB::text))?;
-                args.add(b.reg_id.map(i64::from))?;
-                args.add(b.q.map(i64::from))?;
-                args.add(path)?;
-                args.add(DB::text(&b.call_id))?;
-                args.add(i64::from(b.cseq))?;
-                args.add(DB::text(&b.source_ip))?;
-                args.add(i64::from(b.source_port))?;
-                args.add(DB::text(&b.transport))?;
-                args.add(i64::from(b.nat))?;
-                args.add(b.user_agent.as_deref().map(DB::text))?;
-                args.add(b.node.as_deref().map(DB::text))?;
-                args.add(b.registered_at)?;
-                args.add(b.updated_at)?;
-                args.add(b.expires_at)
-            })();
-            bound.map_err(|e| StoreError::Failed(format!("registration values: {e}")))?;
-        }
-        let sql = upsert_sql_cached(backend, chunk.len());
-        sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args).execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 /// How many values a binding binds (the [`COLUMNS`]).
@@ -393,4 +402,65 @@ pub(crate) async fn list(pool: &sqlx::AnyPool, connection_id: &str) -> Result<Ve
         format!("SELECT {COLUMNS} FROM registrations WHERE connection_id = $1 ORDER BY registered_at, binding_key");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connection_id).fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(connection_id: &str, contact: &str) -> Registration {
+        Registration {
+            connection_id: connection_id.into(),
+            binding_key: Registration::key_of(contact, None, None),
+            account_id: "acct-1".into(),
+            username: "alice".into(),
+            contact: contact.into(),
+            instance: None,
+            reg_id: None,
+            q: None,
+            path: Vec::new(),
+            call_id: "reg-1".into(),
+            cseq: 1,
+            source_ip: "192.0.2.9".into(),
+            source_port: 5060,
+            transport: "UDP".into(),
+            nat: false,
+            user_agent: None,
+            node: None,
+            registered_at: 0,
+            updated_at: 0,
+            expires_at: 60_000,
+        }
+    }
+
+    #[test]
+    fn a_repeated_binding_or_a_removal_ends_a_run_of_upserts() {
+        let (a, b) = (binding("conn-1", "sip:a@192.0.2.1"), binding("conn-1", "sip:b@192.0.2.2"));
+        // The same contact under another connection is another binding.
+        let other_a = binding("conn-2", "sip:a@192.0.2.1");
+        let up = |r: &Registration| RegistrationWrite::Upsert(Box::new(r.clone()));
+        let writes = [
+            up(&a),
+            up(&b),
+            up(&other_a),
+            up(&a),
+            RegistrationWrite::Remove { connection_id: "conn-1".into(), binding_key: b.binding_key.clone() },
+            RegistrationWrite::Remove { connection_id: "conn-1".into(), binding_key: a.binding_key.clone() },
+            up(&b),
+        ];
+        fn remove(r: &Registration) -> Step<'_> {
+            Step::Remove { connection_id: "conn-1", binding_key: &r.binding_key }
+        }
+        assert_eq!(
+            steps(&writes),
+            [
+                Step::Upsert(vec![&a, &b, &other_a]),
+                Step::Upsert(vec![&a]),
+                remove(&b),
+                remove(&a),
+                Step::Upsert(vec![&b]),
+            ]
+        );
+        assert!(steps(&[]).is_empty());
+    }
 }
