@@ -1,5 +1,5 @@
 //! The transports and the switch driver, end to end over real sockets: a switch runs in-process
-//! (`Transports::bind` + `Core` + `switch::run`) and the tests talk to it as a peer would, over
+//! (`Transports::bind` + `Core` + `switch::run_sharded`) and the tests talk to it as a peer would, over
 //! UDP, TCP and TLS on loopback only (127.0.0.1 and [::1], ephemeral ports). Every test is
 //! bounded in time.
 
@@ -23,7 +23,7 @@ mod support {
     use std::time::Duration;
 
     use bytes::{Bytes, BytesMut};
-    use engine::switch::{Control, Core, SwitchConfig, SwitchStats, run};
+    use engine::switch::{Control, Core, SwitchConfig, SwitchStats};
     use engine::transport::{ListenSpec, TlsSettings, TransportKind, TransportLimits, Transports};
     use sip::{Frame, Framing, Message};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -75,33 +75,35 @@ mod support {
             limits: TransportLimits,
             drain_timeout: Duration,
         ) -> Switch {
-            let specs: Vec<ListenSpec> = specs.iter().map(|s| s.parse().expect("listen spec")).collect();
-            let (in_tx, in_rx) = mpsc::channel(limits.inbound_queue);
-            let transports = Transports::bind(&specs, tls, limits, in_tx).await.expect("bind listeners");
             let core = Core::new(SwitchConfig::default(), 0x5eed);
-            let stats = core.stats();
-            let (control, control_rx) = mpsc::channel(1);
-            let done = tokio::spawn(run(core, transports.clone(), in_rx, control_rx, drain_timeout, no_customers()));
-            Switch { transports, stats, control, done }
+            Switch::launch(specs, tls, limits, drain_timeout, vec![core]).await
         }
 
         /// As [`Switch::start`], with the switch's work spread over `cores` cores.
         pub async fn start_cores(specs: &[&str], cores: usize) -> Switch {
-            let limits = TransportLimits::default();
+            let cores = Core::shards(SwitchConfig::default(), 0x5eed, cores);
+            let (tls, limits) = (TlsSettings::default(), TransportLimits::default());
+            Switch::launch(specs, tls, limits, Duration::from_secs(10), cores).await
+        }
+
+        async fn launch(
+            specs: &[&str],
+            tls: TlsSettings,
+            limits: TransportLimits,
+            drain_timeout: Duration,
+            cores: Vec<Core>,
+        ) -> Switch {
             let specs: Vec<ListenSpec> = specs.iter().map(|s| s.parse().expect("listen spec")).collect();
             let (in_tx, in_rx) = mpsc::channel(limits.inbound_queue);
-            let transports =
-                Transports::bind(&specs, TlsSettings::default(), limits, in_tx).await.expect("bind listeners");
-            let cores = Core::shards(SwitchConfig::default(), 0x5eed, cores);
+            let transports = Transports::bind(&specs, tls, limits, in_tx).await.expect("bind listeners");
             let stats = cores[0].stats();
             let (control, control_rx) = mpsc::channel(1);
-            let drain = Duration::from_secs(10);
             let done = tokio::spawn(engine::switch::run_sharded(
                 cores,
                 transports.clone(),
                 in_rx,
                 control_rx,
-                drain,
+                drain_timeout,
                 no_customers(),
             ));
             Switch { transports, stats, control, done }

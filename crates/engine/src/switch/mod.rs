@@ -1,7 +1,7 @@
 //! The switch core: every message from the transports passes the door (`sip::inspect`), finds
 //! or creates its transaction, and reaches the transaction user; what must be sent comes back
 //! out as [`Outbound`]. The core owns no socket and reads no clock: `now` is passed in, so the
-//! whole of it runs under a test with a fake clock. [`run`] is the thin async driver.
+//! whole of it runs under a test with a fake clock. [`run_sharded`] is the thin async driver.
 
 mod calls;
 mod uac;
@@ -961,28 +961,17 @@ impl<C> Clone for CallPlumbing<C> {
     }
 }
 
-/// Drives a [`Core`] with the transports and tokio's clock until a drain completes (every
-/// transaction and call ended) or `drain_timeout` passes after the drain began; then every
-/// call still up is hung up, so each one's record goes out.
-pub async fn run<C: crate::counters::Counters + 'static>(
-    core: Core,
-    transports: crate::Transports,
-    inbound: tokio::sync::mpsc::Receiver<Inbound>,
-    control: tokio::sync::mpsc::Receiver<Control>,
-    drain_timeout: Duration,
-    plumbing: CallPlumbing<C>,
-) -> Arc<SwitchStats> {
-    run_sharded(vec![core], transports, inbound, control, drain_timeout, plumbing).await
-}
-
 /// Messages a core of a sharded switch may have waiting for it: beyond this the first core
 /// drops what it reads for it, as a full socket buffer would.
 const SHARD_INBOX: usize = 65_536;
 
-/// Drives the cores of [`Core::shards`] as [`run`] drives one. The first runs here: it reads
-/// the UDP listeners and the stream connections' messages and hands each message to the core
-/// its Call-ID belongs to ([`shard_of`]); the others run on threads of their own, each with a
-/// current-thread runtime, and send what they have to send themselves. So a burst is handled
+/// Drives the cores of [`Core::shards`] (or one [`Core`]) with the transports and tokio's
+/// clock until a drain completes (every transaction and call ended) or `drain_timeout` passes
+/// after the drain began; then every call still up is hung up, so each one's record goes out.
+/// The first core runs here: it reads the UDP listeners and the stream connections' messages
+/// and hands each message to the core its Call-ID belongs to ([`shard_of`]); the others run on
+/// threads of their own, each with a current-thread runtime, and send what they have to send
+/// themselves. So a burst is handled
 /// on as many cores as the machine gives, while each call still lives on one core, in order.
 /// A drain ends when every core has drained (or at `drain_timeout`).
 pub async fn run_sharded<C: crate::counters::Counters + 'static>(
