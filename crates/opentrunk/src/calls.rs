@@ -411,7 +411,7 @@ fn record_of(r: CallReport, id: String) -> Result<CallDetailRecord, String> {
             EndedBy::System => store::HangupSource::System,
         },
         route_attempts: attempts,
-        trace: RawJson::of(&r.context.trace).map_err(|e| e.to_string())?,
+        trace: RawJson::of_trace(&r.context.trace),
     })
 }
 

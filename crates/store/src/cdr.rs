@@ -135,7 +135,7 @@ pub struct CallDetailRecord {
     pub hangup_source: HangupSource,
     /// Every route tried, in order.
     pub route_attempts: Vec<RouteAttempt>,
-    /// The rules' decision trace as JSON (`RawJson::of(&trunking::trace::Trace)`), kept as is.
+    /// The rules' decision trace as JSON (`RawJson::of_trace`), kept as is.
     pub trace: RawJson,
 }
 
@@ -143,24 +143,46 @@ pub struct CallDetailRecord {
 /// and read back without being parsed into values, and serialized as the JSON it holds. The
 /// engine serializes a trace straight to text: building a `serde_json::Value` and writing it out
 /// again took about a fifth of a batch insert's time.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RawJson(Box<RawValue>);
+///
+/// The text is held as a plain string so that a trace written by [`RawJson::of_trace`] (JSON by
+/// construction) need not be parsed again to be checked: that check cost more than the writing.
+#[derive(Clone, Debug)]
+pub struct RawJson(Box<str>);
 
 impl RawJson {
     /// `value` serialized to JSON text.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<RawJson, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(RawJson)
+        serde_json::value::to_raw_value(value).map(|raw| RawJson(raw.into()))
+    }
+
+    /// A decision trace's JSON text ([`trunking::trace::Trace::to_json`]: its `Serialize` form,
+    /// written directly; valid JSON by construction, so not checked again).
+    pub fn of_trace(trace: &trunking::trace::Trace) -> RawJson {
+        RawJson(trace.to_json().into_boxed_str())
     }
 
     /// JSON text, checked to be one JSON value.
     pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
-        RawValue::from_string(text).map(RawJson)
+        RawValue::from_string(text).map(|raw| RawJson(raw.into()))
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Borrowed, so no copy; every way in made or checked the text as JSON.
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| RawJson(raw.into()))
     }
 }
 
@@ -303,16 +325,16 @@ pub(crate) fn route_attempts_json(attempts: &[RouteAttempt]) -> String {
             out.push(',');
         }
         out.push_str("{\"carrier_id\":");
-        push_json_str(&mut out, carrier_id);
+        trunking::json::push_str(&mut out, carrier_id);
         out.push_str(",\"gateway\":");
-        push_json_str(&mut out, gateway);
+        trunking::json::push_str(&mut out, gateway);
         out.push_str(",\"port\":");
         push_decimal(&mut out, *port);
         out.push_str(",\"transport\":");
-        push_json_str(&mut out, transport);
+        trunking::json::push_str(&mut out, transport);
         out.push_str(",\"target\":");
         match target {
-            Some(t) => push_json_str(&mut out, t),
+            Some(t) => trunking::json::push_str(&mut out, t),
             None => out.push_str("null"),
         }
         match outcome {
@@ -324,53 +346,13 @@ pub(crate) fn route_attempts_json(attempts: &[RouteAttempt]) -> String {
             AttemptOutcome::TransportError => out.push_str(",\"outcome\":\"transport_error\""),
         }
         out.push_str(",\"started_at\":");
-        push_json_str(&mut out, started_at);
+        trunking::json::push_str(&mut out, started_at);
         out.push_str(",\"ended_at\":");
-        push_json_str(&mut out, ended_at);
+        trunking::json::push_str(&mut out, ended_at);
         out.push('}');
     }
     out.push(']');
     out
-}
-
-/// `s` as a JSON string, escaped as serde_json escapes: `"` and `\` with a backslash, the C0
-/// controls as `\b \t \n \f \r` or `\u00XX` (lowercase hex), everything else as is.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    // Nearly every text needs no escape: a test of every byte without an early exit, which the
-    // compiler vectorises, and one copy.
-    if !s.bytes().fold(false, |escaped, b| escaped | (b < 0x20) | (b == b'"') | (b == b'\\')) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    let mut clean = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            b'\t' => "\\t",
-            b'\n' => "\\n",
-            0x0c => "\\f",
-            b'\r' => "\\r",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // Every escaped byte is ASCII, so `i` is a character boundary.
-        out.push_str(&s[clean..i]);
-        if short.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        } else {
-            out.push_str(short);
-        }
-        clean = i + 1;
-    }
-    out.push_str(&s[clean..]);
-    out.push('"');
 }
 
 /// `n` in decimal (serde_json's own integer writer, `itoa`).
@@ -873,12 +855,6 @@ mod tests {
         attempts.push(RouteAttempt { target: None, outcome: AttemptOutcome::Timeout, ..base.clone() });
         for slice in [&attempts[..0], &attempts[..1], &attempts[..], &[base][..]] {
             assert_eq!(route_attempts_json(slice), serde_json::to_string(slice).unwrap());
-        }
-        for b in 0u8..0x80 {
-            let one = char::from(b).to_string();
-            let mut ours = String::new();
-            push_json_str(&mut ours, &one);
-            assert_eq!(ours, serde_json::to_string(&one).unwrap(), "byte {b:#04x}");
         }
     }
 

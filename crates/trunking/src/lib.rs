@@ -15,6 +15,7 @@ pub mod config;
 pub mod digest;
 pub mod identify;
 pub mod inbound;
+pub mod json;
 pub mod numbering;
 pub mod outbound;
 pub mod rating;

@@ -21,6 +21,18 @@ pub enum Verdict {
     Note,
 }
 
+impl Verdict {
+    /// Its name in JSON (the `Serialize` form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Skip => "skip",
+            Verdict::Note => "note",
+        }
+    }
+}
+
 /// A value a rule looked at. Text compares by content whichever way it is held.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -75,6 +87,35 @@ impl Value {
             Value::Shared(s) => Some(s),
             Value::Inline(s) => Some(s.as_str()),
             _ => None,
+        }
+    }
+}
+
+impl Value {
+    /// Appends the value as its `Serialize` form gives it in JSON.
+    fn push_json(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        match self {
+            Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
+            Value::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
+            // Neither a decimal's nor an address's text holds a character JSON escapes.
+            Value::Decimal(v) => {
+                let _ = write!(out, "\"{v}\"");
+            }
+            Value::Ip(v) => {
+                let _ = write!(out, "\"{v}\"");
+            }
+            Value::Absent => out.push_str("null"),
+            text => crate::json::push_str(out, text.as_str().unwrap_or_default()),
+        }
+    }
+
+    fn json_size_hint(&self) -> usize {
+        match self {
+            Value::Int(_) | Value::Decimal(_) => 22,
+            Value::Bool(_) | Value::Absent => 5,
+            Value::Ip(_) => 41,
+            text => text.as_str().map_or(0, str::len) + 2,
         }
     }
 }
@@ -205,6 +246,44 @@ impl Serialize for Trace {
 }
 
 impl Trace {
+    /// The trace as JSON text, exactly what its `Serialize` form gives through `serde_json`
+    /// (compact, steps in order, facts as an object in order), written straight into one
+    /// string sized up front. Every call's record carries its trace: through serde_json's
+    /// generic path (byte-at-a-time escaping, a string grown by doubling) it was about 4% of
+    /// the process's user time at 500 calls/s.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.json_size_hint());
+        out.push('[');
+        for (i, step) in self.steps().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"rule\":");
+            crate::json::push_str(&mut out, step.rule);
+            out.push_str(",\"verdict\":\"");
+            out.push_str(step.verdict.as_str());
+            out.push_str("\",\"facts\":{");
+            for (j, (name, value)) in step.facts.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                crate::json::push_str(&mut out, name);
+                out.push(':');
+                value.push_json(&mut out);
+            }
+            out.push_str("}}");
+        }
+        out.push(']');
+        out
+    }
+
+    /// Room for [`Trace::to_json`]'s text without growing, unless text needs escapes.
+    fn json_size_hint(&self) -> usize {
+        let facts: usize = self.facts.iter().map(|(name, value)| name.len() + 4 + value.json_size_hint()).sum();
+        let steps: usize = self.entries.iter().map(|e| e.rule.len() + 40).sum();
+        2 + steps + facts
+    }
+
     pub fn new() -> Trace {
         Trace { entries: Vec::with_capacity(24), facts: Vec::with_capacity(64) }
     }
@@ -295,5 +374,44 @@ mod tests {
         assert_eq!(t.get("identify.source").unwrap().fact("matches"), Some(&Value::Int(2)));
         assert_eq!(t.steps().map(|s| s.facts.len()).collect::<Vec<_>>(), [2, 2]);
         assert_eq!(t.len(), 2);
+    }
+
+    /// Names with every character class JSON treats apart (rule and fact names are static).
+    const NAMES: [&str; 6] =
+        ["identify.ip_token", "a\"quote", "back\\slash", "tab\tnl\ncr\r", "ctl\u{1}\u{1f}\u{7f}", "é→😀"];
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>().prop_map(Value::from),
+            "[ -~]{0,40}".prop_map(|s| Value::from(s.as_str())),
+            // Mostly characters JSON escapes, so each of their forms is met.
+            "[\\x00-\\x1f\"\\\\a-zé😀\\x7f]{0,24}".prop_map(|s| Value::from(s.as_str())),
+            any::<String>().prop_map(|s| Value::Shared(s.into())),
+            (0..NAMES.len()).prop_map(|i| Value::Static(NAMES[i])),
+            any::<i64>().prop_map(Value::Int),
+            any::<bool>().prop_map(Value::Bool),
+            (any::<i64>(), 0u32..=28).prop_map(|(m, e)| Value::Decimal(rust_decimal::Decimal::new(m, e))),
+            any::<std::net::IpAddr>().prop_map(Value::Ip),
+            Just(Value::Absent),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The hand-written JSON is byte for byte what serde_json makes of the trace.
+        #[test]
+        fn to_json_is_the_serialized_form(
+            steps in proptest::collection::vec(
+                (0..NAMES.len(), 0u8..4, proptest::collection::vec((0..NAMES.len(), value()), 0..5)),
+                0..8,
+            )
+        ) {
+            let mut t = Trace::new();
+            for (rule, verdict, facts) in steps {
+                let verdict = [Verdict::Pass, Verdict::Fail, Verdict::Skip, Verdict::Note][usize::from(verdict)];
+                t.step(NAMES[rule], verdict, facts.into_iter().map(|(name, v)| (NAMES[name], v)));
+            }
+            proptest::prop_assert_eq!(t.to_json(), serde_json::to_string(&t).unwrap());
+        }
     }
 }
