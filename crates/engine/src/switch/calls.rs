@@ -557,7 +557,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(std::cmp::Reverse((at, Due::Call(id))));
+            self.timers.push(at, Due::Call(id));
         }
         self.calls.insert(id, entry);
         self.publish_gauges();
@@ -958,7 +958,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(std::cmp::Reverse((at, Due::Client(key.clone()))));
+            self.timers.push(at, Due::Client(key.clone()));
         }
         self.publish_client_count();
         if let Some(call) = touched {

@@ -4,10 +4,10 @@
 //! whole of it runs under a test with a fake clock. [`run_sharded`] is the thin async driver.
 
 mod calls;
+mod timers;
 mod uac;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -375,7 +375,7 @@ struct ServerEntry {
 
 /// What a deadline in the timer heap belongs to. Transaction keys are shared, so an entry
 /// costs no allocation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Due {
     Server(TransactionKey),
     Client(TransactionKey),
@@ -397,10 +397,10 @@ enum Served {
 pub struct Core {
     config: SwitchConfig,
     servers: HashMap<TransactionKey, ServerEntry>,
-    /// Deadlines of transactions and calls, earliest first. Each holds one entry at a time (the
+    /// Deadlines of transactions and calls (a timing wheel). Each holds one entry at a time (the
     /// `scheduled` of its table entry): a deadline moved later waits for the earlier entry to
-    /// fire and re-arms then; entries of ended ones are skipped when popped.
-    timers: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// fire and re-arms then; entries of ended ones are skipped when taken.
+    timers: timers::TimerWheel<Due>,
     outbox: VecDeque<Outbound>,
     draining: bool,
     stats: Arc<SwitchStats>,
@@ -461,7 +461,7 @@ impl Core {
         let most = config.max_transactions;
         Core {
             servers: HashMap::with_capacity_and_hasher(most, Default::default()),
-            timers: BinaryHeap::with_capacity(most + most / 2),
+            timers: timers::TimerWheel::default(),
             config,
             outbox: VecDeque::new(),
             draining: false,
@@ -784,11 +784,7 @@ impl Core {
 
     /// Timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, due))) = self.timers.pop() else { break };
+        while let Some((at, due)) = self.timers.pop_due(now) {
             match due {
                 Due::Server(key) => {
                     let Some(entry) = self.servers.get_mut(&key) else { continue };
@@ -856,7 +852,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(Reverse((at, Due::Server(key.clone()))));
+            self.timers.push(at, Due::Server(key.clone()));
         }
     }
 
@@ -864,9 +860,10 @@ impl Core {
         self.outbox.pop_front()
     }
 
-    /// The earliest deadline (stale heap entries may make it early, never late).
+    /// The earliest deadline, rounded up to the timer wheel's millisecond (stale entries may
+    /// make it early, never late).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.next_deadline()
     }
 
     fn new_tag(&mut self) -> String {

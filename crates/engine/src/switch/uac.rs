@@ -1,6 +1,6 @@
 //! The core's UAC registrations: for each `uac_connection`, opentrunk registers itself to the
 //! customer's PBX (`crate::uac::UacRegistration` decides what to send); the core runs its
-//! REGISTERs as client transactions, its timers in the heap, and hands out what needs the
+//! REGISTERs as client transactions, its timers on the core's wheel, and hands out what needs the
 //! outside world (RFC 3263 lookups) and what changed (registered, failed, expired).
 
 use std::collections::HashMap;
@@ -138,7 +138,7 @@ impl Core {
             return;
         }
         if let Some(at) = e.reg.poll_timeout() {
-            self.timers.push(std::cmp::Reverse((at, Due::Uac(id))));
+            self.timers.push(at, Due::Uac(id));
         }
         self.uacs.insert(id, e);
     }
