@@ -145,25 +145,26 @@ pub struct CallDetailRecord {
 /// again took about a fifth of a batch insert's time.
 ///
 /// The text is held as a plain string so that a trace written by [`RawJson::of_trace`] (JSON by
-/// construction) need not be parsed again to be checked: that check cost more than the writing.
+/// construction) need not be parsed again to be checked (that check cost more than the writing),
+/// nor copied into an exact-size allocation.
 #[derive(Clone, Debug)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(String);
 
 impl RawJson {
     /// `value` serialized to JSON text.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<RawJson, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(|raw| RawJson(raw.into()))
+        serde_json::value::to_raw_value(value).map(|raw| RawJson(String::from(Box::<str>::from(raw))))
     }
 
     /// A decision trace's JSON text ([`trunking::trace::Trace::to_json`]: its `Serialize` form,
     /// written directly; valid JSON by construction, so not checked again).
     pub fn of_trace(trace: &trunking::trace::Trace) -> RawJson {
-        RawJson(trace.to_json().into_boxed_str())
+        RawJson(trace.to_json())
     }
 
     /// JSON text, checked to be one JSON value.
     pub fn from_text(text: String) -> Result<RawJson, serde_json::Error> {
-        RawValue::from_string(text).map(|raw| RawJson(raw.into()))
+        RawValue::from_string(text).map(|raw| RawJson(String::from(Box::<str>::from(raw))))
     }
 
     /// The JSON text.
@@ -182,7 +183,7 @@ impl Serialize for RawJson {
 
 impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawJson, D::Error> {
-        Box::<RawValue>::deserialize(d).map(|raw| RawJson(raw.into()))
+        Box::<RawValue>::deserialize(d).map(|raw| RawJson(String::from(Box::<str>::from(raw))))
     }
 }
 
