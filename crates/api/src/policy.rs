@@ -244,6 +244,38 @@ pub async fn load_rate_decks_in_pages(
     Ok(out)
 }
 
+/// The rate decks as last read, by deck id, each with the `updated_at` of the deck's document
+/// it was read under. Replacing a deck's rates rewrites its document in the same transaction,
+/// so a deck whose document is unchanged need not be read again: a configuration change
+/// elsewhere (a connection added) does not reload a million-row deck.
+#[derive(Default)]
+pub struct RateDeckCache {
+    decks: HashMap<String, (String, Arc<RateDeck>)>,
+}
+
+/// [`load_rate_decks`], reading only the decks whose document changed since `cache` last saw
+/// them (and letting go of decks no longer configured).
+pub async fn load_rate_decks_cached(
+    repo: &dyn Repository,
+    snapshot: &Snapshot,
+    cache: &mut RateDeckCache,
+) -> Result<HashMap<String, Arc<RateDeck>>, StoreError> {
+    let mut out = HashMap::new();
+    let mut kept = HashMap::new();
+    for r in snapshot.of_kind(RATE_DECK_KIND) {
+        let deck = match cache.decks.remove(&r.id) {
+            Some((updated_at, deck)) if updated_at == r.updated_at => Some(deck),
+            _ => load_rate_deck(repo, r, RATE_PAGE).await?.map(Arc::new),
+        };
+        if let Some(deck) = deck {
+            out.insert(r.id.clone(), deck.clone());
+            kept.insert(r.id.clone(), (r.updated_at.clone(), deck));
+        }
+    }
+    cache.decks = kept;
+    Ok(out)
+}
+
 /// How many times a deck is read again when its rates were replaced while being read.
 const DECK_READ_ATTEMPTS: usize = 3;
 

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
 use api::policy::{
-    ConfigWarning, config_from_snapshot, config_from_snapshot_with, load_rate_decks, load_rate_decks_in_pages,
-    utc_time_of_day,
+    ConfigWarning, config_from_snapshot, config_from_snapshot_with, load_rate_decks, load_rate_decks_cached,
+    load_rate_decks_in_pages, utc_time_of_day,
 };
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
@@ -553,6 +553,45 @@ async fn rate_decks_are_read_in_pages() {
         let decks = load_rate_decks(&store, &snapshot).await.unwrap();
         let (config, _) = config_from_snapshot(&snapshot, PLAN.clone(), &decks, &HashMap::new());
         assert_eq!(config.rate_deck(deck_id).map(|d| d.1), Some(BillingIncrement::PER_MINUTE));
+    }
+}
+
+/// A deck is read again only when its document changed (replacing its rates rewrites it); one
+/// no longer configured is let go.
+#[tokio::test]
+async fn rate_decks_are_read_again_only_when_they_change() {
+    for (app, store) in apps_and_stores().await {
+        let deck =
+            post(&app, "/v2/rate_decks", OPERATOR, json!({"name": "d", "rates": [{"prefix": "1", "rate": "0.0100"}]}))
+                .await;
+        let deck_id = deck["id"].as_str().unwrap();
+        let mut cache = api::policy::RateDeckCache::default();
+        let snapshot = store.load_snapshot(1).await.unwrap();
+        let first = load_rate_decks_cached(&store, &snapshot, &mut cache).await.unwrap();
+        // Another change of configuration: the deck is not read again.
+        post(&app, "/v2/rate_decks", OPERATOR, json!({"name": "e", "rates": [{"prefix": "44", "rate": "0.0200"}]}))
+            .await;
+        let snapshot = store.load_snapshot(2).await.unwrap();
+        let second = load_rate_decks_cached(&store, &snapshot, &mut cache).await.unwrap();
+        assert!(Arc::ptr_eq(&first[deck_id], &second[deck_id]), "an unchanged deck was read again");
+        assert_eq!(second.len(), 2);
+        // Its rates replaced: read again, with the new rate.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let uri = format!("/v2/rate_decks/{deck_id}/rates");
+        let (status, v) = common::call(
+            &app,
+            "PUT",
+            &uri,
+            Some(OPERATOR),
+            Some(json!({"rates": [{"prefix": "1", "rate": "0.0300"}]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let snapshot = store.load_snapshot(3).await.unwrap();
+        let third = load_rate_decks_cached(&store, &snapshot, &mut cache).await.unwrap();
+        assert!(!Arc::ptr_eq(&first[deck_id], &third[deck_id]));
+        assert_eq!(third[deck_id].rate_for("12125550123").map(|r| r.per_minute), Some(amount("0.0300")));
+        assert_eq!(third.len(), 2);
     }
 }
 

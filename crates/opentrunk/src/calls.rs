@@ -34,6 +34,9 @@ const CONNECTION_KINDS: [&str; 4] = [
 
 /// How long one FQDN connection's host name may take to resolve while the policy is built.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often FQDN connections' host names are looked up again: their addresses can change
+/// with no change of configuration.
+const FQDN_REFRESH: Duration = Duration::from_secs(30);
 
 /// Where the call rules' policy comes from: the store, the numbering plan, and the resolver
 /// FQDN connections' host names are looked up with (the configured one, else the system's).
@@ -49,7 +52,9 @@ pub struct PolicySource {
 impl PolicySource {
     /// The first policy (so the switch never decides with an empty one once configured).
     pub async fn first(&self, snapshot: &SnapshotHandle) -> Policy {
-        match self.build(&snapshot.current()).await {
+        let snap = snapshot.current();
+        let resolved = self.resolve_fqdns(&snap).await;
+        match self.build(&snap, &resolved, &mut api::policy::RateDeckCache::default()).await {
             Ok(p) => p,
             Err(e) => {
                 warn!("call policy: {e}; starting with no customers until the configuration loads");
@@ -59,11 +64,36 @@ impl PolicySource {
         }
     }
 
-    /// Rebuilds the policy on every configuration change, for as long as the switch runs. A
-    /// build that fails (a rate deck unreadable) keeps the previous policy: never a looser one.
+    /// Rebuilds the policy on every configuration change, and when an FQDN connection's host
+    /// name resolves to other addresses (looked up every [`FQDN_REFRESH`]), for as long as the
+    /// switch runs. A build that fails (a rate deck unreadable) keeps the previous policy: never
+    /// a looser one. Rate decks whose documents did not change are not read again.
     pub async fn keep(self, mut snapshot: SnapshotHandle, policy: watch::Sender<Arc<Policy>>) {
-        while let Some(snap) = snapshot.changed().await {
-            match self.build(&snap).await {
+        let mut decks = api::policy::RateDeckCache::default();
+        let mut snap = snapshot.current();
+        let mut resolved = self.resolve_fqdns(&snap).await;
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + FQDN_REFRESH, FQDN_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = snapshot.changed() => {
+                    let Some(next) = changed else { return };
+                    snap = next;
+                    resolved = self.resolve_fqdns(&snap).await;
+                }
+                _ = refresh.tick() => {
+                    if snap.of_kind(api::policy::FQDN_RECORD_KIND).is_empty() {
+                        continue;
+                    }
+                    let now = self.resolve_fqdns(&snap).await;
+                    if now == resolved {
+                        continue;
+                    }
+                    info!("an FQDN connection's addresses changed; rebuilding the call policy");
+                    resolved = now;
+                }
+            }
+            match self.build(&snap, &resolved, &mut decks).await {
                 Ok(p) => {
                     if policy.send(Arc::new(p)).is_err() {
                         return;
@@ -76,11 +106,17 @@ impl PolicySource {
         }
     }
 
-    async fn build(&self, snap: &store::Snapshot) -> Result<Policy, String> {
-        let decks = api::policy::load_rate_decks(&self.store, snap).await.map_err(|e| format!("rate decks: {e}"))?;
-        let resolved = self.resolve_fqdns(snap).await;
+    async fn build(
+        &self,
+        snap: &store::Snapshot,
+        resolved: &HashMap<String, Vec<IpAddr>>,
+        decks: &mut api::policy::RateDeckCache,
+    ) -> Result<Policy, String> {
+        let decks = api::policy::load_rate_decks_cached(&self.store, snap, decks)
+            .await
+            .map_err(|e| format!("rate decks: {e}"))?;
         let (config, warnings) =
-            api::policy::config_from_snapshot_with(snap, self.plan.clone(), &decks, &resolved, self.settings.clone());
+            api::policy::config_from_snapshot_with(snap, self.plan.clone(), &decks, resolved, self.settings.clone());
         for w in &warnings {
             warn!("configuration: {w}");
         }

@@ -17,7 +17,7 @@ use crate::{Backend, Resource, Store, StoreError};
 /// Every resource, by kind, as of one moment.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Increases with every reload.
+    /// Increases with every reload that found the configuration changed.
     pub generation: u64,
     by_kind: HashMap<String, Vec<Resource>>,
 }
@@ -39,6 +39,11 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether both hold the same resources, whatever their generations.
+    pub fn same_resources(&self, other: &Snapshot) -> bool {
+        self.by_kind == other.by_kind
+    }
 }
 
 /// A live view of the snapshot: cheap to clone, `current()` never blocks.
@@ -59,7 +64,8 @@ impl SnapshotHandle {
     }
 }
 
-/// How often the snapshot is reloaded even without a notification.
+/// How often the snapshot is reloaded even without a notification (published only if it
+/// changed).
 const SAFETY_RELOAD: Duration = Duration::from_secs(30);
 /// Changes arriving together are folded into one reload.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -111,6 +117,7 @@ impl Store {
             tokio::spawn(listen_for_changes(self.url.clone(), remote_tx));
         }
         let mut generation = 1;
+        let mut published = tx.borrow().clone();
         loop {
             tokio::select! {
                 r = local.changed() => if r.is_err() { return },
@@ -120,11 +127,15 @@ impl Store {
             tokio::time::sleep(DEBOUNCE).await;
             local.borrow_and_update();
             while remote.try_recv().is_ok() {}
-            generation += 1;
-            match self.load_snapshot(generation).await {
+            match self.load_snapshot(generation + 1).await {
+                // The periodic reload, or a write that changed nothing: what is derived from the
+                // snapshot (the call policy, with every rate deck) is not rebuilt for nothing.
+                Ok(s) if s.same_resources(&published) => debug!(generation, "configuration unchanged"),
                 Ok(s) => {
+                    generation += 1;
                     debug!(generation, resources = s.len(), "configuration snapshot reloaded");
-                    if tx.send(Arc::new(s)).is_err() {
+                    published = Arc::new(s);
+                    if tx.send(published.clone()).is_err() {
                         return; // nobody reads it any more
                     }
                 }

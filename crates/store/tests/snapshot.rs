@@ -62,3 +62,27 @@ async fn every_node_sees_a_change_within_a_second() {
     a.delete_resource("ip_connection", "from-a").await.unwrap();
     until(&hb, Duration::from_secs(1), |snap| snap.get("ip_connection", "from-a").is_none()).await;
 }
+
+/// A reload that finds the configuration as it was (the periodic one, or a write that changed
+/// nothing) is not published: whatever is derived from the snapshot (the call policy, its rate
+/// decks) is not rebuilt for nothing. A real change after it still is.
+async fn an_unchanged_reload_is_not_published(s: Store) {
+    let h = s.keep_snapshot().await.unwrap();
+    s.insert_resource(&doc("1"), &[]).await.unwrap();
+    until(&h, Duration::from_secs(1), |snap| snap.get("ip_connection", "1").is_some()).await;
+    let generation = h.current().generation;
+    // A committed write that changes nothing: the snapshot is reloaded, and found the same.
+    assert!(!s.delete_account("no-such-account").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.current().generation, generation, "a reload that changed nothing was published");
+    s.insert_resource(&doc("2"), &[]).await.unwrap();
+    until(&h, Duration::from_secs(1), |snap| snap.get("ip_connection", "2").is_some()).await;
+    assert_eq!(h.current().generation, generation + 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_nothing_is_not_published() {
+    for s in support::backends().await {
+        an_unchanged_reload_is_not_published(s).await;
+    }
+}
