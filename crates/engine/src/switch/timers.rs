@@ -29,8 +29,10 @@ pub(crate) struct TimerWheel<T> {
     current: Option<i64>,
     /// Ticks `current + 1 ..= current + SLOTS`, each in the slot `tick mod SLOTS`.
     slots: Vec<Vec<(Instant, T)>>,
-    /// A bit per slot holding entries, to skip empty ones a word at a time.
+    /// A bit per slot holding entries, to skip empty ones a word at a time; and a bit per word
+    /// of those with any set, so a sparse wheel is searched in a few words, not hundreds.
     occupied: Vec<u64>,
+    summary: [u64; WORDS / 64],
     /// Due, not yet taken.
     firing: Vec<(Instant, T)>,
     /// Beyond the wheel's reach (or before the first `pop_due`), by tick.
@@ -70,6 +72,7 @@ impl<T> Default for TimerWheel<T> {
             current: None,
             slots: std::iter::repeat_with(Vec::new).take(SLOTS).collect(),
             occupied: vec![0; WORDS],
+            summary: [0; WORDS / 64],
             firing: Vec::new(),
             later: BinaryHeap::new(),
             next_seq: 0,
@@ -97,7 +100,7 @@ impl<T> TimerWheel<T> {
             Some(c) if tick - c <= SLOTS as i64 => {
                 let slot = tick.rem_euclid(SLOTS as i64) as usize;
                 self.slots[slot].push((at, value));
-                self.occupied[slot / 64] |= 1 << (slot % 64);
+                self.mark(slot);
             }
             _ => {
                 let seq = self.next_seq;
@@ -148,7 +151,7 @@ impl<T> TimerWheel<T> {
             Some(tick) => {
                 self.current = Some(tick);
                 let slot = tick.rem_euclid(SLOTS as i64) as usize;
-                self.occupied[slot / 64] &= !(1 << (slot % 64));
+                self.unmark(slot);
                 // `firing` is empty here: the slot's list becomes it, and its spare
                 // capacity goes back to the slot.
                 std::mem::swap(&mut self.slots[slot], &mut self.firing);
@@ -172,23 +175,42 @@ impl<T> TimerWheel<T> {
     /// The first tick after `current` whose slot holds entries.
     fn next_occupied(&self, current: i64) -> Option<i64> {
         let start = (current + 1).rem_euclid(SLOTS as i64) as usize;
-        let (first_word, first_bit) = (start / 64, start % 64);
-        for i in 0..=WORDS {
-            let w = (first_word + i) % WORDS;
-            let mut bits = self.occupied[w];
-            if i == 0 {
-                bits &= !0u64 << first_bit;
-            } else if i == WORDS {
-                // Back at the first word: only the slots before `start`.
-                bits &= (1u64 << first_bit).wrapping_sub(1);
-            }
+        let (word, bit) = (start / 64, start % 64);
+        let tick = |slot: usize| current + 1 + ((slot + SLOTS - start) % SLOTS) as i64;
+        let here = self.occupied[word] & (!0u64 << bit);
+        if here != 0 {
+            return Some(tick(word * 64 + here.trailing_zeros() as usize));
+        }
+        // The words after this one; else, from the first, the word holding entries (nothing
+        // lies after this one, so it is at most this one, whose slots before `start` are the
+        // wheel's last ticks).
+        let w = self.first_word(word + 1).or_else(|| self.first_word(0))?;
+        Some(tick(w * 64 + self.occupied[w].trailing_zeros() as usize))
+    }
+
+    /// The first word of `occupied` from `from` on with a bit set, found through `summary`.
+    fn first_word(&self, from: usize) -> Option<usize> {
+        let mut i = from;
+        while i < WORDS {
+            let bits = self.summary[i / 64] & (!0u64 << (i % 64));
             if bits != 0 {
-                let slot = w * 64 + bits.trailing_zeros() as usize;
-                let ahead = (slot + SLOTS - start) % SLOTS;
-                return Some(current + 1 + ahead as i64);
+                return Some((i / 64) * 64 + bits.trailing_zeros() as usize);
             }
+            i = (i / 64 + 1) * 64;
         }
         None
+    }
+
+    fn mark(&mut self, slot: usize) {
+        self.occupied[slot / 64] |= 1 << (slot % 64);
+        self.summary[slot / 4096] |= 1 << ((slot / 64) % 64);
+    }
+
+    fn unmark(&mut self, slot: usize) {
+        self.occupied[slot / 64] &= !(1 << (slot % 64));
+        if self.occupied[slot / 64] == 0 {
+            self.summary[slot / 4096] &= !(1 << ((slot / 64) % 64));
+        }
     }
 
     /// `at`'s tick, rounded up: it is due once the clock reaches the end of its millisecond.
