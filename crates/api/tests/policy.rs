@@ -556,8 +556,7 @@ async fn rate_decks_are_read_in_pages() {
     }
 }
 
-/// A deck is read again only when its document changed (replacing its rates rewrites it); one
-/// no longer configured is let go.
+/// A deck is read again only when its document changed (replacing its rates rewrites it).
 #[tokio::test]
 async fn rate_decks_are_read_again_only_when_they_change() {
     for (app, store) in apps_and_stores().await {

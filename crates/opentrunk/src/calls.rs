@@ -154,7 +154,10 @@ impl PolicySource {
         let mut out = HashMap::new();
         while let Some(done) = lookups.join_next().await {
             match done {
-                Ok((host, Some(addrs))) => {
+                Ok((host, Some(mut addrs))) => {
+                    // In one order, so a later lookup that only rotates them is no change.
+                    addrs.sort_unstable();
+                    addrs.dedup();
                     out.insert(host, addrs);
                 }
                 Ok((host, None)) => {

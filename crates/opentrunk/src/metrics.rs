@@ -52,7 +52,12 @@ fn render(m: &Metrics) -> String {
             "datagrams the kernel dropped: a UDP listener's receive buffer was full",
             m.transports.dropped_datagrams(),
         ),
-        ("opentrunk_config_generation", "gauge", "configuration snapshots loaded that changed it", snapshot.generation),
+        (
+            "opentrunk_config_generation",
+            "gauge",
+            "configuration snapshots published (reloads that found the configuration changed)",
+            snapshot.generation,
+        ),
         ("opentrunk_config_resources", "gauge", "resources in the configuration snapshot", snapshot.len() as u64),
         (
             "opentrunk_policy_generation",
