@@ -89,9 +89,7 @@ impl Value {
             _ => None,
         }
     }
-}
 
-impl Value {
     /// Appends the value as its `Serialize` form gives it in JSON.
     fn push_json(&self, out: &mut String) {
         use std::fmt::Write as _;

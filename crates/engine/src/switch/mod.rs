@@ -373,7 +373,7 @@ struct ServerEntry {
     scheduled: Option<Instant>,
 }
 
-/// What a deadline in the timer heap belongs to. Transaction keys are shared, so an entry
+/// What a deadline on the timer wheel belongs to. Transaction keys are shared, so an entry
 /// costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Due {
