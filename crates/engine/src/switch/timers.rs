@@ -37,20 +37,18 @@ pub(crate) struct TimerWheel<T> {
     firing: Vec<(Instant, T)>,
     /// Beyond the wheel's reach (or before the first `pop_due`), by tick.
     later: BinaryHeap<Reverse<Later<T>>>,
-    next_seq: u64,
-    len: usize,
 }
 
+/// Ordered by tick alone: those of one tick go onto the wheel together, in any order.
 struct Later<T> {
     tick: i64,
-    seq: u64,
     at: Instant,
     value: T,
 }
 
 impl<T> PartialEq for Later<T> {
     fn eq(&self, other: &Self) -> bool {
-        (self.tick, self.seq) == (other.tick, other.seq)
+        self.tick == other.tick
     }
 }
 impl<T> Eq for Later<T> {}
@@ -61,7 +59,7 @@ impl<T> PartialOrd for Later<T> {
 }
 impl<T> Ord for Later<T> {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.tick, self.seq).cmp(&(other.tick, other.seq))
+        self.tick.cmp(&other.tick)
     }
 }
 
@@ -75,22 +73,20 @@ impl<T> Default for TimerWheel<T> {
             summary: [0; WORDS / 64],
             firing: Vec::new(),
             later: BinaryHeap::new(),
-            next_seq: 0,
-            len: 0,
         }
     }
 }
 
 impl<T> TimerWheel<T> {
+    /// How many deadlines it holds (counted: only the tests ask).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.iter().map(Vec::len).sum::<usize>() + self.firing.len() + self.later.len()
     }
 
     /// Adds a deadline.
     pub(crate) fn push(&mut self, at: Instant, value: T) {
-        self.len += 1;
-        let tick = self.tick_ceil(at);
+        let tick = self.tick_of(at, true);
         self.place(tick, at, value);
     }
 
@@ -102,23 +98,17 @@ impl<T> TimerWheel<T> {
                 self.slots[slot].push((at, value));
                 self.mark(slot);
             }
-            _ => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.later.push(Reverse(Later { tick, seq, at, value }));
-            }
+            _ => self.later.push(Reverse(Later { tick, at, value })),
         }
     }
 
     /// A deadline due at `now`, if any (in no particular order among those due).
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
         if self.firing.is_empty() {
-            let target = self.tick_floor(now);
+            let target = self.tick_of(now, false);
             self.advance(target);
         }
-        let due = self.firing.pop()?;
-        self.len -= 1;
-        Some(due)
+        self.firing.pop()
     }
 
     /// The earliest deadline, rounded up to its tick: an instant already past when some are
@@ -203,31 +193,24 @@ impl<T> TimerWheel<T> {
 
     fn mark(&mut self, slot: usize) {
         self.occupied[slot / 64] |= 1 << (slot % 64);
-        self.summary[slot / 4096] |= 1 << ((slot / 64) % 64);
+        self.summary[slot / 64 / 64] |= 1 << ((slot / 64) % 64);
     }
 
     fn unmark(&mut self, slot: usize) {
         self.occupied[slot / 64] &= !(1 << (slot % 64));
         if self.occupied[slot / 64] == 0 {
-            self.summary[slot / 4096] &= !(1 << ((slot / 64) % 64));
+            self.summary[slot / 64 / 64] &= !(1 << ((slot / 64) % 64));
         }
     }
 
-    /// `at`'s tick, rounded up: it is due once the clock reaches the end of its millisecond.
-    fn tick_ceil(&mut self, at: Instant) -> i64 {
-        let origin = *self.origin.get_or_insert(at);
-        match at.checked_duration_since(origin) {
-            Some(d) => ticks(d.as_nanos(), true),
-            None => -ticks(origin.duration_since(at).as_nanos(), false),
-        }
-    }
-
-    /// The tick the clock is in at `now`, rounded down.
-    fn tick_floor(&mut self, now: Instant) -> i64 {
-        let origin = *self.origin.get_or_insert(now);
-        match now.checked_duration_since(origin) {
-            Some(d) => ticks(d.as_nanos(), false),
-            None => -ticks(origin.duration_since(now).as_nanos(), true),
+    /// The tick of `t` (counted from the origin, which the first instant seen becomes), rounded
+    /// up for a deadline (due once the clock reaches the end of its millisecond) or down for the
+    /// clock (the tick it is in).
+    fn tick_of(&mut self, t: Instant, up: bool) -> i64 {
+        let origin = *self.origin.get_or_insert(t);
+        match t.checked_duration_since(origin) {
+            Some(d) => ticks(d.as_nanos(), up),
+            None => -ticks(origin.duration_since(t).as_nanos(), !up),
         }
     }
 
