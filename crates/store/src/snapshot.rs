@@ -117,7 +117,6 @@ impl Store {
             tokio::spawn(listen_for_changes(self.url.clone(), remote_tx));
         }
         let mut generation = 1;
-        let mut published = tx.borrow().clone();
         loop {
             tokio::select! {
                 r = local.changed() => if r.is_err() { return },
@@ -130,12 +129,11 @@ impl Store {
             match self.load_snapshot(generation + 1).await {
                 // The periodic reload, or a write that changed nothing: what is derived from the
                 // snapshot (the call policy, with every rate deck) is not rebuilt for nothing.
-                Ok(s) if s.same_resources(&published) => debug!(generation, "configuration unchanged"),
+                Ok(s) if s.same_resources(&tx.borrow()) => debug!(generation, "configuration unchanged"),
                 Ok(s) => {
                     generation += 1;
                     debug!(generation, resources = s.len(), "configuration snapshot reloaded");
-                    published = Arc::new(s);
-                    if tx.send(published.clone()).is_err() {
+                    if tx.send(Arc::new(s)).is_err() {
                         return; // nobody reads it any more
                     }
                 }
