@@ -49,29 +49,42 @@ pub struct PolicySource {
     pub settings: api::policy::OperatorSettings,
 }
 
+/// What a policy was built from that the next build goes on from: the FQDN connections' host
+/// names' addresses, and the rate decks as read.
+pub struct PolicyInputs {
+    resolved: HashMap<String, Vec<IpAddr>>,
+    decks: api::policy::RateDeckCache,
+}
+
 impl PolicySource {
-    /// The first policy (so the switch never decides with an empty one once configured).
-    pub async fn first(&self, snapshot: &SnapshotHandle) -> Policy {
+    /// The first policy (so the switch never decides with an empty one once configured), and
+    /// what it was built from that [`PolicySource::keep`] goes on from.
+    pub async fn first(&self, snapshot: &SnapshotHandle) -> (Policy, PolicyInputs) {
         let snap = snapshot.current();
-        let resolved = self.resolve_fqdns(&snap).await;
-        match self.build(&snap, &resolved, &mut api::policy::RateDeckCache::default()).await {
+        let mut inputs =
+            PolicyInputs { resolved: self.resolve_fqdns(&snap).await, decks: api::policy::RateDeckCache::default() };
+        let policy = match self.build(&snap, &mut inputs).await {
             Ok(p) => p,
             Err(e) => {
                 warn!("call policy: {e}; starting with no customers until the configuration loads");
                 let config = trunking::config::Config::builder(self.plan.clone()).build();
                 Policy { config: Arc::new(config), webhooks: FxHashMap::default(), generation: 0 }
             }
-        }
+        };
+        (policy, inputs)
     }
 
     /// Rebuilds the policy on every configuration change, and when an FQDN connection's host
     /// name resolves to other addresses (looked up every [`FQDN_REFRESH`]), for as long as the
     /// switch runs. A build that fails (a rate deck unreadable) keeps the previous policy: never
     /// a looser one. Rate decks whose documents did not change are not read again.
-    pub async fn keep(self, mut snapshot: SnapshotHandle, policy: watch::Sender<Arc<Policy>>) {
-        let mut decks = api::policy::RateDeckCache::default();
+    pub async fn keep(
+        self,
+        mut snapshot: SnapshotHandle,
+        policy: watch::Sender<Arc<Policy>>,
+        mut inputs: PolicyInputs,
+    ) {
         let mut snap = snapshot.current();
-        let mut resolved = self.resolve_fqdns(&snap).await;
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + FQDN_REFRESH, FQDN_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,21 +92,21 @@ impl PolicySource {
                 changed = snapshot.changed() => {
                     let Some(next) = changed else { return };
                     snap = next;
-                    resolved = self.resolve_fqdns(&snap).await;
+                    inputs.resolved = self.resolve_fqdns(&snap).await;
                 }
                 _ = refresh.tick() => {
                     if snap.of_kind(api::policy::FQDN_RECORD_KIND).is_empty() {
                         continue;
                     }
                     let now = self.resolve_fqdns(&snap).await;
-                    if now == resolved {
+                    if now == inputs.resolved {
                         continue;
                     }
                     info!("an FQDN connection's addresses changed; rebuilding the call policy");
-                    resolved = now;
+                    inputs.resolved = now;
                 }
             }
-            match self.build(&snap, &resolved, &mut decks).await {
+            match self.build(&snap, &mut inputs).await {
                 Ok(p) => {
                     if policy.send(Arc::new(p)).is_err() {
                         return;
@@ -106,17 +119,17 @@ impl PolicySource {
         }
     }
 
-    async fn build(
-        &self,
-        snap: &store::Snapshot,
-        resolved: &HashMap<String, Vec<IpAddr>>,
-        decks: &mut api::policy::RateDeckCache,
-    ) -> Result<Policy, String> {
-        let decks = api::policy::load_rate_decks_cached(&self.store, snap, decks)
+    async fn build(&self, snap: &store::Snapshot, inputs: &mut PolicyInputs) -> Result<Policy, String> {
+        let decks = api::policy::load_rate_decks_cached(&self.store, snap, &mut inputs.decks)
             .await
             .map_err(|e| format!("rate decks: {e}"))?;
-        let (config, warnings) =
-            api::policy::config_from_snapshot_with(snap, self.plan.clone(), &decks, resolved, self.settings.clone());
+        let (config, warnings) = api::policy::config_from_snapshot_with(
+            snap,
+            self.plan.clone(),
+            &decks,
+            &inputs.resolved,
+            self.settings.clone(),
+        );
         for w in &warnings {
             warn!("configuration: {w}");
         }

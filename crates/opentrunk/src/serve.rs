@@ -111,9 +111,9 @@ async fn run(config: Config) -> Result<(), String> {
         resolver: resolver("FQDN connections' sources").map(Arc::new),
         settings: api::policy::OperatorSettings { uri_calling, call_rates: config.limits.call_rates() },
     };
-    let first = source.first(&snapshot).await;
+    let (first, inputs) = source.first(&snapshot).await;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(first));
-    tokio::spawn(source.keep(snapshot.clone(), policy_tx));
+    tokio::spawn(source.keep(snapshot.clone(), policy_tx, inputs));
     // The registrar: credential connections' devices register here; their bindings are kept
     // in memory for calls and written to the store.
     let registrar_realm = digest_realm();
