@@ -113,21 +113,28 @@ impl Destination {
                 (None, _) => return Err(LocateError::Unsupported(format!("transport={token}"))),
             },
         };
+        // An address's text is written once, without the formatting machinery: every call
+        // locates its gateways by an IP literal.
+        let ip_text = |ip: IpAddr| {
+            let mut s = String::with_capacity(15);
+            sip::message::push_ip(&mut s, ip);
+            s
+        };
         let tls_name = match uri.host {
             Host::Domain(d) => normalize(d),
-            Host::Ipv4(a) => a.to_string(),
-            Host::Ipv6(a) => a.to_string(),
+            Host::Ipv4(a) => ip_text(IpAddr::V4(a)),
+            Host::Ipv6(a) => ip_text(IpAddr::V6(a)),
         };
         let (target, ip) = match (uri.maddr(), uri.host.ip()) {
             (Some(maddr), _) => {
                 let bare = maddr.strip_prefix('[').and_then(|m| m.strip_suffix(']')).unwrap_or(maddr);
                 match bare.parse::<IpAddr>() {
-                    Ok(ip) => (ip.to_string(), Some(ip)),
+                    Ok(ip) => (ip_text(ip), Some(ip)),
                     Err(_) => (normalize(maddr), None),
                 }
             }
-            (None, Some(ip)) => (ip.to_string(), Some(ip)),
-            (None, None) => (tls_name.clone(), None),
+            // The host's own address: its text is the TLS name's.
+            (None, ip) => (tls_name.clone(), ip),
         };
         Ok(Destination { target, ip, port: uri.port, transport, secure: uri.secure, tls_name })
     }

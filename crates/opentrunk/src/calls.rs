@@ -261,7 +261,7 @@ pub async fn handle_notices(mut rx: mpsc::UnboundedReceiver<CallNotice>, service
                     match opening_record(record_id.clone(), a_call_id, &context) {
                         Ok(r) => services.records.call_opened(
                             r,
-                            context.rate.map(|(_, increment)| increment.to_string()),
+                            context.rate.map(|(_, increment)| increment.text()),
                             context.started,
                         ),
                         Err(e) => warn!(call = %call_control_id, "open call not journaled: {e}"),
@@ -402,7 +402,7 @@ fn opening_record(id: String, a_call_id: String, s: &CallSummary) -> Result<Call
         ended_at: started,
         call_sec: 0,
         billed_sec: 0,
-        rate: s.rate.map(|(rate, _)| rate.to_string()),
+        rate: s.rate.map(|(rate, _)| trunking::rating::decimal_text(&rate)),
         cost: None,
         sip_response_code: store::LOST_UNANSWERED_STATUS,
         reason_code: None,
@@ -423,7 +423,11 @@ fn record_of(r: CallReport, id: String) -> Result<CallDetailRecord, String> {
             gateway: a.route.host.clone(),
             port: a.route.port,
             transport: a.route.transport.as_str().to_owned(),
-            target: a.target.map(|t| t.to_string()),
+            target: a.target.map(|t| {
+                let mut s = String::with_capacity(21);
+                sip::message::push_socket_addr(&mut s, t);
+                s
+            }),
             outcome: match a.outcome {
                 AttemptOutcome::Response(code) => store::AttemptOutcome::Response { sip_response_code: code },
                 AttemptOutcome::Timeout => store::AttemptOutcome::Timeout,
@@ -453,8 +457,8 @@ fn record_of(r: CallReport, id: String) -> Result<CallDetailRecord, String> {
         ended_at: ts(r.ended_at),
         call_sec: r.call_sec,
         billed_sec: r.billed_sec,
-        rate: r.context.rate.map(|(rate, _)| rate.to_string()),
-        cost: r.cost.map(|c| c.to_string()),
+        rate: r.context.rate.map(|(rate, _)| trunking::rating::decimal_text(&rate)),
+        cost: r.cost.map(|c| trunking::rating::decimal_text(&c)),
         sip_response_code: r.status,
         reason_code: r.reason.map(|c| c.code().to_owned()).filter(|c| !c.is_empty()),
         hangup_source: match r.ended_by {

@@ -1253,10 +1253,26 @@ pub(crate) fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
 
 /// Appends an IP address as `received` carries it: IPv4 dotted, IPv6 in its canonical text
 /// (RFC 5952, what `Display` writes; rare enough for the formatting machinery).
-pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(a) => push_ipv4(out, a),
         std::net::IpAddr::V6(a) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// Appends `ip:port` as `SocketAddr`'s `Display` writes it (IPv6 through `Display` itself:
+/// brackets, scope).
+pub fn push_socket_addr(out: &mut String, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            push_ipv4(out, *a.ip());
+            out.push(':');
+            out.push_str(itoa_u32(u32::from(a.port())).as_str());
+        }
+        std::net::SocketAddr::V6(a) => {
             use std::fmt::Write as _;
             let _ = write!(out, "{a}");
         }
@@ -1402,6 +1418,22 @@ mod tests {
             let mut s = String::new();
             push_u32(&mut s, n);
             assert_eq!(s, n.to_string());
+        }
+        for a in [
+            "10.0.0.5:5060",
+            "255.255.255.255:65535",
+            "0.0.0.0:0",
+            "[::1]:5061",
+            "[2001:db8::7%3]:1",
+            "[::ffff:1.2.3.4]:9",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let mut s = String::new();
+            push_socket_addr(&mut s, addr);
+            assert_eq!(s, addr.to_string());
+            let mut s = String::new();
+            push_ip(&mut s, addr.ip());
+            assert_eq!(s, addr.ip().to_string());
         }
     }
 

@@ -59,6 +59,43 @@ pub const COST_DECIMAL_PLACES: u32 = 6;
 pub const MAX_DECK_ROWS: usize = (1 << 28) - 1;
 
 // ---------------------------------------------------------------------------------------------
+// Decimal text
+
+/// A decimal's text exactly as its `Display` writes it (`0.0100`: every digit of its scale,
+/// `-` for a negative, including a negative zero), without the formatting machinery: every call
+/// writes its rate and cost into its record and its decision trace, and `Display` assembled
+/// the digits one division at a time, then padded them through a `Formatter`.
+pub fn push_decimal(out: &mut String, d: &Decimal) {
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    let scale = d.scale() as usize;
+    let mut buf = itoa::Buffer::new();
+    let m = d.mantissa().unsigned_abs();
+    let digits = if m == 0 { "" } else { buf.format(m) };
+    // A fraction shorter than the scale is padded with leading zeros.
+    let zeros = scale.saturating_sub(digits.len());
+    let whole = digits.len() + zeros - scale;
+    if whole == 0 {
+        out.push('0');
+    } else {
+        out.push_str(&digits[..whole]);
+    }
+    if scale > 0 {
+        out.push('.');
+        out.extend(std::iter::repeat_n('0', zeros));
+        out.push_str(&digits[whole..]);
+    }
+}
+
+/// [`push_decimal`] into a new string.
+pub fn decimal_text(d: &Decimal) -> String {
+    let mut out = String::with_capacity(16);
+    push_decimal(&mut out, d);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Billing increments
 
 /// How a call's duration is billed: at least `first` seconds, then in steps of `next` seconds
@@ -131,7 +168,18 @@ impl FromStr for BillingIncrement {
 
 impl fmt::Display for BillingIncrement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.first, self.next)
+        f.write_str(&self.text())
+    }
+}
+
+impl BillingIncrement {
+    /// `first/next`, as `Display` writes it (each started call journals it).
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(12);
+        out.push_str(itoa::Buffer::new().format(self.first));
+        out.push('/');
+        out.push_str(itoa::Buffer::new().format(self.next));
+        out
     }
 }
 
@@ -649,6 +697,41 @@ impl RateDeck {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Every sign, mantissa (up to 96 bits) and scale, negative zero included.
+        #[test]
+        fn decimal_text_is_what_display_writes(
+            lo in proptest::prelude::any::<u32>(),
+            mid in proptest::prelude::any::<u32>(),
+            hi in proptest::prelude::any::<u32>(),
+            width in 0u32..4,
+            negative in proptest::prelude::any::<bool>(),
+            scale in 0u32..=28,
+        ) {
+            // Small mantissas too, where the scale outruns the digits.
+            let (mid, hi, lo) = match width { 0 => (0, 0, lo % 1000), 1 => (0, 0, lo), 2 => (mid, 0, lo), _ => (mid, hi, lo) };
+            let d = rust_decimal::Decimal::from_parts(lo, mid, hi, negative, scale);
+            proptest::prop_assert_eq!(super::decimal_text(&d), d.to_string());
+        }
+
+        #[test]
+        fn billing_increment_text_is_what_display_wrote(first in proptest::prelude::any::<u32>(), next in proptest::prelude::any::<u32>()) {
+            let b = super::BillingIncrement { first, next };
+            proptest::prop_assert_eq!(b.text(), format!("{first}/{next}"));
+        }
+    }
+
+    #[test]
+    fn decimal_text_of_rates_and_zeros() {
+        for (text, want) in
+            [("0.0100", "0.0100"), ("0", "0"), ("0.00", "0.00"), ("12.5", "12.5"), ("-0.001", "-0.001"), ("100", "100")]
+        {
+            let d: rust_decimal::Decimal = text.parse().unwrap();
+            assert_eq!(super::decimal_text(&d), want);
+            assert_eq!(d.to_string(), want);
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

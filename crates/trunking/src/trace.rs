@@ -92,16 +92,19 @@ impl Value {
 
     /// Appends the value as its `Serialize` form gives it in JSON.
     fn push_json(&self, out: &mut String) {
-        use std::fmt::Write as _;
         match self {
             Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
             Value::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
             // Neither a decimal's nor an address's text holds a character JSON escapes.
             Value::Decimal(v) => {
-                let _ = write!(out, "\"{v}\"");
+                out.push('"');
+                crate::rating::push_decimal(out, v);
+                out.push('"');
             }
             Value::Ip(v) => {
-                let _ = write!(out, "\"{v}\"");
+                out.push('"');
+                sip::message::push_ip(out, *v);
+                out.push('"');
             }
             Value::Absent => out.push_str("null"),
             text => crate::json::push_str(out, text.as_str().unwrap_or_default()),
