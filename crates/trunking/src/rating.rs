@@ -697,27 +697,30 @@ impl RateDeck {
 
 #[cfg(test)]
 mod tests {
-    proptest::proptest! {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
         /// Every sign, mantissa (up to 96 bits) and scale, negative zero included.
         #[test]
         fn decimal_text_is_what_display_writes(
-            lo in proptest::prelude::any::<u32>(),
-            mid in proptest::prelude::any::<u32>(),
-            hi in proptest::prelude::any::<u32>(),
+            lo in any::<u32>(),
+            mid in any::<u32>(),
+            hi in any::<u32>(),
             width in 0u32..4,
-            negative in proptest::prelude::any::<bool>(),
+            negative in any::<bool>(),
             scale in 0u32..=28,
         ) {
             // Small mantissas too, where the scale outruns the digits.
             let (mid, hi, lo) = match width { 0 => (0, 0, lo % 1000), 1 => (0, 0, lo), 2 => (mid, 0, lo), _ => (mid, hi, lo) };
             let d = rust_decimal::Decimal::from_parts(lo, mid, hi, negative, scale);
-            proptest::prop_assert_eq!(super::decimal_text(&d), d.to_string());
+            prop_assert_eq!(decimal_text(&d), d.to_string());
         }
 
         #[test]
-        fn billing_increment_text_is_what_display_wrote(first in proptest::prelude::any::<u32>(), next in proptest::prelude::any::<u32>()) {
-            let b = super::BillingIncrement { first, next };
-            proptest::prop_assert_eq!(b.text(), format!("{first}/{next}"));
+        fn billing_increment_text_is_what_display_wrote(first in any::<u32>(), next in any::<u32>()) {
+            let b = BillingIncrement { first, next };
+            prop_assert_eq!(b.text(), format!("{first}/{next}"));
         }
     }
 
@@ -727,13 +730,10 @@ mod tests {
             [("0.0100", "0.0100"), ("0", "0"), ("0.00", "0.00"), ("12.5", "12.5"), ("-0.001", "-0.001"), ("100", "100")]
         {
             let d: rust_decimal::Decimal = text.parse().unwrap();
-            assert_eq!(super::decimal_text(&d), want);
+            assert_eq!(decimal_text(&d), want);
             assert_eq!(d.to_string(), want);
         }
     }
-
-    use super::*;
-    use proptest::prelude::*;
 
     /// The longest prefix of `number` in `rows`, by a scan.
     fn naive<'a>(rows: &'a [(String, String)], number: &str) -> Option<&'a (String, String)> {
