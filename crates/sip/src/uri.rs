@@ -13,7 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::Error;
 use crate::scan::{
     Params, is_hnv_unreserved, is_hostname, is_param_unreserved, is_password_extra, is_unreserved, is_user_unreserved,
-    parse_u32,
 };
 
 /// A URI as it appears in a Request-URI or a name-addr.
