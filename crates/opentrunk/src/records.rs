@@ -44,12 +44,12 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use store::{Billing, CallDetailRecord, JournalWrite, OpenCall, Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -216,11 +216,53 @@ enum Item {
     Journal(JournalWrite),
 }
 
+/// What the sinks tell the writer task besides the items themselves. While a batch gathers, the
+/// task does not wait on the queue (every item would wake it: up to three a call, the record
+/// and two journal changes, each a task switch and often a thread's wake-up); it sleeps until
+/// the flush interval ends, or until the sinks say a batch's worth is waiting.
+#[derive(Debug)]
+struct Intake {
+    /// Items sent and not yet taken by the task. A sink counts an item just after sending it,
+    /// so the task may take it first: the count is briefly below the truth, even below zero.
+    unread: AtomicIsize,
+    /// How many unread items fill the gathering batch (set by the task before it sleeps).
+    room: AtomicIsize,
+    full: Notify,
+}
+
+impl Intake {
+    fn new() -> Intake {
+        Intake { unread: AtomicIsize::new(0), room: AtomicIsize::new(isize::MAX), full: Notify::new() }
+    }
+
+    /// An item was sent.
+    fn arrived(&self) {
+        if self.unread.fetch_add(1, Ordering::SeqCst) + 1 == self.room.load(Ordering::SeqCst) {
+            // A permit is kept if the task is not waiting yet, so the news is not lost.
+            self.full.notify_one();
+        }
+    }
+
+    /// The task took `n` items.
+    fn taken(&self, n: usize) {
+        self.unread.fetch_sub(isize::try_from(n).unwrap_or(isize::MAX), Ordering::SeqCst);
+    }
+
+    /// Before the task sleeps on a gathering batch with `room` left: whether that many are
+    /// waiting already (an item sent before `room` was set did not ring; this catches it).
+    fn filled(&self, room: usize) -> bool {
+        let room = isize::try_from(room).unwrap_or(isize::MAX);
+        self.room.store(room, Ordering::SeqCst);
+        self.unread.load(Ordering::SeqCst) >= room
+    }
+}
+
 /// Where the switch hands finished calls' records, and live calls' journal changes when it
 /// journals. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CdrSink {
     tx: mpsc::UnboundedSender<Item>,
+    intake: Arc<Intake>,
     counters: Arc<Counters>,
     spool: Arc<Spool>,
     /// The node whose live calls this sink journals; `None`: no journal.
@@ -232,7 +274,11 @@ impl CdrSink {
     pub fn submit(&self, record: CallDetailRecord) {
         // Counted before it is sent, so the task never counts it out before it was counted in.
         add(&self.counters.queued, 1);
-        if let Err(mpsc::error::SendError(Item::Record(record))) = self.tx.send(Item::Record(record)) {
+        let sent = self.tx.send(Item::Record(record));
+        if sent.is_ok() {
+            self.intake.arrived();
+        }
+        if let Err(mpsc::error::SendError(Item::Record(record))) = sent {
             sub(&self.counters.queued, 1);
             // The writer has shut down and the switch is still finishing calls: the record goes
             // straight to the spool. Only ever after shutdown, so the file write delays no call.
@@ -268,8 +314,9 @@ impl CdrSink {
 
     fn journal(&self, write: JournalWrite) {
         // After shutdown the calls are over and their records go to the spool: nothing to journal.
-        if self.tx.send(Item::Journal(write)).is_err() {
-            debug!("open-call journal change after the CDR writer stopped: dropped");
+        match self.tx.send(Item::Journal(write)) {
+            Ok(()) => self.intake.arrived(),
+            Err(_) => debug!("open-call journal change after the CDR writer stopped: dropped"),
         }
     }
 
@@ -319,9 +366,12 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
     let counters = Arc::new(Counters::default());
     let spool = Arc::new(Spool::new(config.spool_path.clone()));
     let (tx, rx) = mpsc::unbounded_channel();
+    let batch_size = config.batch_size.max(1);
+    let intake = Arc::new(Intake::new());
     let mut task = Task {
         store,
-        batch_size: config.batch_size.max(1),
+        intake: intake.clone(),
+        batch_size,
         flush_interval: config.flush_interval,
         shutdown_timeout: config.shutdown_timeout,
         counters: counters.clone(),
@@ -356,7 +406,10 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
     }
     let (stop, stop_rx) = oneshot::channel();
     let handle = tokio::spawn(task.run(stop_rx));
-    (CdrSink { tx, counters: counters.clone(), spool, node_id: None }, CdrWriter { stop, task: handle, counters })
+    (
+        CdrSink { tx, intake, counters: counters.clone(), spool, node_id: None },
+        CdrWriter { stop, task: handle, counters },
+    )
 }
 
 /// The node's heartbeat and reaper, and what their task counted. Stop it with
@@ -599,6 +652,7 @@ fn unstorable(r: &CallDetailRecord) -> Option<&'static str> {
 
 struct Task {
     store: Store,
+    intake: Arc<Intake>,
     batch_size: usize,
     flush_interval: Duration,
     shutdown_timeout: Duration,
@@ -628,12 +682,7 @@ impl Task {
         'running: loop {
             if self.failures_in_row > 0 {
                 // Retrying: top the batch up with what is waiting, without waiting for more.
-                while self.pending.len() < self.batch_size
-                    && let Ok(r) = self.rx.try_recv()
-                {
-                    buf.push(r);
-                }
-                self.take(buf.drain(..));
+                intake_open &= self.take_waiting(&mut buf);
             } else if self.pending.len() < self.batch_size && intake_open {
                 if self.pending.is_empty() && !self.journal_ready() {
                     // Journal changes waiting out a failure wake the task when they are due.
@@ -644,26 +693,35 @@ impl Task {
                         _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {}
                         n = self.rx.recv_many(&mut buf, self.batch_size) => {
                             intake_open = n > 0;
+                            self.intake.taken(n);
                             self.take(buf.drain(..));
                         }
                     }
                 }
                 // The first record or journal change starts the flush clock; a full batch goes
-                // at once.
-                let deadline = Instant::now() + self.flush_interval;
-                while intake_open
-                    && (!self.pending.is_empty() || self.journal_ready())
-                    && self.pending.len() < self.batch_size
-                {
-                    let room = self.batch_size - self.pending.len();
+                // at once. The task sleeps meanwhile (see `Intake`), and takes what came when
+                // the interval ends or the sinks say a batch's worth is waiting.
+                let flush = tokio::time::sleep_until(Instant::now() + self.flush_interval);
+                tokio::pin!(flush);
+                loop {
+                    intake_open &= self.take_waiting(&mut buf);
+                    if !(intake_open
+                        && (!self.pending.is_empty() || self.journal_ready())
+                        && self.pending.len() < self.batch_size)
+                    {
+                        break;
+                    }
+                    if self.intake.filled(self.batch_size - self.pending.len()) {
+                        continue;
+                    }
                     tokio::select! {
                         biased;
                         _ = &mut stop => break 'running,
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        n = self.rx.recv_many(&mut buf, room) => {
-                            intake_open = n > 0;
-                            self.take(buf.drain(..));
+                        _ = &mut flush => {
+                            intake_open &= self.take_waiting(&mut buf);
+                            break;
                         }
+                        _ = self.intake.full.notified() => {}
                     }
                 }
             }
@@ -701,6 +759,7 @@ impl Task {
         while let Some(r) = self.rx.recv().await {
             rest.push(r);
         }
+        self.intake.taken(rest.len());
         self.take(rest);
         let deadline = Instant::now() + self.shutdown_timeout;
         while !self.pending.is_empty() {
@@ -734,6 +793,26 @@ impl Task {
         if !self.journal.is_empty() {
             warn!(changes = self.journal.len(), "open-call journal changes not written at shutdown");
         }
+    }
+
+    /// Takes what the intake holds now, up to a batch's room in records, without waiting;
+    /// returns whether the intake is still open.
+    fn take_waiting(&mut self, buf: &mut Vec<Item>) -> bool {
+        let mut open = true;
+        let room = self.batch_size.saturating_sub(self.pending.len());
+        while buf.len() < room {
+            match self.rx.try_recv() {
+                Ok(item) => buf.push(item),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        self.intake.taken(buf.len());
+        self.take(buf.drain(..));
+        open
     }
 
     /// Takes records and journal changes from the intake: records are queued, those the store
@@ -1256,6 +1335,26 @@ mod tests {
         wait_for("the interval's flush", Duration::from_secs(10), || sink.stats().written == 3).await;
         assert_eq!(stored(&store).await.len(), 253);
         assert_eq!(writer.shutdown().await.written, 3);
+    }
+
+    /// The task sleeps while a batch gathers: the sinks wake it when the rest of a batch has
+    /// come, however much of it the task took before.
+    #[tokio::test]
+    async fn a_gathering_batch_goes_when_the_rest_of_it_arrives() {
+        let store = sqlite().await;
+        let config = CdrWriterConfig {
+            batch_size: 100,
+            flush_interval: Duration::from_secs(3600),
+            ..config(temp_path("ot_spool"))
+        };
+        let (sink, writer) = start(store.clone(), config);
+        let mut all = records(0..100).into_iter();
+        all.by_ref().take(60).for_each(|r| sink.submit(r));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sink.stats().written, 0, "60 of 100 wait for the rest");
+        all.for_each(|r| sink.submit(r));
+        wait_for("the batch filled", Duration::from_secs(10), || sink.stats().written == 100).await;
+        assert_eq!(writer.shutdown().await.written, 100);
     }
 
     #[tokio::test]
