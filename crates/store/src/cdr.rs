@@ -429,7 +429,12 @@ fn insert_sql_cached(backend: Backend, rows: usize, taken: Taken) -> &'static st
 fn insert_sql(backend: Backend, rows: usize, taken: Taken) -> String {
     let n = COLUMNS.len();
     let mut sql = String::with_capacity(64 + n * 12 + rows * n * 6);
-    sql.push_str("INSERT INTO call_detail_records (");
+    // SQLite: `OR IGNORE` rather than `ON CONFLICT (id) DO NOTHING` (see `write`).
+    sql.push_str(if taken == Taken::Skip && backend == Backend::Sqlite {
+        "INSERT OR IGNORE INTO call_detail_records ("
+    } else {
+        "INSERT INTO call_detail_records ("
+    });
     sql.push_str(&COLUMNS.join(", "));
     sql.push_str(") VALUES ");
     for row in 0..rows {
@@ -448,10 +453,24 @@ fn insert_sql(backend: Backend, rows: usize, taken: Taken) -> String {
         }
         sql.push(')');
     }
-    if taken == Taken::Skip {
-        // Both backends (SQLite since 3.24) spell it the same.
+    if taken == Taken::Skip && backend == Backend::Postgres {
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
     }
+    sql
+}
+
+/// How many of `ids` the table holds (`$1`... on both backends: SQLite reads `$N` as well).
+fn stored_count_sql(ids: usize) -> String {
+    let mut sql = String::with_capacity(64 + ids * 5);
+    sql.push_str("SELECT COUNT(*) FROM call_detail_records WHERE id IN (");
+    for i in 1..=ids {
+        if i > 1 {
+            sql.push(',');
+        }
+        sql.push('$');
+        sql.push_str(itoa::Buffer::new().format(i));
+    }
+    sql.push(')');
     sql
 }
 
@@ -544,9 +563,10 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut tx = pool.begin().await?;
     let new = write::<DB>(&mut tx, backend, records, Taken::Skip).await?;
@@ -569,9 +589,10 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Decode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
     records.iter().try_for_each(check)?;
     let mut added = 0;
@@ -610,6 +631,32 @@ where
         bound.map_err(|e| StoreError::Failed(format!("call detail record values: {e}")))?;
         let q = sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args);
         added += DB::rows_affected(&q.execute(&mut *conn).await.map_err(|e| conflict_or(e, "id"))?);
+    }
+    // On SQLite a skipping insert is `OR IGNORE`: with `ON CONFLICT (id) DO NOTHING` the other
+    // constraints (NOT NULL, CHECK) could still abort a statement halfway, so SQLite kept a
+    // statement journal of every page each statement changed (16 KiB copies, spilled to a
+    // temporary file past 64 KiB) to undo it alone. `OR IGNORE` would skip a row those refuse
+    // as silently as one stored already: the values here cannot break them (`check` and the
+    // types: enums' texts, no NULL where NOT NULL), and when rows were skipped the batch counts
+    // the ones the table holds, so a record skipped for another reason fails the batch instead
+    // of going missing.
+    if taken == Taken::Skip && backend == Backend::Sqlite && added < records.len() as u64 {
+        // A batch may carry one id twice (a record and its replay): each counts once.
+        let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let mut args = DB::Arguments::default();
+        for id in &ids {
+            args.add(DB::text(id)).map_err(|e| StoreError::Failed(format!("call detail record ids: {e}")))?;
+        }
+        let sql = stored_count_sql(ids.len());
+        let row = sqlx::query_with::<DB, _>(sqlx::AssertSqlSafe(sql), args).fetch_one(&mut *conn).await?;
+        let held = usize::try_from(sqlx::Row::try_get::<i64, _>(&row, 0usize)?).unwrap_or(0);
+        if held < ids.len() {
+            return Err(StoreError::Failed(format!(
+                "{} of {} call detail records neither stored nor held already",
+                ids.len() - held,
+                ids.len()
+            )));
+        }
     }
     Ok(added)
 }
@@ -824,10 +871,14 @@ mod tests {
             ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         ));
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            assert!(!insert_sql(backend, 1, Taken::Conflict).contains("ON CONFLICT"));
-            let skip = insert_sql(backend, 1, Taken::Skip);
-            assert!(skip.ends_with(") ON CONFLICT (id) DO NOTHING"), "{skip}");
+            let conflict = insert_sql(backend, 1, Taken::Conflict);
+            assert!(conflict.starts_with("INSERT INTO") && !conflict.contains("ON CONFLICT"), "{conflict}");
         }
+        let skip = insert_sql(Backend::Postgres, 1, Taken::Skip);
+        assert!(skip.starts_with("INSERT INTO") && skip.ends_with(") ON CONFLICT (id) DO NOTHING"), "{skip}");
+        let skip = insert_sql(Backend::Sqlite, 1, Taken::Skip);
+        assert!(skip.starts_with("INSERT OR IGNORE INTO") && !skip.contains("ON CONFLICT"), "{skip}");
+        assert_eq!(stored_count_sql(3), "SELECT COUNT(*) FROM call_detail_records WHERE id IN ($1,$2,$3)");
     }
 
     /// An attempt answered 503, started at `start_ms` and ended a millisecond later.

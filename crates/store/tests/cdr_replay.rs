@@ -90,3 +90,29 @@ async fn the_same_records_through_either_driver() {
         }
     }
 }
+
+/// On SQLite a skipping insert is `INSERT OR IGNORE` (no statement journal): a record the table
+/// drops silently for another reason than being stored already must fail its batch, never go
+/// missing. A trigger drops one here, as a constraint would under `OR IGNORE`.
+#[tokio::test]
+async fn a_record_dropped_for_another_reason_fails_its_batch_on_sqlite() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let path = std::env::temp_dir().join(format!("ot_store_dropped_{}_{nanos}.db", std::process::id()));
+    let url = format!("sqlite://{}", path.display());
+    let store = store::Store::open(&url).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER drop_one BEFORE INSERT ON call_detail_records \
+         WHEN NEW.to_received = 'dropped' BEGIN SELECT RAISE(IGNORE); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let kept = record("kept", 0, "2125556789");
+    let err = store.insert_new_cdrs(&[kept.clone(), record("dropped", 1, "dropped")]).await.unwrap_err();
+    assert!(err.to_string().contains("1 of 2 call detail records neither stored nor held"), "{err}");
+    // The batch's transaction rolled back: the kept one was not stored with it.
+    assert_eq!(store.insert_new_cdrs(std::slice::from_ref(&kept)).await.unwrap(), 1);
+    // Held already, skipped, counted, and no error.
+    assert_eq!(store.insert_new_cdrs(&[kept]).await.unwrap(), 0);
+}
