@@ -110,12 +110,13 @@ const SQLITE_PRAGMAS: [&str; 4] =
     ["PRAGMA page_size=16384", "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"];
 
 /// The batch writers' connection's own settings, after [`SQLITE_PRAGMAS`]: statement journals
-/// in memory. Each multi-row insert of a batch keeps a statement journal (the pages it changes,
-/// so that a failing statement can be undone alone); past 64 KiB, four of these 16 KiB pages,
-/// SQLite spilled it to a temporary file, created and unlinked in `/var/tmp` for every batch:
-/// at 500 calls/s 1.4 writes of 16 KiB a call to a file no one reads. A batch's statement
-/// journal holds at most the pages of one statement (64 records and their index entries, about
-/// 1 MiB), freed when the statement ends.
+/// in memory. A multi-row statement that a constraint could abort halfway (the journal's and
+/// the registrar's upserts) keeps a statement journal, the pages it changes, so that it can be
+/// undone alone; past 64 KiB, four of these 16 KiB pages, SQLite spilled it to a temporary
+/// file, created and unlinked in `/var/tmp` for every batch (the call records' inserts did too,
+/// at 500 calls/s 1.4 writes of 16 KiB a call, until they became `OR IGNORE`, which needs
+/// none: `cdr::write`). One statement's journal holds at most the pages it changes (64 rows and
+/// their index entries), freed when the statement ends.
 const SQLITE_WRITER_PRAGMAS: [&str; 1] = ["PRAGMA temp_store=MEMORY"];
 
 /// The database behind the platform.
