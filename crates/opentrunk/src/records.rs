@@ -218,8 +218,8 @@ enum Item {
 
 /// What the sinks tell the writer task besides the items themselves. While a batch gathers, the
 /// task does not wait on the queue (every item would wake it: up to three a call, the record
-/// and two journal changes, each a task switch and often a thread's wake-up); it sleeps until
-/// the flush interval ends, or until the sinks say a batch's worth is waiting.
+/// and two journal changes, each a poll of the task and a new timer); it sleeps until the flush
+/// interval ends, or until the sinks say a batch's worth is waiting.
 #[derive(Debug)]
 struct Intake {
     /// Items sent and not yet taken by the task. A sink counts an item just after sending it,
