@@ -1056,6 +1056,13 @@ async fn drive<C: crate::counters::Counters + 'static>(
     let (admitted_tx, mut admitted_rx) = tokio::sync::mpsc::unbounded_channel();
     let (located_tx, mut located_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut notices_sent = Instant::now();
+    // One timer for the core's next deadline, moved as that deadline moves rather than made
+    // anew each turn: a new timer registers with the runtime's timer wheel, and one earlier
+    // than the runtime's next planned wake-up wakes the worker parked in `epoll_wait` (an
+    // eventfd write and a context switch, about 1.2 a call at 500 calls/s). Moving a timer
+    // later is free; most turns leave it where it was.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+    tokio::pin!(timer);
     loop {
         while let Some((id, uri)) = core.poll_uac_locate() {
             let locator = plumbing.locator.clone();
@@ -1111,6 +1118,10 @@ async fn drive<C: crate::counters::Counters + 'static>(
             }
             _ => next_timer,
         };
+        let next_timer = next_timer.unwrap_or(far);
+        if timer.deadline() != next_timer {
+            timer.as_mut().reset(next_timer);
+        }
         let (datagrams, others) = match &mut role {
             Role::First { datagrams, others } => (Some(datagrams), others.as_slice()),
             Role::Other { .. } => (None, &[][..]),
@@ -1159,7 +1170,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
             Some((id, located)) = located_rx.recv() => {
                 core.uac_located(id, located, Instant::now());
             }
-            _ = tokio::time::sleep_until(next_timer.unwrap_or(far)) => {
+            () = &mut timer => {
                 core.handle_timeout(Instant::now());
             }
             c = control.recv(), if drain_deadline.is_none() => {
