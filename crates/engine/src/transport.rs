@@ -831,8 +831,20 @@ where
     // a message in time (no slowloris).
     let mut partial_since: Option<Instant> = None;
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    // The two deadlines' timers live as long as the stream and move with their deadlines: a
+    // timer made anew for every message registers with the runtime's timer wheel each time.
+    let idle = tokio::time::sleep_until(deadline);
+    tokio::pin!(idle);
+    let unfinished = tokio::time::sleep_until(far);
+    tokio::pin!(unfinished);
     loop {
         let message_deadline = partial_since.map_or(far, |t| t + inner.limits.message_timeout);
+        if idle.deadline() != deadline {
+            idle.as_mut().reset(deadline);
+        }
+        if unfinished.deadline() != message_deadline {
+            unfinished.as_mut().reset(message_deadline);
+        }
         tokio::select! {
             read = stream.read_buf(&mut buf) => {
                 match read {
@@ -886,8 +898,8 @@ where
                 }
                 deadline = Instant::now() + inner.limits.idle_timeout;
             }
-            _ = tokio::time::sleep_until(deadline) => return "idle",
-            _ = tokio::time::sleep_until(message_deadline) => return "message not finished in time",
+            () = &mut idle => return "idle",
+            () = &mut unfinished => return "message not finished in time",
         }
     }
 }

@@ -706,6 +706,40 @@ async fn traffic_keeps_a_connection_from_being_reaped() {
     .await;
 }
 
+/// A peer trickling a message a few bytes at a time keeps the connection from being idle, but
+/// must still finish the message within `message_timeout` (no slowloris).
+#[tokio::test]
+async fn a_message_trickled_too_slowly_closes_the_connection() {
+    bounded(async {
+        let limits = TransportLimits {
+            idle_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_millis(600),
+            ..limits()
+        };
+        let sw = Switch::start(&["tcp:127.0.0.1:0"], TlsSettings::default(), limits).await;
+        let mut peer = tcp_peer(sw.addr(TransportKind::Tcp)).await;
+        let req = options("TCP", "client.example.invalid", "trickle");
+        let started = Instant::now();
+        let mut closed = false;
+        for chunk in req.as_bytes().chunks(4) {
+            if peer.stream.write_all(chunk).await.is_err() {
+                closed = true;
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+            if started.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        assert!(closed || peer.closed_within(STEP).await.is_empty(), "still open after the whole message");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(500), "closed after {waited:?}, before its time was up");
+        assert!(waited < Duration::from_secs(3), "closed only after {waited:?}");
+        sw.wait_connections(0).await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn oversized_stream_message_closes_connection() {
     bounded(async {
