@@ -1017,11 +1017,11 @@ mod tests {
         }
         let b = s.as_bytes();
         let tail = b.get(start..).unwrap_or_default();
-        let (host, mut i) = if tail.first() == Some(&b'[') {
-            let len = tail.iter().position(|&c| c == b']').ok_or(Error("unterminated IPv6 reference"))?;
-            let inner = &s[start + 1..start + len];
-            (Host::Ipv6(parse_ipv6(inner).ok_or(Error("invalid IPv6 reference"))?), start + len + 1)
-        } else {
+        if tail.first() == Some(&b'[') {
+            // IPv6 references are read as they were: nothing to compare.
+            return hostport(s, start);
+        }
+        let (host, mut i) = {
             let end = start + tail.iter().take_while(|&&c| is_hostname(c)).count();
             let name = &s[start..end];
             let host = if name.is_empty() {
