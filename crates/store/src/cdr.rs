@@ -459,16 +459,13 @@ fn insert_sql(backend: Backend, rows: usize, taken: Taken) -> String {
     sql
 }
 
-/// How many of `ids` the table holds (`$1`... on both backends: SQLite reads `$N` as well).
+/// How many of `ids` ids the table holds, on SQLite (the only backend that asks): anonymous
+/// `?`, as [`insert_sql`] writes them there.
 fn stored_count_sql(ids: usize) -> String {
-    let mut sql = String::with_capacity(64 + ids * 5);
+    let mut sql = String::with_capacity(64 + ids * 2);
     sql.push_str("SELECT COUNT(*) FROM call_detail_records WHERE id IN (");
-    for i in 1..=ids {
-        if i > 1 {
-            sql.push(',');
-        }
-        sql.push('$');
-        sql.push_str(itoa::Buffer::new().format(i));
+    for i in 0..ids {
+        sql.push_str(if i == 0 { "?" } else { ",?" });
     }
     sql.push(')');
     sql
@@ -878,7 +875,7 @@ mod tests {
         assert!(skip.starts_with("INSERT INTO") && skip.ends_with(") ON CONFLICT (id) DO NOTHING"), "{skip}");
         let skip = insert_sql(Backend::Sqlite, 1, Taken::Skip);
         assert!(skip.starts_with("INSERT OR IGNORE INTO") && !skip.contains("ON CONFLICT"), "{skip}");
-        assert_eq!(stored_count_sql(3), "SELECT COUNT(*) FROM call_detail_records WHERE id IN ($1,$2,$3)");
+        assert_eq!(stored_count_sql(3), "SELECT COUNT(*) FROM call_detail_records WHERE id IN (?,?,?)");
     }
 
     /// An attempt answered 503, started at `start_ms` and ended a millisecond later.
