@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use crate::message::{LayoutHost, Message, Method, ViaLayout};
-use crate::scan::{self, Cursor, Params, is_token, parse_params, parse_u32, split_list, trim_lws};
+use crate::scan::{
+    self, Cursor, Params, is_token, parse_params, parse_params_finding, parse_u32, split_list, trim_lws,
+};
 use crate::uri::{Host, Uri, parse_host, parse_uri};
 use crate::{Error, SipUri};
 
@@ -245,6 +247,9 @@ pub struct Via<'a> {
     pub host: Host<'a>,
     pub port: Option<u16>,
     pub params: Params<'a>,
+    /// The first `branch` parameter's value, as `params.get("branch").flatten()` finds it:
+    /// found while the parameters are checked, since every transaction lookup asks for it.
+    pub(crate) branch: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
@@ -279,15 +284,15 @@ impl<'a> Via<'a> {
         } else {
             None
         };
-        let params = parse_params(&mut c).map_err(|_| Error("malformed Via parameter"))?;
+        let (params, branch) = parse_params_finding(&mut c, "branch").map_err(|_| Error("malformed Via parameter"))?;
         c.skip_lws();
         if !c.at_end() {
             return Err(bad);
         }
-        Ok(Via { protocol_name, protocol_version, transport, host, port, params })
+        Ok(Via { protocol_name, protocol_version, transport, host, port, params, branch: branch.flatten() })
     }
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch
     }
     /// `true` when the branch carries the RFC 3261 magic cookie (`z9hG4bK`) and something after
     /// it, so the transaction can be matched by branch alone.
@@ -1024,6 +1029,25 @@ mod tests {
         for bad in ["SIP/2.0/UDP", "SIP/2.0/UDP host;", "SIP/2.0/UDP host;;branch=x", "SIP/2.0 host", "SIP/2.0/UDP h x"]
         {
             assert!(Via::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The branch found while the parameters are checked is the one `Params::get` finds: any
+    /// case, the first of several, a flag's none, a quoted one with its quotes.
+    #[test]
+    fn via_branch_is_the_first_by_any_case() {
+        for (via, branch) in [
+            ("SIP/2.0/UDP h;BRANCH=z9hG4bKa", Some("z9hG4bKa")),
+            ("SIP/2.0/UDP h;rport;Branch = z9hG4bKb ;received=192.0.2.1", Some("z9hG4bKb")),
+            ("SIP/2.0/UDP h;branch=z9hG4bKc;branch=z9hG4bKd", Some("z9hG4bKc")),
+            ("SIP/2.0/UDP h;branch;branch=z9hG4bKe", None),
+            ("SIP/2.0/UDP h;x-branch=1;branchy=2", None),
+            ("SIP/2.0/UDP h;branch=\"q;x\"", Some("\"q;x\"")),
+            ("SIP/2.0/UDP h", None),
+        ] {
+            let v = Via::parse(via).unwrap();
+            assert_eq!(v.branch(), branch, "{via}");
+            assert_eq!(v.branch(), v.params.get("branch").flatten(), "{via}");
         }
     }
 

@@ -559,6 +559,7 @@ impl Message {
             },
             port: l.port,
             params: crate::scan::Params::from_raw(part(l.params)),
+            branch: l.branch.map(part),
         })
     }
 

@@ -338,11 +338,23 @@ impl<'a> Iterator for ParamIter<'a> {
 /// validating each: the name is a token, the value a token, a host (IPv6 reference included) or
 /// a quoted string. Stops before anything that is not `;` after optional whitespace.
 pub fn parse_params<'a>(c: &mut Cursor<'a>) -> Result<Params<'a>, Error> {
+    parse_params_finding(c, "").map(|(params, _)| params)
+}
+
+/// [`parse_params`], also returning what [`Params::get`] would give for `wanted` (the first
+/// parameter so named, case-insensitive), found in the same pass.
+pub fn parse_params_finding<'a>(
+    c: &mut Cursor<'a>,
+    wanted: &str,
+) -> Result<(Params<'a>, Option<Option<&'a str>>), Error> {
     let start = c.pos();
     let mut end = start;
+    let mut found = None;
     while c.eat_sep(b';') {
-        c.token().map_err(|_| Error("empty or malformed parameter"))?;
-        if c.eat_sep(b'=') {
+        let name = c.token().map_err(|_| Error("empty or malformed parameter"))?;
+        let value_start = c.pos();
+        let value = if c.eat_sep(b'=') {
+            let value_start = c.pos();
             match c.peek() {
                 Some(b'"') => {
                     c.quoted_string()?;
@@ -362,11 +374,21 @@ pub fn parse_params<'a>(c: &mut Cursor<'a>) -> Result<Params<'a>, Error> {
                     }
                 }
             }
+            // The value as `ParamIter` reads it: quotes kept, nothing around it.
+            Some(&c.src()[value_start..c.pos()])
+        } else {
+            debug_assert_eq!(c.pos(), value_start);
+            None
+        };
+        if found.is_none() && name.eq_ignore_ascii_case(wanted) {
+            found = Some(value);
         }
         end = c.pos();
     }
     c.set_pos(end);
-    Ok(Params::from_raw(&c.src()[start..end]))
+    let params = Params::from_raw(&c.src()[start..end]);
+    debug_assert_eq!(found, if wanted.is_empty() { None } else { params.get(wanted) }, "parameter found differs");
+    Ok((params, found))
 }
 
 /// Splits a header value on the commas that separate list elements, ignoring commas inside
