@@ -167,9 +167,9 @@ pub struct LiveCallTable {
 
 #[derive(Debug, Default)]
 struct Tables {
-    calls: HashMap<String, LiveCall>,
+    calls: HashMap<String, LiveCall, foldhash::fast::RandomState>,
     /// Each connection's calls by position, so a list reads out in order.
-    by_connection: HashMap<String, BTreeSet<Position>>,
+    by_connection: HashMap<String, BTreeSet<Position>, foldhash::fast::RandomState>,
 }
 
 impl Tables {

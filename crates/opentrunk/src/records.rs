@@ -382,7 +382,7 @@ pub fn start(store: Store, config: CdrWriterConfig) -> (CdrSink, CdrWriter) {
         replay_len: None,
         failures_in_row: 0,
         backoff: RETRY_FIRST,
-        journal: HashMap::new(),
+        journal: HashMap::default(),
         journal_due: Instant::now(),
         journal_backoff: RETRY_FIRST,
     };
@@ -662,7 +662,7 @@ struct Task {
     /// Records taken from the intake, oldest first; a failed batch stays at the head.
     pending: VecDeque<CallDetailRecord>,
     /// Journal changes not written yet, one per call (an answer folds into its call's start).
-    journal: HashMap<String, JournalWrite>,
+    journal: HashMap<String, JournalWrite, foldhash::fast::RandomState>,
     /// When the journal may be written next (later after a failure).
     journal_due: Instant,
     journal_backoff: Duration,
