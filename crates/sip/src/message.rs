@@ -1147,15 +1147,30 @@ fn head_str(b: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(b) }
 }
 
+/// `s` split around its first `byte` (ASCII), as `str::split_once` with a char: a plain scan,
+/// since the start line's parts are a few bytes to a few dozen and the char searcher's setup
+/// cost more than the search.
+fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == byte)?;
+    // An ASCII byte's position is a char boundary on both sides.
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// `s` split around its last `byte` (ASCII), as `str::rsplit_once` with a char.
+fn rsplit_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().rposition(|b| b == byte)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 fn parse_start_line(s: &str, fault: &mut Option<Error>) -> Option<Start> {
     let off = |part: &str| part.as_ptr() as usize - s.as_ptr() as usize;
     let span = |part: &str| Span::orig(off(part), off(part) + part.len());
     if let Some(rest) = s.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).map(|_| s) {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let (version, rest) = rest.split_once(' ')?;
+        let (version, rest) = split_at_byte(rest, b' ')?;
         // No space after the code: an empty reason at the end of the line (a slice of the
         // line itself, so its offset stays meaningful).
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, &rest[rest.len()..]));
+        let (code, reason) = split_at_byte(rest, b' ').unwrap_or((rest, &rest[rest.len()..]));
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -1170,12 +1185,12 @@ fn parse_start_line(s: &str, fault: &mut Option<Error>) -> Option<Start> {
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only. The version is
     // taken after the last space so that a URI with stray spaces is a 400, not a 505.
-    let (method, rest) = s.split_once(' ')?;
+    let (method, rest) = split_at_byte(s, b' ')?;
     if !crate::scan::is_token_str(method) {
         return None;
     }
-    let (uri, version) = rest.rsplit_once(' ')?;
-    if uri.is_empty() || version.is_empty() || uri.contains(' ') {
+    let (uri, version) = rsplit_at_byte(rest, b' ')?;
+    if uri.is_empty() || version.is_empty() || uri.as_bytes().contains(&b' ') {
         fault.get_or_insert(Error("malformed Request-Line"));
     }
     if !version.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
