@@ -644,7 +644,7 @@ fn unstorable(r: &CallDetailRecord) -> Option<&'static str> {
         r.cost.as_ref(),
         r.reason_code.as_ref(),
     ];
-    if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+    if texts.into_iter().flatten().any(|t| t.as_bytes().contains(&0)) {
         return Some("a NUL character in a text field");
     }
     None
