@@ -297,9 +297,8 @@ pub fn cdr_timestamp(unix_ms: i64) -> String {
     put(14, 2, ms_of_day / 60_000 % 60);
     put(17, 2, ms_of_day / 1000 % 60);
     put(20, 3, ms_of_day % 1000);
-    let mut text = String::with_capacity(out.len());
-    text.extend(out.iter().map(|&b| char::from(b)));
-    text
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01, for years 0
