@@ -923,15 +923,22 @@ where
 mod tests {
     use super::*;
 
+    /// One UDP listener on loopback (its stream receiver, kept by the caller), its address, and
+    /// a peer socket to send to it from.
+    async fn udp_listener_and_peer() -> (Transports, SocketAddr, std::net::UdpSocket, mpsc::Receiver<Inbound>) {
+        let spec: ListenSpec = "udp:127.0.0.1:0".parse().expect("spec");
+        let (tx, rx) = mpsc::channel(1);
+        let t = Transports::bind(&[spec], TlsSettings::default(), TransportLimits::default(), tx).await.expect("bind");
+        let to = t.listeners()[0].addr;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        (t, to, peer, rx)
+    }
+
     /// However many come at once (one, a burst larger than any batch, a few again), every
     /// datagram is read once, in the order sent, as the batch size follows the traffic.
     #[tokio::test]
     async fn datagrams_are_read_once_in_order_whatever_the_batch() {
-        let spec: ListenSpec = "udp:127.0.0.1:0".parse().expect("spec");
-        let (tx, _rx) = mpsc::channel(1);
-        let t = Transports::bind(&[spec], TlsSettings::default(), TransportLimits::default(), tx).await.expect("bind");
-        let to = t.listeners()[0].addr;
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let (t, to, peer, _rx) = udp_listener_and_peer().await;
         let mut reader = t.datagram_reader();
         let mut next = 0u32;
         let mut seen = Vec::new();
@@ -953,11 +960,7 @@ mod tests {
     /// Datagrams the switch did not read in time are dropped by the kernel, and counted.
     #[tokio::test]
     async fn datagrams_dropped_by_a_full_receive_buffer_are_counted() {
-        let spec: ListenSpec = "udp:127.0.0.1:0".parse().expect("spec");
-        let (tx, _rx) = mpsc::channel(1);
-        let t = Transports::bind(&[spec], TlsSettings::default(), TransportLimits::default(), tx).await.expect("bind");
-        let to = t.listeners()[0].addr;
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let (t, to, peer, _rx) = udp_listener_and_peer().await;
         // Far more than the receive buffer holds: nobody reads meanwhile.
         let datagram = [b'x'; 1200];
         for _ in 0..20_000 {
