@@ -1059,10 +1059,11 @@ async fn drive<C: crate::counters::Counters + 'static>(
     // One timer for the core's next deadline, moved as that deadline moves rather than made
     // anew each turn: a new timer registers with the runtime's timer wheel, and one earlier
     // than the runtime's next planned wake-up wakes the worker parked in `epoll_wait` (an
-    // eventfd write and a context switch, about 1.2 a call at 500 calls/s). Moving a timer
-    // later is free; most turns leave it where it was.
+    // eventfd write and a context switch). Its deadlines lie on a grid (WAKE_GRID) and at most
+    // WAKE_HORIZON ahead, so that it rarely moves, and almost never earlier.
     let timer = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(timer);
+    let grid_origin = tokio::time::Instant::now();
     loop {
         while let Some((id, uri)) = core.poll_uac_locate() {
             let locator = plumbing.locator.clone();
@@ -1106,7 +1107,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
         let notices_due = core.has_notices().then(|| notices_sent + NOTICE_BATCH);
         let next_timer = [core.poll_timeout(), notices_due].into_iter().flatten().min().map(|at| {
             let now = Instant::now();
-            tokio::time::Instant::now() + at.saturating_duration_since(now)
+            on_grid(grid_origin, tokio::time::Instant::now() + at.saturating_duration_since(now).min(WAKE_HORIZON))
         });
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         // While draining, the first core looks again every so often whether the others have
@@ -1252,6 +1253,29 @@ fn answer_requests<C: crate::counters::Counters + 'static>(
 /// How many datagrams of a turn are each settled before the next is handled.
 const SETTLED_ALONE: usize = 2;
 
+/// The grid the driver's wake-ups lie on: a deadline is rounded up to the next point of it,
+/// so deadlines close together are served by one wake-up. The core's deadlines are mostly
+/// timers of transactions that already ended (its wheel drops them when they come due, not
+/// when they are cancelled), at 500 calls/s a few a call a few milliseconds apart: each was a
+/// wake-up from `epoll_wait` and, as the timer was set again after firing, an eventfd write
+/// and an `epoll_wait` that returned at once (1.1 writes a call). RFC 3261's timers start at
+/// T1 (500 ms) and tolerate this much lateness; Kamailio's timer ticks every 62.5 ms.
+const WAKE_GRID: Duration = Duration::from_millis(10);
+
+/// The longest the driver sleeps while its core has a deadline: T1, the shortest timer a new
+/// transaction starts, so that a new transaction's timer never comes before the one set (which
+/// would wake the runtime's I/O driver), at the cost of a wake-up every T1 while only long
+/// timers are pending.
+const WAKE_HORIZON: Duration = Duration::from_millis(500);
+
+/// `at` rounded up to the next point of the [`WAKE_GRID`] grid that starts at `origin` (`at`
+/// itself when it is one).
+fn on_grid(origin: tokio::time::Instant, at: tokio::time::Instant) -> tokio::time::Instant {
+    let grid = WAKE_GRID.as_nanos();
+    let points = at.saturating_duration_since(origin).as_nanos().div_ceil(grid);
+    origin + Duration::from_nanos(u64::try_from(points * grid).unwrap_or(u64::MAX))
+}
+
 /// How long a core other than the first keeps its call notices before handing them on.
 const NOTICE_BATCH: Duration = Duration::from_millis(10);
 
@@ -1292,6 +1316,27 @@ mod tests {
 
     const PBX: &str = "192.0.2.10:5062";
     const SWITCH: &str = "192.0.2.1:5060";
+
+    /// A wake-up is never earlier than asked, less than a grid step later, and deadlines within
+    /// one step share it (one timer, one wake-up).
+    #[test]
+    fn deadlines_round_up_onto_the_wake_grid() {
+        let origin = tokio::time::Instant::now();
+        assert_eq!(on_grid(origin, origin), origin);
+        assert_eq!(on_grid(origin, origin + WAKE_GRID), origin + WAKE_GRID);
+        for ns in [1u64, 999, 1_000_000, 9_999_999, 10_000_001, 123_456_789, 3_600_000_000_000] {
+            let at = origin + Duration::from_nanos(ns);
+            let woken = on_grid(origin, at);
+            assert!(woken >= at && woken - at < WAKE_GRID, "{ns} ns: {:?}", woken - origin);
+            assert_eq!((woken - origin).as_nanos() % WAKE_GRID.as_nanos(), 0, "{ns} ns");
+        }
+        let a = origin + Duration::from_millis(501);
+        let b = origin + Duration::from_micros(509_999);
+        assert_eq!(on_grid(origin, a), on_grid(origin, b));
+        assert_eq!(on_grid(origin, a), origin + Duration::from_millis(510));
+        // Before the origin (a deadline already past): the origin, at once.
+        assert_eq!(on_grid(origin + WAKE_GRID, origin), origin + WAKE_GRID);
+    }
 
     fn request(method: &str, branch: &str, cseq_method: &str) -> String {
         format!(
