@@ -1334,7 +1334,7 @@ mod tests {
         let b = origin + Duration::from_micros(509_999);
         assert_eq!(on_grid(origin, a), on_grid(origin, b));
         assert_eq!(on_grid(origin, a), origin + Duration::from_millis(510));
-        // Before the origin (a deadline already past): the origin, at once.
+        // Before the origin (the driver never asks: its deadlines are from now on): the origin.
         assert_eq!(on_grid(origin + WAKE_GRID, origin), origin + WAKE_GRID);
     }
 
