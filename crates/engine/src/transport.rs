@@ -646,7 +646,8 @@ impl DatagramReader {
             while read < budget {
                 let want = (budget - read).min(self.batch);
                 let result = recv_batch(l, &mut self.bufs[..want], &mut self.got);
-                self.batch = if self.got.len() == want {
+                let full = self.got.len() == want;
+                self.batch = if full {
                     (want * 2).clamp(RECV_BATCH_FIRST, RECV_BATCH)
                 } else {
                     (self.got.len() * 2).next_power_of_two().clamp(RECV_BATCH_FIRST, RECV_BATCH)
@@ -656,7 +657,6 @@ impl DatagramReader {
                     _ if !self.got.is_empty() => {
                         let now = std::time::Instant::now();
                         read += self.got.len();
-                        let full = self.got.len() == want;
                         for (i, &(n, remote)) in self.got.iter().enumerate() {
                             if n == 0 {
                                 continue;
