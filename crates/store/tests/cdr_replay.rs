@@ -96,9 +96,7 @@ async fn the_same_records_through_either_driver() {
 /// missing. A trigger drops one here, as a constraint would under `OR IGNORE`.
 #[tokio::test]
 async fn a_record_dropped_for_another_reason_fails_its_batch_on_sqlite() {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let path = std::env::temp_dir().join(format!("ot_store_dropped_{}_{nanos}.db", std::process::id()));
-    let url = format!("sqlite://{}", path.display());
+    let url = support::sqlite_url();
     let store = store::Store::open(&url).await.unwrap();
     let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::query(

@@ -20,10 +20,15 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{seq}_{nanos}", std::process::id())
 }
 
+/// The URL of a SQLite file no other test uses, not created yet.
+pub fn sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("ot_store")));
+    format!("sqlite://{}", path.display())
+}
+
 /// A fresh SQLite store in a temporary file.
 pub async fn sqlite() -> Store {
-    let path = std::env::temp_dir().join(format!("{}.db", unique("ot_store")));
-    Store::open(&format!("sqlite://{}", path.display())).await.expect("open sqlite store")
+    Store::open(&sqlite_url()).await.expect("open sqlite store")
 }
 
 /// A fresh PostgreSQL store in its own schema, or `None` when no server is reachable.
