@@ -871,7 +871,7 @@ impl Core {
 
     /// Sends what a client transaction wants sent and hands its events to its call.
     pub(super) fn pump_client(&mut self, key: &TransactionKey, now: Instant) {
-        let Some(entry) = self.clients.get_mut(key) else { return };
+        let Some((slot, entry)) = self.clients.get_slot_mut(key) else { return };
         while let Some(data) = entry.txn.poll_transmit() {
             self.outbox.push_back(entry.dest.outbound(data));
         }
@@ -954,11 +954,11 @@ impl Core {
             }
         }
         if let Some(at) = next
-            && let Some(entry) = self.clients.get_mut(key)
+            && let Some((_, entry)) = self.clients.at_mut(slot)
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(at, Due::Client(key.clone()));
+            self.timers.push(at, Due::Client(slot));
         }
         self.publish_client_count();
         if let Some(call) = touched {

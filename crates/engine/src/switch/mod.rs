@@ -4,6 +4,7 @@
 //! whole of it runs under a test with a fake clock. [`run_sharded`] is the thin async driver.
 
 mod calls;
+mod table;
 mod timers;
 mod uac;
 
@@ -373,12 +374,12 @@ struct ServerEntry {
     scheduled: Option<Instant>,
 }
 
-/// What a deadline on the timer wheel belongs to. Transaction keys are shared, so an entry
-/// costs no allocation.
+/// What a deadline on the timer wheel belongs to: a transaction by its place in its table
+/// (reached without hashing; a stale one finds nothing), a call or UAC registration by id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Due {
-    Server(TransactionKey),
-    Client(TransactionKey),
+    Server(table::Slot),
+    Client(table::Slot),
     Call(u64),
     Uac(u64),
 }
@@ -396,7 +397,7 @@ enum Served {
 /// The sans-I/O switch core.
 pub struct Core {
     config: SwitchConfig,
-    servers: HashMap<TransactionKey, ServerEntry>,
+    servers: table::TransactionTable<ServerEntry>,
     /// Deadlines of transactions and calls (a timing wheel). Each holds one entry at a time (the
     /// `scheduled` of its table entry): a deadline moved later waits for the earlier entry to
     /// fire and re-arms then; entries of ended ones are skipped when taken.
@@ -418,7 +419,7 @@ pub struct Core {
     product: Arc<str>,
     /// A moment and the wall-clock time at it: records and events carry wall-clock times.
     wall_base: (Instant, SystemTime),
-    clients: HashMap<TransactionKey, calls::ClientEntry>,
+    clients: table::TransactionTable<calls::ClientEntry>,
     /// Boxed: a call entry is about 2 KB, moved out and back on every step of its call, and
     /// the table's spare buckets would each cost one.
     calls: HashMap<u64, Box<calls::CallEntry>>,
@@ -457,10 +458,10 @@ impl Core {
         // never grows past `max_transactions`; our client transactions are about half as
         // many): growing one rehashed every entry at once, and at thousands of calls a second
         // each doubling held up every message behind it for milliseconds. Memory is reserved,
-        // not touched, until used.
+        // not touched, until used (see `table`).
         let most = config.max_transactions;
         Core {
-            servers: HashMap::with_capacity_and_hasher(most, Default::default()),
+            servers: table::TransactionTable::with_capacity(most),
             timers: timers::TimerWheel::default(),
             config,
             outbox: VecDeque::new(),
@@ -473,7 +474,7 @@ impl Core {
             local: local.into(),
             product,
             wall_base: (Instant::now(), SystemTime::now()),
-            clients: HashMap::with_capacity_and_hasher(most / 2, Default::default()),
+            clients: table::TransactionTable::with_capacity(most / 2),
             calls: HashMap::default(),
             ended: HashMap::default(),
             pending: HashMap::default(),
@@ -786,8 +787,8 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, due)) = self.timers.pop_due(now) {
             match due {
-                Due::Server(key) => {
-                    let Some(entry) = self.servers.get_mut(&key) else { continue };
+                Due::Server(slot) => {
+                    let Some((_, entry)) = self.servers.at_mut(slot) else { continue };
                     if entry.scheduled != Some(at) {
                         continue; // superseded by an earlier deadline, which has its own entry
                     }
@@ -797,10 +798,10 @@ impl Core {
                         entry.txn.handle_timeout(now);
                         add_retransmissions(&self.stats.responses_retransmitted, before, entry.txn.retransmissions());
                     }
-                    self.pump(&key);
+                    self.pump_at(slot);
                 }
-                Due::Client(key) => {
-                    let Some(entry) = self.clients.get_mut(&key) else { continue };
+                Due::Client(slot) => {
+                    let Some((key, entry)) = self.clients.at_mut(slot) else { continue };
                     if entry.scheduled != Some(at) {
                         continue;
                     }
@@ -810,6 +811,7 @@ impl Core {
                         entry.txn.handle_timeout(now);
                         add_retransmissions(&self.stats.requests_retransmitted, before, entry.txn.retransmissions());
                     }
+                    let key = key.clone();
                     self.pump_client(&key, now);
                 }
                 Due::Call(id) => self.call_timeout(id, now),
@@ -828,7 +830,14 @@ impl Core {
 
     /// Collects what a transaction wants sent, its next deadline and its events.
     fn pump(&mut self, key: &TransactionKey) {
-        let Some(entry) = self.servers.get_mut(key) else { return };
+        if let Some(slot) = self.servers.slot_of(key) {
+            self.pump_at(slot);
+        }
+    }
+
+    /// [`Core::pump`] for the transaction at `slot`.
+    fn pump_at(&mut self, slot: table::Slot) {
+        let Some((_, entry)) = self.servers.at_mut(slot) else { return };
         while let Some(data) = entry.txn.poll_transmit() {
             self.outbox.push_back(entry.route.outbound(data));
         }
@@ -842,9 +851,10 @@ impl Core {
             }
         }
         if terminated {
-            self.servers.remove(key);
-            // A CANCEL now finds no INVITE transaction (481): the call's index entry can go.
-            self.a_invites.remove(key);
+            if let Some((key, _)) = self.servers.remove_at(slot) {
+                // A CANCEL now finds no INVITE transaction (481): the call's index entry can go.
+                self.a_invites.remove(&key);
+            }
             self.gauges.server_transactions.publish(&self.stats.live_transactions, self.servers.len());
             return;
         }
@@ -852,7 +862,7 @@ impl Core {
             && entry.scheduled.is_none_or(|s| at < s)
         {
             entry.scheduled = Some(at);
-            self.timers.push(at, Due::Server(key.clone()));
+            self.timers.push(at, Due::Server(slot));
         }
     }
 
