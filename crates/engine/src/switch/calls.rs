@@ -123,8 +123,8 @@ pub(super) enum ClientRole {
 }
 
 pub(super) struct ClientEntry {
-    /// Boxed: the table's spare buckets then cost a pointer, not a transaction.
-    pub(super) txn: Box<ClientTransaction>,
+    /// In place: the table's slab holds live entries only (its index holds the spare buckets).
+    pub(super) txn: ClientTransaction,
     /// The deadline this transaction has in the core's timer heap: one entry at a time.
     pub(super) scheduled: Option<Instant>,
     pub(super) role: ClientRole,
@@ -845,7 +845,7 @@ impl Core {
             }
         };
         let key = txn.key().clone();
-        self.clients.insert(key.clone(), ClientEntry { txn: Box::new(txn), scheduled: None, role, dest });
+        self.clients.insert(key.clone(), ClientEntry { txn, scheduled: None, role, dest });
         bump(&self.stats.client_transactions);
         self.pump_client(&key, now);
         Some(key)

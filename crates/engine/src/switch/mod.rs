@@ -366,8 +366,8 @@ impl ReplyRoute {
 }
 
 struct ServerEntry {
-    /// Boxed: the table's spare buckets then cost a pointer, not a transaction.
-    txn: Box<ServerTransaction>,
+    /// In place: the table's slab holds live entries only (its index holds the spare buckets).
+    txn: ServerTransaction,
     route: ReplyRoute,
     final_sent: bool,
     /// The deadline this transaction has in the core's timer heap: one entry at a time.
@@ -661,7 +661,7 @@ impl Core {
             }
         };
         bump(&self.stats.server_transactions);
-        self.servers.insert(key.clone(), ServerEntry { txn: Box::new(txn), route, final_sent: false, scheduled: None });
+        self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false, scheduled: None });
         self.gauges.server_transactions.publish(&self.stats.live_transactions, self.servers.len());
         true
     }
