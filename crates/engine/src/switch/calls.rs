@@ -845,9 +845,9 @@ impl Core {
             }
         };
         let key = txn.key().clone();
-        self.clients.insert(key.clone(), ClientEntry { txn, scheduled: None, role, dest });
+        let slot = self.clients.insert(key.clone(), ClientEntry { txn, scheduled: None, role, dest });
         bump(&self.stats.client_transactions);
-        self.pump_client(&key, now);
+        self.pump_client(slot, now);
         Some(key)
     }
 
@@ -857,7 +857,7 @@ impl Core {
             bump(&self.stats.stray_responses);
             return;
         };
-        let Some(entry) = self.clients.get_mut(&key) else {
+        let Some((slot, entry)) = self.clients.get_slot_mut(&key) else {
             bump(&self.stats.stray_responses);
             return;
         };
@@ -866,12 +866,13 @@ impl Core {
             bump(&self.stats.stray_responses);
         }
         super::add_retransmissions(&self.stats.requests_retransmitted, before, entry.txn.retransmissions());
-        self.pump_client(&key, now);
+        self.pump_client(slot, now);
     }
 
-    /// Sends what a client transaction wants sent and hands its events to its call.
-    pub(super) fn pump_client(&mut self, key: &TransactionKey, now: Instant) {
-        let Some((slot, entry)) = self.clients.get_slot_mut(key) else { return };
+    /// Sends what the client transaction at `slot` wants sent, sets its next deadline and
+    /// hands its events to its call.
+    pub(super) fn pump_client(&mut self, slot: super::table::Slot, now: Instant) {
+        let Some((key, entry)) = self.clients.at_mut(slot) else { return };
         while let Some(data) = entry.txn.poll_transmit() {
             self.outbox.push_back(entry.dest.outbound(data));
         }
@@ -881,8 +882,11 @@ impl Core {
             events.push(ev);
         }
         let next = entry.txn.poll_timeout();
+        // The key only when there are events to hand on: a timer re-armed needs none.
+        let key = if events.is_empty() { None } else { Some(key.clone()) };
         let mut touched = None;
         for ev in events {
+            let Some(key) = key.as_ref() else { break };
             let call = match role {
                 ClientRole::Invite { call, .. } | ClientRole::Dialog { call, .. } => call,
                 ClientRole::Uac { uac } => {

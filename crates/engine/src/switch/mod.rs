@@ -801,7 +801,7 @@ impl Core {
                     self.pump_at(slot);
                 }
                 Due::Client(slot) => {
-                    let Some((key, entry)) = self.clients.at_mut(slot) else { continue };
+                    let Some((_, entry)) = self.clients.at_mut(slot) else { continue };
                     if entry.scheduled != Some(at) {
                         continue;
                     }
@@ -811,8 +811,7 @@ impl Core {
                         entry.txn.handle_timeout(now);
                         add_retransmissions(&self.stats.requests_retransmitted, before, entry.txn.retransmissions());
                     }
-                    let key = key.clone();
-                    self.pump_client(&key, now);
+                    self.pump_client(slot, now);
                 }
                 Due::Call(id) => self.call_timeout(id, now),
                 Due::Uac(id) => self.uac_timeout(id, now),
