@@ -170,6 +170,57 @@ where
     Ok(())
 }
 
+/// [`Store::write_journal`] through `pool`, in one transaction.
+async fn write_journal_in<DB: cdr::RecordDb>(
+    pool: &sqlx::Pool<DB>,
+    backend: Backend,
+    opens: &[&OpenCall],
+    records: &[String],
+    answers: &[(&str, i64, i64)],
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'t> DB::Text<'t>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<DB::Text<'t>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut tx = pool.begin().await?;
+    for (chunk, texts) in cdr::shaped_chunks(opens).zip(cdr::shaped_chunks(records)) {
+        let sql = format!(
+            "INSERT INTO open_calls ({OPEN_CALL_COLUMNS}) VALUES {} ON CONFLICT (call_id) DO NOTHING",
+            tuples(backend, chunk.len(), 6)
+        );
+        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+        for (c, text) in chunk.iter().zip(texts) {
+            q = q
+                .bind(DB::text(&c.record.id))
+                .bind(DB::text(&c.node_id))
+                .bind(DB::text(text))
+                .bind(c.billing_increment.as_deref().map(DB::text))
+                .bind(c.answered_at_ms)
+                .bind(c.updated_at_ms);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for chunk in cdr::shaped_chunks(answers) {
+        // VALUES columns are column1.. on both backends.
+        let sql = format!(
+            "UPDATE open_calls SET answered_at = COALESCE(open_calls.answered_at, v.column2), updated_at = \
+             v.column3 FROM (VALUES {}) AS v WHERE open_calls.call_id = v.column1",
+            tuples(backend, chunk.len(), 3)
+        );
+        let mut q = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+        for (id, answered, updated) in chunk {
+            q = q.bind(DB::text(id)).bind(*answered).bind(*updated);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 type OpenCallRow = (String, String, String, Option<String>, Option<i64>, i64);
 
 const OPEN_CALL_COLUMNS: &str = "call_id, node_id, record, billing_increment, answered_at, updated_at";
@@ -233,7 +284,7 @@ impl Store {
         let mut answers = Vec::new();
         for w in writes {
             match w {
-                JournalWrite::Open(c) => opens.push(c),
+                JournalWrite::Open(c) => opens.push(&**c),
                 JournalWrite::Answered { call_id, answered_at_ms, updated_at_ms } => {
                     answers.push((call_id.as_str(), *answered_at_ms, *updated_at_ms))
                 }
@@ -247,39 +298,15 @@ impl Store {
                     .map_err(|e| StoreError::Failed(format!("open call {}: record: {e}", c.record.id)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.pool.begin().await?;
-        for (chunk, texts) in cdr::shaped_chunks(&opens).zip(cdr::shaped_chunks(&records)) {
-            let sql = format!(
-                "INSERT INTO open_calls ({OPEN_CALL_COLUMNS}) VALUES {} ON CONFLICT (call_id) DO NOTHING",
-                tuples(self.backend, chunk.len(), 6)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (c, text) in chunk.iter().zip(texts) {
-                q = q
-                    .bind(c.record.id.as_str())
-                    .bind(c.node_id.as_str())
-                    .bind(text.as_str())
-                    .bind(c.billing_increment.as_deref())
-                    .bind(c.answered_at_ms)
-                    .bind(c.updated_at_ms);
+        // On the records writer's own connection, as the records' batches are: a write on
+        // another connection made this one's next transaction find the database changed and
+        // drop its whole page cache (every page of six B-trees read again, each batch).
+        match &self.records {
+            crate::RecordsPool::Sqlite(pool) => write_journal_in(pool, self.backend, &opens, &records, &answers).await,
+            crate::RecordsPool::Postgres(pool) => {
+                write_journal_in(pool, self.backend, &opens, &records, &answers).await
             }
-            q.execute(&mut *tx).await?;
         }
-        for chunk in cdr::shaped_chunks(&answers) {
-            // VALUES columns are column1.. on both backends.
-            let sql = format!(
-                "UPDATE open_calls SET answered_at = COALESCE(open_calls.answered_at, v.column2), updated_at = \
-                 v.column3 FROM (VALUES {}) AS v WHERE open_calls.call_id = v.column1",
-                tuples(self.backend, chunk.len(), 3)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, answered, updated) in chunk {
-                q = q.bind(*id).bind(*answered).bind(*updated);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Every open call in the journal, by id.
