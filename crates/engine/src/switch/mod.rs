@@ -604,13 +604,13 @@ impl Core {
             bump(&self.stats.dropped);
             return;
         };
-        if let Some(entry) = self.servers.get_mut(&key) {
+        if let Some((slot, entry)) = self.servers.get_slot_mut(&key) {
             // A retransmission, or the ACK of a non-2xx final: the transaction absorbs it.
             bump(&self.stats.retransmissions_absorbed);
             let before = entry.txn.retransmissions();
             let _ = entry.txn.handle_request(msg, now);
             add_retransmissions(&self.stats.responses_retransmitted, before, entry.txn.retransmissions());
-            self.pump(&key);
+            self.pump_at(slot);
             return;
         }
         // In a dialog of one of our calls (ACK for a 2xx, BYE, re-INVITE, ...)?
