@@ -125,7 +125,7 @@ pub(super) enum ClientRole {
 pub(super) struct ClientEntry {
     /// In place: the table's slab holds live entries only (its index holds the spare buckets).
     pub(super) txn: ClientTransaction,
-    /// The deadline this transaction has in the core's timer heap: one entry at a time.
+    /// The deadline this transaction has in the core's timer wheel: one entry at a time.
     pub(super) scheduled: Option<Instant>,
     pub(super) role: ClientRole,
     pub(super) dest: Dest,
@@ -290,7 +290,7 @@ pub(super) struct CallEntry {
     reported: bool,
     /// Call forwarding's outbound leg: where its routes start, its rate and channels.
     forward: Option<crate::admission::Forwarding>,
-    /// The deadline this call has in the core's timer heap.
+    /// The deadline this call has in the core's timer wheel.
     scheduled: Option<Instant>,
 }
 
@@ -1029,7 +1029,7 @@ impl Core {
             self.drive(id, now);
             return true;
         }
-        if !self.new_server_transaction(key, msg, inbound, now) {
+        if self.new_server_transaction(key, msg, inbound, now).is_none() {
             return true;
         }
         let key = key.clone();

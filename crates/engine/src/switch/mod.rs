@@ -370,7 +370,7 @@ struct ServerEntry {
     txn: ServerTransaction,
     route: ReplyRoute,
     final_sent: bool,
-    /// The deadline this transaction has in the core's timer heap: one entry at a time.
+    /// The deadline this transaction has in the core's timer wheel: one entry at a time.
     scheduled: Option<Instant>,
 }
 
@@ -629,16 +629,22 @@ impl Core {
             Some(Method::Register) => Served::Register,
             Some(_) => Served::Other,
         };
-        if !self.new_server_transaction(&key, &msg, inbound, now) {
-            return;
-        }
+        let Some(slot) = self.new_server_transaction(&key, &msg, inbound, now) else { return };
         self.serve(&key, served, &msg, inbound, now);
-        self.pump(&key);
+        // By the slot it was made at: a transaction `serve` ended (and removed) is not found.
+        self.pump_at(slot);
     }
 
     /// A server transaction (of key `key`, as [`TransactionKey::for_server`] made it) for a new
-    /// request, unless the table is full (then `503`, statelessly): `false` when none was made.
-    fn new_server_transaction(&mut self, key: &TransactionKey, msg: &Message, inbound: &Inbound, now: Instant) -> bool {
+    /// request, unless the table is full (then `503`, statelessly): where it was put, `None` when
+    /// none was made.
+    fn new_server_transaction(
+        &mut self,
+        key: &TransactionKey,
+        msg: &Message,
+        inbound: &Inbound,
+        now: Instant,
+    ) -> Option<table::Slot> {
         let route = ReplyRoute::for_request(msg, inbound);
         if self.servers.len() >= self.config.max_transactions {
             bump(&self.stats.overloaded);
@@ -650,20 +656,20 @@ impl Core {
             resp.push_header(HeaderName::RetryAfter, &self.config.drain_retry_after.to_string());
             self.decorate(&mut resp);
             self.outbox.push_back(route.outbound(resp.to_bytes()));
-            return false;
+            return None;
         }
         let reliable = inbound.kind.is_reliable();
         let txn = match ServerTransaction::new(msg.clone(), reliable, &self.config.timers, now) {
             Ok(t) => t,
             Err(e) => {
                 debug!(error = %e, "no transaction");
-                return false;
+                return None;
             }
         };
         bump(&self.stats.server_transactions);
-        self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false, scheduled: None });
+        let slot = self.servers.insert(key.clone(), ServerEntry { txn, route, final_sent: false, scheduled: None });
         self.gauges.server_transactions.publish(&self.stats.live_transactions, self.servers.len());
-        true
+        Some(slot)
     }
 
     /// The transaction user for requests outside any dialog.
