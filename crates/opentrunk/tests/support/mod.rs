@@ -38,15 +38,38 @@ pub fn in_loopback_namespace(test_name: &str) -> bool {
     false
 }
 
-/// A free port on 127.0.0.1 for both UDP and TCP (checked by binding both).
+/// A free port on 127.0.0.1 for both UDP and TCP (checked by binding both), never the same one
+/// twice in this process and taken from below the kernel's ephemeral range. Asking the kernel
+/// for port 0 and letting go raced: tests run in parallel, and a port just let go came back to
+/// another test's server or to any socket bound to port 0 before this test's server bound it
+/// (CI saw a server fail "Address already in use" on its API port while the health check was
+/// answered by the other test's server on that port).
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = unreserved_ports();
+    let span = u64::from(high - low);
+    // Processes that run at once (test binaries, benches) start at different places.
+    let start = u64::from(std::process::id()) * 7919;
     loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "free_port: every port in {low}..{high} handed out");
+        let port = low + ((start + n) % span) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+}
+
+/// The ports below the kernel's ephemeral range (`ip_local_port_range`), where nothing bound to
+/// port 0 lands: 10000 up to its start, or 10000..32768 when it cannot be read.
+fn unreserved_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 11_000)
+        .unwrap_or(32_768);
+    (10_000, ephemeral_low)
 }
 
 /// A running `opentrunk serve`, stopped with SIGTERM when dropped.
