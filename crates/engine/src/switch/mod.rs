@@ -1284,9 +1284,9 @@ const SETTLED_ALONE: usize = 2;
 /// How long a datagram of a turn past the first [`SETTLED_ALONE`] may wait to be sent while the
 /// datagrams after it are handled, so that they leave together. Bounded: with the whole turn's
 /// sends held to its end (up to [`DATAGRAMS_PER_TURN`] datagrams) an INVITE read early in a long
-/// turn waited for all of it, and at 4,500 calls/s the setup's p99 was 13-15 ms against 6-7 ms
-/// with this bound (docs/performance.md, thirteenth round). Sending each datagram at once (no
-/// hold) cost more CPU at that rate and did not shorten the tail.
+/// turn waited for all of it; near the edge, where turns grow long, the setup's p99 was 2.2 s at
+/// 5,625 calls/s, 14 ms with this bound (docs/performance.md, thirteenth round). Sending each
+/// datagram at once (no hold) cost more CPU at 4,500 calls/s and did not shorten the tail.
 const SEND_HOLD: Duration = Duration::from_micros(300);
 
 /// A turn's sends held back to leave together ([`SEND_HOLD`]).
@@ -1388,8 +1388,6 @@ mod tests {
     const PBX: &str = "192.0.2.10:5062";
     const SWITCH: &str = "192.0.2.1:5060";
 
-    /// A wake-up is never earlier than asked, less than a grid step later, and deadlines within
-    /// one step share it (one timer, one wake-up).
     /// A turn's sends wait for the messages after them at most SEND_HOLD from when they were
     /// first seen waiting; sends already gone start no wait.
     #[test]
@@ -1412,6 +1410,8 @@ mod tests {
         }
     }
 
+    /// A wake-up is never earlier than asked, less than a grid step later, and deadlines within
+    /// one step share it (one timer, one wake-up).
     #[test]
     fn deadlines_round_up_onto_the_wake_grid() {
         let origin = tokio::time::Instant::now();

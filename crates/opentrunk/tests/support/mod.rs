@@ -62,7 +62,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The ports below the kernel's ephemeral range (`ip_local_port_range`), where nothing bound to
-/// port 0 lands: 10000 up to its start, or 10000..32768 when it cannot be read.
+/// port 0 lands: 10000 up to its start, or 10000..32768 when it cannot be read or starts at
+/// 11000 or below.
 fn unreserved_ports() -> (u16, u16) {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
