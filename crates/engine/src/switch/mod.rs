@@ -1299,18 +1299,20 @@ struct HeldSends {
 impl HeldSends {
     /// After a message is handled: sends what waits once the oldest has waited [`SEND_HOLD`].
     fn after_message(&mut self, core: &mut Core, transports: &crate::Transports) {
-        if self.due(core.has_transmits(), Instant::now()) {
+        // The clock is read only when something waits.
+        if self.due(core.has_transmits().then(Instant::now)) {
             flush(core, transports);
         }
     }
 
-    /// Whether sends `waiting` at `now` are to go now.
-    fn due(&mut self, waiting: bool, now: Instant) -> bool {
+    /// Whether what waits is to go now: `waiting` is the time when sends wait, `None` when
+    /// none do.
+    fn due(&mut self, waiting: Option<Instant>) -> bool {
+        let Some(now) = waiting else {
+            self.since = None;
+            return false;
+        };
         match self.since {
-            _ if !waiting => {
-                self.since = None;
-                false
-            }
             Some(since) if now.saturating_duration_since(since) >= SEND_HOLD => {
                 self.since = None;
                 true
@@ -1406,7 +1408,7 @@ mod tests {
             (true, SEND_HOLD * 5, true),
         ];
         for (i, (waiting, at, due)) in steps.into_iter().enumerate() {
-            assert_eq!(held.due(waiting, t0 + at), due, "step {i}");
+            assert_eq!(held.due(waiting.then_some(t0 + at)), due, "step {i}");
         }
     }
 
