@@ -1279,8 +1279,13 @@ fn answer_requests<C: crate::counters::Counters + 'static>(
     }
 }
 
-/// How many datagrams of a turn are each settled before the next is handled.
-const SETTLED_ALONE: usize = 2;
+/// How many datagrams of a turn are each settled before the next is handled. Eight, not two:
+/// the sends of the third to the eighth (a carrier's 100, 180 and 200 arrive together) then
+/// leave at once; with two, the INVITE's way through the switch took 0.60-0.63 ms at the median
+/// at 2,000 calls/s, 0.49-0.50 with eight, and at 4,500/s the setup's p99 was 13 and 48 ms
+/// against 7.5-9.7 with eight, for no more CPU (docs/performance.md, fourteenth round). Turns
+/// longer than that are the load where batching pays.
+const SETTLED_ALONE: usize = 8;
 /// How long a datagram of a turn past the first [`SETTLED_ALONE`] may wait to be sent while the
 /// datagrams after it are handled, so that they leave together. Bounded: with the whole turn's
 /// sends held to its end (up to [`DATAGRAMS_PER_TURN`] datagrams) an INVITE read early in a long
