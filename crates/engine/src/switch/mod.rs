@@ -1498,8 +1498,8 @@ mod tests {
     }
 
     /// What a datagram is to a turn's order, read off its bytes: a setup (an INVITE, a response
-    /// whose CSeq names INVITE) or not, and its call; compact and odd-case names, folded space,
-    /// LF line ends and a body that looks like headers are read as a parser would.
+    /// whose CSeq names INVITE) or not, and its call; compact and odd-case names, space around
+    /// the colon, LF line ends and a body that looks like headers are read as a parser would.
     #[test]
     fn datagrams_are_told_apart_by_their_setup_and_call() {
         let call = |id: &str| turn_order_key(format!("BYE sip:a@b SIP/2.0\r\nCall-ID: {id}\r\n\r\n").as_bytes()).1;
