@@ -148,11 +148,20 @@ def test_fqdns_are_refused_for_bad_values(client: telnyx.Telnyx, unique: str):
 
 def test_fqdn_connection_credentials_and_tokens(client: telnyx.Telnyx, unique: str):
     token = "fq-" + uuid.uuid4().hex[:20]
-    conn = fqdn_connection(
-        client,
-        f"{unique} auth",
-        outbound={"ip_authentication_method": "ip-authentication", "ip_authentication_token": token, "tech_prefix": "%04d" % (uuid.uuid4().int % 10000)},
-    )
+    # A random prefix may be one another test's connection already holds (connections get one of
+    # the 10,000 four-digit prefixes by default): the API says so, and another is drawn.
+    conn = None
+    for _ in range(20):
+        try:
+            conn = fqdn_connection(
+                client,
+                f"{unique} auth",
+                outbound={"ip_authentication_method": "ip-authentication", "ip_authentication_token": token, "tech_prefix": "%04d" % (uuid.uuid4().int % 10000)},
+            )
+            break
+        except telnyx.UnprocessableEntityError as taken:
+            assert {err.get("source", {}).get("pointer") for err in taken.body["errors"]} == {"/outbound/tech_prefix"}, taken.body
+    assert conn is not None, "twenty prefixes drawn, every one taken"
     assert conn.outbound.ip_authentication_token == token
     with pytest.raises(telnyx.UnprocessableEntityError) as e:
         fqdn_connection(client, f"{unique} auth 2", outbound={"ip_authentication_token": token})
