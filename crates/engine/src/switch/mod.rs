@@ -261,11 +261,13 @@ pub fn shard_of_call_id(call_id: &[u8], count: usize) -> usize {
     if count <= 1 {
         return 0;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in call_id {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % count as u64) as usize
+    (call_id_hash(call_id) % count as u64) as usize
+}
+
+/// FNV-1a of a Call-ID's bytes: which core owns a call, and which datagrams of a turn are one
+/// call's (`setup_first`).
+fn call_id_hash(call_id: &[u8]) -> u64 {
+    call_id.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// The core, of `count`, that a message belongs to: by its Call-ID. One that does not parse,
@@ -1344,16 +1346,14 @@ fn turn_order_key(data: &[u8]) -> (bool, Option<u64>) {
             break; // the end of the header
         }
         let Some(colon) = memchr::memchr(b':', line) else { continue };
-        let name = line[..colon].trim_ascii_end();
         let value = line[colon + 1..].trim_ascii();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            // FNV-1a: a hash of the Call-ID's bytes, to compare calls within a turn.
-            call = Some(
-                value.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
-            );
-        } else if !cseq_seen && name.eq_ignore_ascii_case(b"cseq") {
-            cseq_seen = true;
-            setup = value.rsplit(|b| b.is_ascii_whitespace()).next() == Some(&b"INVITE"[..]);
+        match HeaderName::from_bytes(line[..colon].trim_ascii_end()) {
+            HeaderName::CallId => call = Some(call_id_hash(value)),
+            HeaderName::CSeq if !cseq_seen => {
+                cseq_seen = true;
+                setup = value.rsplit(|b| b.is_ascii_whitespace()).next() == Some(&b"INVITE"[..]);
+            }
+            _ => {}
         }
     }
     (setup, call)
