@@ -79,9 +79,11 @@ mod support {
             Switch::launch(specs, tls, limits, drain_timeout, vec![core]).await
         }
 
-        /// As [`Switch::start`], with the switch's work spread over `cores` cores.
+        /// As [`Switch::start`], with the switch's work spread over `cores` cores, every
+        /// call dealt round them.
         pub async fn start_cores(specs: &[&str], cores: usize) -> Switch {
-            let cores = Core::shards(SwitchConfig::default(), 0x5eed, cores);
+            let config = SwitchConfig { spread_from: 1, ..SwitchConfig::default() };
+            let cores = Core::shards(config, 0x5eed, cores);
             let (tls, limits) = (TlsSettings::default(), TransportLimits::default());
             Switch::launch(specs, tls, limits, Duration::from_secs(10), cores).await
         }
@@ -938,13 +940,12 @@ async fn drain_answers_503_and_run_returns_when_idle() {
     .await;
 }
 
-/// A branch (and so a Call-ID, `<branch>@example.invalid`) whose call falls to core `index` of
-/// `count`.
-fn branch_for_core(prefix: &str, index: usize, count: usize) -> String {
-    (0..)
-        .map(|n| format!("{prefix}{n}"))
-        .find(|b| engine::switch::shard_of_call_id(format!("{b}@example.invalid").as_bytes(), count) == index)
-        .unwrap()
+/// A branch (and so a Call-ID, `<branch>@example.invalid`) whose call goes to core `index`:
+/// it carries that core's mark, as the Call-IDs the core makes do (`engine::switch::core_mark`).
+fn branch_for_core(prefix: &str, index: usize) -> String {
+    let branch = format!("{prefix}~{index}");
+    assert_eq!(engine::switch::core_mark(format!("{branch}@example.invalid").as_bytes()), Some(index));
+    branch
 }
 
 #[tokio::test]
@@ -954,7 +955,7 @@ async fn a_switch_of_two_cores_answers_on_both_and_drains_only_when_both_have() 
         let to = sw.addr(TransportKind::Udp);
         let peer = udp_peer(false).await;
         let sent_by = peer.local_addr().unwrap().to_string();
-        let (first, second) = (branch_for_core("a", 0, 2), branch_for_core("b", 1, 2));
+        let (first, second) = (branch_for_core("a", 0), branch_for_core("b", 1));
 
         // An INVITE for each core: each gets 100 and 407 and waits for its ACK.
         let mut forbidden = Vec::new();
@@ -966,7 +967,7 @@ async fn a_switch_of_two_cores_answers_on_both_and_drains_only_when_both_have() 
         assert_eq!(sw.stats.live_transactions.load(Ordering::Relaxed), 2);
         // A stream's messages reach the second core too.
         let mut stream = tcp_peer(sw.addr(TransportKind::Tcp)).await;
-        let over_tcp = branch_for_core("t", 1, 2);
+        let over_tcp = branch_for_core("t", 1);
         stream.send(options("TCP", "client.example.invalid", &over_tcp)).await;
         assert_options_200(&stream.message().await);
 
@@ -980,7 +981,7 @@ async fn a_switch_of_two_cores_answers_on_both_and_drains_only_when_both_have() 
         };
         timeout(STEP, both).await.expect("both cores draining");
         // Both cores refuse new calls now.
-        for b in [branch_for_core("c", 0, 2), branch_for_core("d", 1, 2)] {
+        for b in [branch_for_core("c", 0), branch_for_core("d", 1)] {
             peer.send_to(request("INVITE", "UDP", &sent_by, &b, true).as_bytes(), to).await.unwrap();
             let unavailable = recv_status(&peer, &b, 503).await;
             peer.send_to(ack("UDP", &sent_by, &b, &to_tag(&unavailable)).as_bytes(), to).await.unwrap();

@@ -139,6 +139,7 @@ async fn run(config: Config) -> Result<(), String> {
     switch.timers.t4 = Duration::from_millis(config.sip.t4_ms);
     switch.policy.max_message_size = config.sip.max_message_size;
     switch.max_transactions = config.sip.max_transactions;
+    switch.spread_from = config.sip.spread_from;
     switch.calls = CallTimers {
         timeout_1xx: Duration::from_secs(config.calls.timeout_1xx_secs),
         timeout_2xx: Duration::from_secs(config.calls.timeout_2xx_secs),

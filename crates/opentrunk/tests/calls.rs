@@ -28,10 +28,10 @@ struct Platform {
 
 impl Platform {
     /// `limits`: the account's and the profile's concurrent call limits.
-    /// The switch runs two cores here (elsewhere one): every call's messages must reach the
-    /// core that owns it, and limits hold across cores.
+    /// The switch runs two cores here (elsewhere one), dealing every call round them: every
+    /// call's messages must reach the core that took it, and limits hold across cores.
     fn new(test: &str, account_limit: Option<u32>, profile_limit: Option<u32>) -> Platform {
-        let server = start_switch("[sip]\ncores = 2\n");
+        let server = start_switch("[sip]\ncores = 2\nspread_from = 1\n");
         let before = generations(&server);
         let account = account(&server, "acme", account_limit);
         let profile = profile(&server, &account, profile_limit);
@@ -148,6 +148,9 @@ fn credential_connection_completes_a_call_through_a_carrier_that_challenges() {
     assert_billed(&cdr);
     assert_eq!(cdr["account_id"], p.account.id.as_str(), "{cdr}");
     assert_eq!(cdr["outbound_voice_profile_id"], p.profile.as_str(), "{cdr}");
+    // Every call is dealt round the two cores: the challenged INVITE stayed on the first, the
+    // one with credentials (a new transaction) went to the second, which carried the call.
+    assert_eq!(metric(&p.server, "opentrunk_sip_calls_dealt_total"), Some(1.0));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use trunking::catalog::Reason;
 use trunking::rating;
 use trunking::routing::AttemptOutcome;
 
-use super::{Core, Due, HashMap, ReplyRoute, bump};
+use super::{Core, Due, HashMap, PlacementNote, ReplyRoute, bump};
 use crate::admission::{Admission, AdmissionRequest, AdmittedCall, CallContext};
 use crate::call::{Action, Call, CallEvent, CallSetup, CallState, HangupBy, OutRef, RouteTarget, Side, TxnRef};
 use crate::counters::ChannelLease;
@@ -490,6 +490,9 @@ impl Core {
         self.dialogs.insert(DialogKey::new(&b_call_id, &setup.b_tag), (id, Side::Callee));
         self.b_call_ids.insert(b_call_id.as_str().into());
         self.a_invites.insert(pending.a_txn.clone(), id);
+        if self.shard.index != 0 {
+            self.placement_notes.push_back(PlacementNote { call_id: a_call_id.as_bytes().into(), held: true });
+        }
         let entry = CallEntry {
             call: Call::new(setup, now),
             context: Some(context),
@@ -578,6 +581,14 @@ impl Core {
         self.dialogs.remove(&(entry.b_call_id.as_str(), b_tag) as &dyn DialogId);
         self.b_call_ids.remove(entry.b_call_id.as_str());
         self.a_invites.remove(&entry.a_txn);
+        if self.shard.index != 0 {
+            self.placement_notes.push_back(PlacementNote { call_id: entry.a_call_id.as_bytes().into(), held: false });
+        }
+    }
+
+    /// What this core (not the first) tells the first core's [`super::Placement`].
+    pub fn poll_placement_note(&mut self) -> Option<PlacementNote> {
+        self.placement_notes.pop_front()
     }
 
     fn execute(&mut self, id: u64, entry: &mut CallEntry, action: Action, now: Instant) {

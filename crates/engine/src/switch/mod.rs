@@ -4,6 +4,7 @@
 //! whole of it runs under a test with a fake clock. [`run_sharded`] is the thin async driver.
 
 mod calls;
+mod placement;
 mod table;
 mod timers;
 mod uac;
@@ -25,6 +26,7 @@ use crate::admission::Direction;
 use crate::transport::{ConnId, Inbound, Outbound, TransportKind};
 
 pub use calls::{AttemptReport, CallNotice, CallReport, CallSummary, EndedBy};
+pub use placement::{Placement, PlacementNote, core_mark};
 pub use uac::{UacChange, UacConnection};
 
 /// The core's tables. Most are keyed by what the network chooses (transaction keys, Call-IDs,
@@ -49,6 +51,10 @@ pub struct SwitchConfig {
     pub calls: CallTimers,
     /// Our host as peers must reach it (Via sent-by, Contact, From host toward carriers).
     pub local_host: String,
+    /// On a switch of several cores: the datagrams (or queued stream messages) a turn of the
+    /// first core must hold for its new calls to be dealt round the cores; in shorter turns
+    /// they stay on the first ([`Placement`]). 1 deals every call.
+    pub spread_from: usize,
     /// The listeners as bound: requests we send leave from the one of their transport.
     pub listeners: Vec<(TransportKind, SocketAddr)>,
 }
@@ -113,9 +119,13 @@ impl Default for SwitchConfig {
             calls: CallTimers::default(),
             local_host: "127.0.0.1".to_owned(),
             listeners: Vec::new(),
+            spread_from: SPREAD_FROM,
         }
     }
 }
+
+/// [`SwitchConfig::spread_from`]'s default. (To be measured.)
+pub const SPREAD_FROM: usize = 4;
 
 /// Counters an operator (and a test) reads, shared with the API's `/metrics` while the core
 /// updates them.
@@ -154,6 +164,10 @@ pub struct SwitchStats {
     pub channels_held: AtomicU64,
     /// Cores that have begun to drain (a drain reaches every core; none comes back from it).
     pub cores_draining: AtomicU64,
+    /// New calls the first core dealt to another ([`Placement`]), and callers' Call-IDs it
+    /// remembers as another core's now.
+    pub calls_dealt: AtomicU64,
+    pub call_ids_dealt: AtomicU64,
 }
 
 /// The `direction` label of the call counters, by index; `unknown` for calls refused before
@@ -201,7 +215,7 @@ impl SwitchStats {
     }
 
     /// Name, help and value of every unlabelled counter, for the Prometheus text format.
-    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 13] {
+    pub fn families(&self) -> [(&'static str, &'static str, &'static str, u64); 15] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("opentrunk_sip_messages_received_total", "counter", "SIP messages received", v(&self.received)),
@@ -234,6 +248,18 @@ impl SwitchStats {
             ),
             ("opentrunk_sip_overload_rejections_total", "counter", "503s: transaction table full", v(&self.overloaded)),
             ("opentrunk_calls_total", "counter", "calls admitted", v(&self.calls)),
+            (
+                "opentrunk_sip_calls_dealt_total",
+                "counter",
+                "new calls the first switch core handed to another",
+                v(&self.calls_dealt),
+            ),
+            (
+                "opentrunk_sip_call_ids_dealt",
+                "gauge",
+                "callers' Call-IDs routed to a switch core other than the first",
+                v(&self.call_ids_dealt),
+            ),
             ("opentrunk_calls_active", "gauge", "calls alive", v(&self.calls_active)),
             ("opentrunk_channels_held", "gauge", "calls holding channels", v(&self.channels_held)),
             (
@@ -253,34 +279,9 @@ struct Shard {
     count: usize,
 }
 
-/// The core, of `count`, that owns the call or transaction of this Call-ID: an FNV-1a hash of
-/// its bytes. Stable for a process's life, so every message with the Call-ID goes to the same
-/// core; Call-IDs are chosen by peers, but a peer that aims all its calls at one core only
-/// loads that core, as it could load a one-core switch.
-pub fn shard_of_call_id(call_id: &[u8], count: usize) -> usize {
-    if count <= 1 {
-        return 0;
-    }
-    (call_id_hash(call_id) % count as u64) as usize
-}
-
-/// FNV-1a of a Call-ID's bytes: which core owns a call, and which datagrams of a turn are one
-/// call's (`setup_first`).
+/// FNV-1a of a Call-ID's bytes: which datagrams of a turn are one call's (`setup_first`).
 fn call_id_hash(call_id: &[u8]) -> u64 {
     call_id.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// The core, of `count`, that a message belongs to: by its Call-ID. One that does not parse,
-/// or has none, goes to the first core, which answers (or drops) it as one core would.
-pub fn shard_of(inbound: &Inbound, count: usize) -> usize {
-    if count <= 1 {
-        return 0;
-    }
-    let framing = if inbound.kind.is_reliable() { Framing::Stream } else { Framing::Datagram };
-    match Message::parse(inbound.data.clone(), framing) {
-        Ok(msg) => msg.header(HeaderName::CallId).map_or(0, |id| shard_of_call_id(id.trim().as_bytes(), count)),
-        Err(_) => 0,
-    }
 }
 
 /// A gauge of [`SwitchStats`] as one core last published it. The cores of a sharded switch
@@ -408,9 +409,12 @@ pub struct Core {
     draining: bool,
     stats: Arc<SwitchStats>,
     gauges: GaugeShares,
-    /// Which of the switch's cores this is, of how many: the Call-IDs this core makes are
-    /// ones [`shard_of_call_id`] gives to it, so every message of its calls comes back here.
+    /// Which of the switch's cores this is, of how many: the Call-IDs this core makes carry
+    /// its mark ([`core_mark`]), so every message of its calls comes back here.
     shard: Shard,
+    /// On a core other than the first: callers' Call-IDs whose calls started or ended here,
+    /// for the first core's [`Placement`].
+    placement_notes: VecDeque<PlacementNote>,
     tag_seed: u64,
     /// Our Via up to the branch's random part, by transport (UDP, TCP, TLS), and our Contact
     /// address: made once, not formatted again for every request we send.
@@ -471,6 +475,7 @@ impl Core {
             stats: Arc::new(SwitchStats::default()),
             gauges: GaugeShares::default(),
             shard: Shard { index: 0, count: 1 },
+            placement_notes: VecDeque::new(),
             tag_seed: seed | 1,
             via_prefix,
             local: local.into(),
@@ -497,9 +502,9 @@ impl Core {
         }
     }
 
-    /// The `count` cores of a sharded switch: each owns the calls and transactions whose
-    /// Call-ID [`shard_of_call_id`] gives it, and they share one [`SwitchStats`]. Each takes
-    /// its share of `max_transactions`.
+    /// The `count` cores of a sharded switch: each owns the calls dealt to it ([`Placement`])
+    /// and those of the Call-IDs it makes, and they share one [`SwitchStats`]. Each takes its
+    /// share of `max_transactions`.
     pub fn shards(config: SwitchConfig, seed: u64, count: usize) -> Vec<Core> {
         let count = count.clamp(1, usize::from(u16::MAX));
         let stats = Arc::new(SwitchStats::default());
@@ -913,18 +918,17 @@ impl Core {
     }
 
     /// A new Call-ID of ours (a B-leg's, a UAC registration's): a [`Core::new_uuid`] at our
-    /// host, drawn again until it is this core's (`count` draws on average).
+    /// host; on a switch of several cores marked with this core's index ([`core_mark`]), so
+    /// that every message of its calls comes back here.
     fn new_call_id(&mut self) -> String {
-        let mut id = String::with_capacity(37 + self.config.local_host.len());
-        loop {
-            id.clear();
-            self.push_uuid(&mut id);
-            id.push('@');
-            id.push_str(&self.config.local_host);
-            if shard_of_call_id(id.as_bytes(), self.shard.count) == self.shard.index {
-                return id;
-            }
+        let mut id = String::with_capacity(40 + self.config.local_host.len());
+        self.push_uuid(&mut id);
+        if self.shard.count > 1 {
+            placement::push_core_mark(&mut id, self.shard.index);
         }
+        id.push('@');
+        id.push_str(&self.config.local_host);
+        id
     }
 
     /// Appends a new [`Core::new_uuid`] to `out`.
@@ -988,10 +992,11 @@ const SHARD_INBOX: usize = 65_536;
 /// clock until a drain completes (every transaction and call ended) or `drain_timeout` passes
 /// after the drain began; then every call still up is hung up, so each one's record goes out.
 /// The first core runs here: it reads the UDP listeners and the stream connections' messages
-/// and hands each message to the core its Call-ID belongs to ([`shard_of`]); the others run on
-/// threads of their own, each with a current-thread runtime, and send what they have to send
-/// themselves. So a burst is handled
-/// on as many cores as the machine gives, while each call still lives on one core, in order.
+/// and hands each message to the core its call belongs to ([`Placement`]: new calls stay on the
+/// first while its turns are short, and are dealt round the cores in crowded ones); the others
+/// run on threads of their own, each with a current-thread runtime, and send what they have to
+/// send themselves. So a burst is handled on as many cores as the machine gives, while each
+/// call still lives on one core, in order.
 /// A drain ends when every core has drained (or at `drain_timeout`).
 pub async fn run_sharded<C: crate::counters::Counters + 'static>(
     cores: Vec<Core>,
@@ -1005,13 +1010,16 @@ pub async fn run_sharded<C: crate::counters::Counters + 'static>(
     let Some(first) = cores.next() else {
         return Arc::new(SwitchStats::default());
     };
+    let linger = first.config.timers.t1 * 64;
+    let spread_from = first.config.spread_from;
+    let (notes_tx, notes) = std::sync::mpsc::channel();
     let mut others = Vec::new();
     for (i, core) in cores.enumerate() {
         let (inbox, inbox_rx) = tokio::sync::mpsc::channel(SHARD_INBOX);
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let role = Role::Other { drained: drained.clone() };
+        let role = Role::Other { drained: drained.clone(), notes: notes_tx.clone() };
         let (transports, plumbing) = (transports.clone(), plumbing.clone());
         let thread = std::thread::Builder::new().name(format!("sip-core-{}", i + 1)).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -1028,7 +1036,9 @@ pub async fn run_sharded<C: crate::counters::Counters + 'static>(
             Err(e) => panic!("SIP core thread: {e}"),
         }
     }
-    let role = Role::First { datagrams: transports.datagram_reader(), others };
+    let placement = Placement::new(others.len() + 1, linger);
+    let dealer = Dealer { others, placement, notes, spread_from };
+    let role = Role::First { datagrams: transports.datagram_reader(), dealer: Box::new(dealer) };
     drive(first, role, transports, inbound, control, drain_timeout, plumbing).await
 }
 
@@ -1045,19 +1055,54 @@ struct OtherCore {
 /// What a core's driver does besides driving its core.
 enum Role {
     /// Reads every listener and hands the other cores their messages.
-    First { datagrams: crate::transport::DatagramReader, others: Vec<OtherCore> },
-    /// Takes its messages from the first; says when it has drained.
-    Other { drained: Arc<std::sync::atomic::AtomicBool> },
+    First { datagrams: crate::transport::DatagramReader, dealer: Box<Dealer> },
+    /// Takes its messages from the first; says when it has drained, and which callers'
+    /// Call-IDs it holds calls of.
+    Other { drained: Arc<std::sync::atomic::AtomicBool>, notes: std::sync::mpsc::Sender<PlacementNote> },
 }
 
-/// Handles `msg` on `core` when it is this core's (or there are no `others`), or hands it to
-/// the core it belongs to.
-fn deliver(others: &[OtherCore], core: &mut Core, msg: Inbound, now: Instant) {
-    let i = if others.is_empty() { 0 } else { shard_of(&msg, others.len() + 1) };
+/// The first core's hand in dealing messages to the cores.
+struct Dealer {
+    others: Vec<OtherCore>,
+    placement: Placement,
+    /// The other cores' [`PlacementNote`]s: read at each turn, never waking the first core
+    /// (a note only makes the table forget sooner).
+    notes: std::sync::mpsc::Receiver<PlacementNote>,
+    spread_from: usize,
+}
+
+impl Dealer {
+    /// Before a turn: takes the other cores' notes and forgets the Call-IDs whose time is up.
+    fn catch_up(&mut self, now: Instant, stats: &SwitchStats) {
+        if self.others.is_empty() {
+            return;
+        }
+        while let Ok(note) = self.notes.try_recv() {
+            self.placement.note(note, now);
+        }
+        self.placement.expire(now);
+        stats.call_ids_dealt.store(self.placement.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Handles `msg` on `core` when it is this core's (or there is no `dealer`), or hands it to
+/// the core it belongs to. `crowd`: the messages of the turn it came in.
+fn deliver(dealer: Option<&mut Dealer>, core: &mut Core, msg: Inbound, now: Instant, crowd: usize) {
+    let Some(dealer) = dealer.filter(|d| !d.others.is_empty()) else {
+        return core.handle_inbound(msg, now);
+    };
+    // A retransmission of an INVITE the first core took stays with it.
+    let first_holds =
+        |invite: &Message| TransactionKey::for_server(invite).is_ok_and(|k| core.servers.get(&k).is_some());
+    let remembered = dealer.placement.len();
+    let i = dealer.placement.core_of(&msg, crowd >= dealer.spread_from, now, first_holds);
+    if dealer.placement.len() > remembered {
+        bump(&core.stats.calls_dealt);
+    }
     if i == 0 {
         return core.handle_inbound(msg, now);
     }
-    if let Err(e) = others[i - 1].inbox.try_send(msg) {
+    if let Err(e) = dealer.others[i - 1].inbox.try_send(msg) {
         bump(&core.stats.dropped);
         debug!(core = i, error = %e, "message dropped: its core is behind or gone");
     }
@@ -1121,9 +1166,14 @@ async fn drive<C: crate::counters::Counters + 'static>(
         flush(&mut core, &transports);
         let drained = core.is_draining() && core.busy_transactions() == 0;
         match &role {
-            Role::Other { drained: flag } => flag.store(drained, Ordering::Relaxed),
-            Role::First { others, .. } => {
-                if drained && others.iter().all(|o| o.drained.load(Ordering::Relaxed)) {
+            Role::Other { drained: flag, notes } => {
+                flag.store(drained, Ordering::Relaxed);
+                while let Some(note) = core.poll_placement_note() {
+                    let _ = notes.send(note);
+                }
+            }
+            Role::First { dealer, .. } => {
+                if drained && dealer.others.iter().all(|o| o.drained.load(Ordering::Relaxed)) {
                     info!(absorbing = core.transactions(), "drained: every transaction has its final answer");
                     break;
                 }
@@ -1138,7 +1188,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
         // While draining, the first core looks again every so often whether the others have
         // drained (they do not wake it to say so).
         let next_timer = match (&role, drain_deadline) {
-            (Role::First { others, .. }, Some(_)) if !others.is_empty() => {
+            (Role::First { dealer, .. }, Some(_)) if !dealer.others.is_empty() => {
                 let soon = tokio::time::Instant::now() + DRAIN_CHECK;
                 Some(next_timer.map_or(soon, |t| t.min(soon)))
             }
@@ -1148,9 +1198,9 @@ async fn drive<C: crate::counters::Counters + 'static>(
         if timer.deadline() != next_timer {
             timer.as_mut().reset(next_timer);
         }
-        let (datagrams, others) = match &mut role {
-            Role::First { datagrams, others } => (Some(datagrams), others.as_slice()),
-            Role::Other { .. } => (None, &[][..]),
+        let (datagrams, mut dealer) = match &mut role {
+            Role::First { datagrams, dealer } => (Some(datagrams), Some(&mut **dealer)),
+            Role::Other { .. } => (None, None),
         };
         let readable = async {
             match &datagrams {
@@ -1173,9 +1223,13 @@ async fn drive<C: crate::counters::Counters + 'static>(
                     // them, as batching saves most under load, but no longer than SEND_HOLD.
                     datagrams.read(DATAGRAMS_PER_TURN, |msg, now| turn.push((msg, now)));
                     setup_first(&mut turn, &mut turn_room);
+                    let crowd = turn.len();
+                    if let (Some(d), Some((_, now))) = (dealer.as_deref_mut(), turn.first()) {
+                        d.catch_up(*now, &core.stats);
+                    }
                     let mut held = HeldSends::default();
                     for (handled, (msg, now)) in turn.drain(..).enumerate() {
-                        deliver(others, &mut core, msg, now);
+                        deliver(dealer.as_deref_mut(), &mut core, msg, now, crowd);
                         answer_requests(&mut core, &plumbing, &admitted_tx);
                         if handled < SETTLED_ALONE {
                             flush(&mut core, &transports);
@@ -1187,7 +1241,11 @@ async fn drive<C: crate::counters::Counters + 'static>(
             }
             msg = inbound.recv() => {
                 let Some(msg) = msg else { break };
-                deliver(others, &mut core, msg, Instant::now());
+                let now = Instant::now();
+                if let Some(d) = dealer.as_deref_mut() {
+                    d.catch_up(now, &core.stats);
+                }
+                deliver(dealer.as_deref_mut(), &mut core, msg, now, inbound.len() + 1);
                 // Take whatever else is queued before flushing: batches under load, each
                 // message's sends held no longer than SEND_HOLD.
                 let mut held = HeldSends::default();
@@ -1195,7 +1253,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
                     answer_requests(&mut core, &plumbing, &admitted_tx);
                     held.after_message(&mut core, &transports);
                     match inbound.try_recv() {
-                        Ok(m) => deliver(others, &mut core, m, Instant::now()),
+                        Ok(m) => deliver(dealer.as_deref_mut(), &mut core, m, Instant::now(), inbound.len() + 1),
                         Err(_) => break,
                     }
                 }
@@ -1216,7 +1274,7 @@ async fn drive<C: crate::counters::Counters + 'static>(
                 }
                 // A closed control channel drains too: nobody is left to ask.
                 info!(transactions = core.transactions(), calls = core.calls(), "draining");
-                for o in others {
+                for o in dealer.iter().flat_map(|d| d.others.iter()) {
                     let _ = o.control.try_send(Control::Drain);
                 }
                 core.begin_drain();
@@ -1237,9 +1295,9 @@ async fn drive<C: crate::counters::Counters + 'static>(
     }
     flush(&mut core, &transports);
     // The other cores stop when their inboxes close; each hangs up what it still has.
-    if let Role::First { others, .. } = role {
+    if let Role::First { dealer, .. } = role {
         let mut done = Vec::new();
-        for o in others {
+        for o in dealer.others {
             drop(o.inbox);
             done.push(o.done);
         }
@@ -1328,32 +1386,21 @@ struct TurnRoom {
 /// hash of its Call-ID, read off its header lines without parsing them; `None` for the call
 /// when there is no Call-ID line (such a datagram is not moved).
 fn turn_order_key(data: &[u8]) -> (bool, Option<u64>) {
-    let request_invite = data.starts_with(b"INVITE ");
     let response = data.starts_with(b"SIP/2.0 ");
-    let mut setup = request_invite;
+    let mut setup = data.starts_with(b"INVITE ");
     let mut call = None;
     let mut cseq_seen = !response;
-    let mut at = match memchr::memchr(b'\n', data) {
-        Some(i) => i + 1,
-        None => return (false, None),
-    };
-    while at < data.len() && (call.is_none() || !cseq_seen) {
-        let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
-        let line = &data[at..end];
-        at = end + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break; // the end of the header
-        }
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
-        let value = line[colon + 1..].trim_ascii();
-        match HeaderName::from_bytes(line[..colon].trim_ascii_end()) {
+    for (name, value) in placement::raw_headers(data) {
+        match name {
             HeaderName::CallId => call = Some(call_id_hash(value)),
             HeaderName::CSeq if !cseq_seen => {
                 cseq_seen = true;
                 setup = value.rsplit(|b| b.is_ascii_whitespace()).next() == Some(&b"INVITE"[..]);
             }
             _ => {}
+        }
+        if call.is_some() && cseq_seen {
+            break;
         }
     }
     (setup, call)
@@ -1813,7 +1860,33 @@ mod tests {
     }
 
     #[test]
-    fn each_core_of_a_sharded_switch_makes_call_ids_that_fall_to_it() {
+    fn a_core_other_than_the_first_says_when_a_callers_call_id_is_held_and_when_it_is_free() {
+        let counters = crate::counters::LocalCounters::new();
+        for index in [0, 1] {
+            let mut core = udp_core();
+            core.shard = Shard { index, count: 2 };
+            let t0 = Instant::now();
+            core.handle_inbound(udp(&request("INVITE", "z9hG4bKcall1", "INVITE")), t0);
+            admit_all(&mut core, &counters, t0);
+            let out = sent(&mut core);
+            let b_invite = &out.iter().find(|(_, m)| m.method() == Some(Method::Invite)).expect("the B leg").1;
+            assert_eq!(core_mark(b_invite.call_id().unwrap().as_bytes()), Some(index), "the B leg's Call-ID is marked");
+            let held = core.poll_placement_note();
+            // The carrier refuses: the call is over.
+            core.handle_inbound(answer(b_invite, 486, "carrier-tag"), t0);
+            let notes: Vec<_> = held.into_iter().chain(std::iter::from_fn(|| core.poll_placement_note())).collect();
+            if index == 0 {
+                assert!(notes.is_empty(), "the first core keeps its own table: {notes:?}");
+            } else {
+                let note = |held| PlacementNote { call_id: b"call-1@10.0.0.5"[..].into(), held };
+                assert_eq!(notes, vec![note(true), note(false)]);
+            }
+            assert_eq!(core.calls(), 0);
+        }
+    }
+
+    #[test]
+    fn each_core_of_a_sharded_switch_marks_the_call_ids_it_makes() {
         let mut cores = Core::shards(SwitchConfig::default(), 7, 3);
         assert_eq!(cores.len(), 3);
         let mut seen = HashSet::default();
@@ -1821,32 +1894,16 @@ mod tests {
             assert_eq!(core.config.max_transactions, 200_000usize.div_ceil(3));
             for _ in 0..50 {
                 let id = core.new_call_id();
-                assert_eq!(shard_of_call_id(id.as_bytes(), 3), index, "{id}");
+                assert_eq!(core_mark(id.as_bytes()), Some(index), "{id}");
+                assert!(id.ends_with("@127.0.0.1"), "{id}");
                 assert!(seen.insert(id), "a Call-ID made twice");
             }
         }
-        // One core takes every Call-ID.
+        // One core takes every Call-ID: its own are not marked.
         let mut one = Core::shards(SwitchConfig::default(), 7, 1);
         assert_eq!(one[0].config.max_transactions, 200_000);
-        let _ = one[0].new_call_id();
-    }
-
-    #[test]
-    fn a_message_goes_to_the_core_of_its_call_id_in_either_form_and_a_malformed_one_to_the_first() {
-        let want = shard_of_call_id(b"call-1@10.0.0.5", 4);
-        assert_eq!(shard_of(&udp(&request("INVITE", "z9hG4bK1", "INVITE")), 4), want);
-        let compact = request("BYE", "z9hG4bK2", "BYE").replace("Call-ID: call-1@10.0.0.5", "i:   call-1@10.0.0.5  ");
-        assert_eq!(shard_of(&udp(&compact), 4), want);
-        // The ids spread: of many, every core gets some.
-        let mut per_core = [0; 4];
-        for n in 0..400 {
-            per_core[shard_of_call_id(format!("{n}@pbx.example").as_bytes(), 4)] += 1;
-        }
-        assert!(per_core.iter().all(|&n| n > 50), "{per_core:?}");
-        assert_eq!(shard_of(&udp("garbage\r\n\r\n"), 4), 0);
-        let no_call_id = request("OPTIONS", "z9hG4bK3", "OPTIONS").replace("Call-ID: call-1@10.0.0.5\r\n", "");
-        assert_eq!(shard_of(&udp(&no_call_id), 4), 0);
-        assert_eq!(shard_of(&udp(&request("INVITE", "z9hG4bK1", "INVITE")), 1), 0);
+        let id = one[0].new_call_id();
+        assert_eq!(core_mark(id.as_bytes()), None, "{id}");
     }
 
     #[test]
