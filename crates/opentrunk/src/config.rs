@@ -118,11 +118,12 @@ pub struct SipConfig {
     pub drain_timeout_secs: u64,
     /// Live transactions beyond which new requests get 503.
     pub max_transactions: usize,
-    /// Switch cores: threads that each handle the calls whose Call-ID falls to them, the
-    /// first reading the listeners and handing the others theirs. One by default: on two
-    /// vCPUs shared with the peers, a second cost 20-50% more CPU per call at 500 calls/s (its
-    /// hand-offs and wake-ups), 10-20% more at 3,000/s, where it steadied the p99, and raised
-    /// the highest clean rate by 14% (`docs/performance.md`).
+    /// Switch cores: threads that each handle the calls dealt to them, the first reading the
+    /// listeners, keeping new calls while it keeps up and dealing them round the cores when
+    /// it falls behind (`spread_from`). One by default: on two vCPUs shared with the peers a
+    /// second costs nothing at 500 calls/s (it is dealt almost no calls) but 4-15% more CPU per
+    /// call at 2,000/s, and there bought no shorter tail (`docs/performance.md`, fifteenth
+    /// round); on a host with CPUs to spare it takes bursts in parallel.
     pub cores: usize,
     /// With several cores: the datagrams a turn of the first core must hold for new calls to
     /// be dealt round the cores; in shorter turns they stay on the first, which costs no
