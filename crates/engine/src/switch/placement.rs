@@ -154,7 +154,15 @@ impl Placement {
         }
         let framing = if inbound.kind.is_reliable() { Framing::Stream } else { Framing::Datagram };
         match Message::parse(inbound.data.clone(), framing) {
-            Ok(invite) if matches!(invite.to_tag(), Ok(None)) && !first_holds(&invite) => self.deal(call_id, now),
+            // Dealt only when the Call-ID read off the raw lines is the one the core will
+            // read (a folded one is not), so that the core's notes name what is remembered.
+            Ok(invite)
+                if matches!(invite.to_tag(), Ok(None))
+                    && invite.call_id().is_ok_and(|c| c.as_bytes() == call_id)
+                    && !first_holds(&invite) =>
+            {
+                self.deal(call_id, now)
+            }
             _ => 0,
         }
     }
@@ -291,6 +299,16 @@ mod tests {
             // remembered here, one the first core took is known to it.
             let first_holds = |m: &Message| core == 0 && m.call_id().is_ok_and(|c| c == id);
             assert_eq!(placement.core_of(&request("INVITE", &id, None), true, t0, first_holds), core);
+        }
+        // A Call-ID folded onto a second line is not read the same off the raw lines: its
+        // call stays on the first core, whose notes it needs none of.
+        let folded = inbound(
+            &String::from_utf8_lossy(&request("INVITE", "fold-1@pbx", None).data)
+                .replace("Call-ID: fold-1@pbx", "Call-ID:\r\n  fold-1@pbx"),
+        );
+        assert_eq!(Message::parse(folded.data.clone(), Framing::Datagram).unwrap().call_id().unwrap(), "fold-1@pbx");
+        for _ in 0..3 {
+            assert_eq!(placement.core_of(&folded, true, t0, |_| false), 0);
         }
         // An in-dialog request of an undealt call, a re-INVITE included, stays where it is.
         assert_eq!(placement.core_of(&request("INVITE", "quiet-1@pbx", Some("b")), true, t0, |_| false), 0);
