@@ -1016,6 +1016,8 @@ pub async fn run_sharded<C: crate::counters::Counters + 'static>(
     };
     let linger = first.config.timers.t1 * 64;
     let spread_from = first.config.spread_from;
+    // Each core took its share of the switch's transactions: the whole is the bound.
+    let most = first.config.max_transactions.saturating_mul(cores.len() + 1);
     let (notes_tx, notes) = std::sync::mpsc::channel();
     let mut others = Vec::new();
     for (i, core) in cores.enumerate() {
@@ -1040,7 +1042,7 @@ pub async fn run_sharded<C: crate::counters::Counters + 'static>(
             Err(e) => panic!("SIP core thread: {e}"),
         }
     }
-    let placement = Placement::new(others.len() + 1, linger);
+    let placement = Placement::new(others.len() + 1, linger, most);
     let dealer = Dealer { others, placement, notes, spread_from };
     let role = Role::First { datagrams: transports.datagram_reader(), dealer: Box::new(dealer) };
     drive(first, role, transports, inbound, control, drain_timeout, plumbing).await

@@ -98,6 +98,10 @@ pub struct Placement {
     cores: usize,
     /// 64*T1: how long after a call is over its Call-ID still routes to its core.
     linger: Duration,
+    /// The most Call-IDs remembered: past it new calls stay on the first core. A flood of
+    /// INVITEs refused at once would otherwise leave an entry each for 2 x 64*T1; the
+    /// transactions they make are bounded the same way (`max_transactions`).
+    most: usize,
     placed: HashMap<Box<[u8]>, Placed>,
     /// Expiries in the order they were set (each queue's are set a constant time ahead, so
     /// each stays in order): at dealing, and at a call's end.
@@ -107,10 +111,11 @@ pub struct Placement {
 }
 
 impl Placement {
-    pub fn new(cores: usize, linger: Duration) -> Placement {
+    pub fn new(cores: usize, linger: Duration, most: usize) -> Placement {
         Placement {
             cores: cores.max(1),
             linger,
+            most,
             placed: HashMap::default(),
             dealt: VecDeque::new(),
             released: VecDeque::new(),
@@ -168,6 +173,9 @@ impl Placement {
     }
 
     fn deal(&mut self, call_id: &[u8], now: Instant) -> usize {
+        if self.placed.len() >= self.most {
+            return 0;
+        }
         let core = self.next;
         self.next = (self.next + 1) % self.cores;
         if core != 0 {
@@ -268,7 +276,7 @@ mod tests {
         // The body is not the header.
         let in_body = inbound("MESSAGE sip:a@b SIP/2.0\r\nCSeq: 1 MESSAGE\r\n\r\nCall-ID: x\r\n");
         assert_eq!(raw_call_id(&in_body.data), None);
-        let mut placement = Placement::new(2, LINGER);
+        let mut placement = Placement::new(2, LINGER, 100);
         assert_eq!(placement.core_of(&in_body, true, Instant::now(), |_| false), 0);
         assert_eq!(placement.core_of(&inbound("garbage"), true, Instant::now(), |_| false), 0);
     }
@@ -276,7 +284,7 @@ mod tests {
     #[test]
     fn new_calls_stay_on_the_first_core_until_a_turn_is_crowded_then_are_dealt_in_turn() {
         let t0 = Instant::now();
-        let mut placement = Placement::new(3, LINGER);
+        let mut placement = Placement::new(3, LINGER, 100);
         for n in 0..5 {
             let invite = request("INVITE", &format!("quiet-{n}@pbx"), None);
             assert_eq!(placement.core_of(&invite, false, t0, |_| false), 0);
@@ -316,8 +324,21 @@ mod tests {
         // Our own Call-IDs go to the core that made them; a mark beyond the cores is no mark.
         assert_eq!(placement.core_of(&request("BYE", "9c1d~2@10.0.0.1", Some("b")), false, t0, |_| false), 2);
         assert_eq!(placement.core_of(&request("BYE", "9c1d~9@10.0.0.1", Some("b")), false, t0, |_| false), 0);
+        // Past the most Call-IDs remembered, new calls stay on the first core.
+        let mut small = Placement::new(2, LINGER, 1);
+        let dealt: Vec<usize> = (0..4)
+            .map(|n| small.core_of(&request("INVITE", &format!("cap-{n}@pbx"), None), true, t0, |_| false))
+            .collect();
+        assert_eq!(dealt, [0, 1, 0, 0]);
+        assert_eq!(small.len(), 1);
+        small.expire(t0 + 2 * LINGER);
+        let later: Vec<usize> = ["cap-8@pbx", "cap-9@pbx"]
+            .iter()
+            .map(|id| small.core_of(&request("INVITE", id, None), true, t0 + 2 * LINGER, |_| false))
+            .collect();
+        assert_eq!(later, [0, 1], "room again once the first is forgotten");
         // One core: everything is its.
-        let mut one = Placement::new(1, LINGER);
+        let mut one = Placement::new(1, LINGER, 100);
         assert_eq!(one.core_of(&request("INVITE", "x~0@h", None), true, t0, |_| false), 0);
         assert!(one.is_empty());
     }
@@ -325,7 +346,7 @@ mod tests {
     #[test]
     fn a_dealt_call_id_is_kept_while_its_calls_last_and_64_t1_after() {
         let t0 = Instant::now();
-        let mut placement = Placement::new(2, LINGER);
+        let mut placement = Placement::new(2, LINGER, 100);
         let invite = |id: &str| request("INVITE", id, None);
         let note = |id: &str, held| PlacementNote { call_id: id.as_bytes().into(), held };
         assert_eq!(placement.core_of(&invite("first@pbx"), true, t0, |_| false), 0);
