@@ -490,9 +490,7 @@ impl Core {
         self.dialogs.insert(DialogKey::new(&b_call_id, &setup.b_tag), (id, Side::Callee));
         self.b_call_ids.insert(b_call_id.as_str().into());
         self.a_invites.insert(pending.a_txn.clone(), id);
-        if self.shard.index != 0 {
-            self.placement_notes.push_back(PlacementNote { call_id: a_call_id.as_bytes().into(), held: true });
-        }
+        self.note_placement(&a_call_id, true);
         let entry = CallEntry {
             call: Call::new(setup, now),
             context: Some(context),
@@ -581,8 +579,14 @@ impl Core {
         self.dialogs.remove(&(entry.b_call_id.as_str(), b_tag) as &dyn DialogId);
         self.b_call_ids.remove(entry.b_call_id.as_str());
         self.a_invites.remove(&entry.a_txn);
+        self.note_placement(&entry.a_call_id, false);
+    }
+
+    /// On a core other than the first: a call of this caller's Call-ID started (`held`) or is
+    /// over, for the first core's [`super::Placement`]. The first keeps no notes of its own.
+    fn note_placement(&mut self, a_call_id: &str, held: bool) {
         if self.shard.index != 0 {
-            self.placement_notes.push_back(PlacementNote { call_id: entry.a_call_id.as_bytes().into(), held: false });
+            self.placement_notes.push_back(PlacementNote { call_id: a_call_id.as_bytes().into(), held });
         }
     }
 
