@@ -40,7 +40,10 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
+use serde::ser::{Impossible, SerializeMap, SerializeStruct, Serializer};
 use serde_json::{Value, json};
 use store::{CallDetailRecord, CdrFilter, cdr_timestamp};
 use time::OffsetDateTime;
@@ -62,18 +65,123 @@ pub fn routes() -> Router<ApiState> {
     Router::new().route("/detail_records", get(list)).route("/detail_records/{id}", get(show))
 }
 
-/// A record as `caller` sees it.
-pub fn present(r: &CallDetailRecord, caller: &Caller) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
-    if let Some(o) = v.as_object_mut() {
-        o.insert("record_type".into(), json!(RECORD_TYPE));
-        o.insert("currency".into(), json!(CURRENCY));
-        if *caller != Caller::Operator {
-            o.remove("route_attempts");
-            o.remove("trace");
-        }
+/// A record as `caller` sees it: the stored record's fields, without those only the operator
+/// sees, and the two every record has, written straight into the response. Built as a
+/// `serde_json::Value` first, each record cost about 40 us (its decision trace parsed back into
+/// a tree of maps, then written out again): a page of 250 took 10 ms of CPU, and its trees'
+/// memory, taken and given back each time, faulted in anew at every page.
+pub struct Presented<'a> {
+    record: &'a CallDetailRecord,
+    operator: bool,
+}
+
+/// The fields of a record only the operator sees.
+const OPERATOR_ONLY: &[&str] = &["route_attempts", "trace"];
+
+pub fn present<'a>(record: &'a CallDetailRecord, caller: &Caller) -> Presented<'a> {
+    Presented { record, operator: *caller == Caller::Operator }
+}
+
+impl Serialize for Presented<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        let omit = if self.operator { &[][..] } else { OPERATOR_ONLY };
+        self.record.serialize(Entries { map: &mut map, omit })?;
+        map.serialize_entry("record_type", RECORD_TYPE)?;
+        map.serialize_entry("currency", CURRENCY)?;
+        map.end()
     }
-    v
+}
+
+/// Writes a struct's fields as entries of a map being written, leaving out `omit`: serde has
+/// no public way to write one struct's fields into another's map but `flatten`, which cannot
+/// leave fields out.
+struct Entries<'m, M> {
+    map: &'m mut M,
+    omit: &'static [&'static str],
+}
+
+impl<M: SerializeMap> SerializeStruct for Entries<'_, M> {
+    type Ok = ();
+    type Error = M::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), M::Error> {
+        if self.omit.contains(&key) { Ok(()) } else { self.map.serialize_entry(key, value) }
+    }
+
+    fn end(self) -> Result<(), M::Error> {
+        Ok(())
+    }
+}
+
+/// Every form but a struct is refused: only a record's fields are written this way.
+macro_rules! not_a_struct {
+    ($($name:ident($($arg:ty),*) -> $ok:ty;)*) => {
+        $(fn $name(self, $(_: $arg),*) -> Result<$ok, M::Error> {
+            Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+        })*
+    };
+}
+
+impl<'m, M: SerializeMap> Serializer for Entries<'m, M> {
+    type Ok = ();
+    type Error = M::Error;
+    type SerializeStruct = Self;
+    type SerializeSeq = Impossible<(), M::Error>;
+    type SerializeTuple = Impossible<(), M::Error>;
+    type SerializeTupleStruct = Impossible<(), M::Error>;
+    type SerializeTupleVariant = Impossible<(), M::Error>;
+    type SerializeMap = Impossible<(), M::Error>;
+    type SerializeStructVariant = Impossible<(), M::Error>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, M::Error> {
+        Ok(self)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), M::Error> {
+        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<(), M::Error> {
+        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), M::Error> {
+        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+    }
+
+    not_a_struct! {
+        serialize_bool(bool) -> ();
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_i32(i32) -> ();
+        serialize_i64(i64) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_u32(u32) -> ();
+        serialize_u64(u64) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_str(&str) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Self::SerializeSeq;
+        serialize_tuple(usize) -> Self::SerializeTuple;
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
+        serialize_map(Option<usize>) -> Self::SerializeMap;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
+    }
 }
 
 /// The start-time bounds of a named range, at `now_ms` (Unix milliseconds): (from, to), both
@@ -196,7 +304,7 @@ fn now_ms() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
-async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q = Query::parse(q.as_deref());
     let (page, filter) = list_query(&q, &caller, now_ms())?;
     let (records, total) = match filter {
@@ -206,20 +314,32 @@ async fn list(State(s): State<ApiState>, caller: Caller, RawQuery(q): RawQuery) 
         }
         None => (Vec::new(), 0),
     };
-    Ok(Json(json!({
-        "data": records.iter().map(|r| present(r, &caller)).collect::<Vec<_>>(),
-        "meta": {
+    let page = RecordPage {
+        data: records.iter().map(|r| present(r, &caller)).collect(),
+        meta: json!({
             "page_number": page.number,
             "page_size": page.size,
             "total_pages": total.div_ceil(page.size as u64),
             "total_results": total,
-        }
-    })))
+        }),
+    };
+    Ok(Json(page).into_response())
 }
 
-async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize)]
+struct RecordShown<'a> {
+    data: Presented<'a>,
+}
+
+#[derive(Serialize)]
+struct RecordPage<'a> {
+    data: Vec<Presented<'a>>,
+    meta: Value,
+}
+
+async fn show(State(s): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let r = s.store.get_cdr(&id).await?.filter(|r| caller.sees(&r.account_id)).ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({ "data": present(&r, &caller) })))
+    Ok(Json(RecordShown { data: present(&r, &caller) }).into_response())
 }
 
 #[cfg(test)]
