@@ -345,15 +345,27 @@ impl Transports {
         self.inner.udp.iter().map(|l| l.overflows.load(Ordering::Relaxed)).sum()
     }
 
-    /// The reader of the UDP listeners, for the switch's driver.
-    pub fn datagram_reader(&self) -> DatagramReader {
-        DatagramReader {
+    /// The reader of the UDP listeners, for the switch's driver. It registers the listeners
+    /// with the current runtime's reactor: make it on the runtime whose thread reads them, and
+    /// keep one at a time (two would both be woken by every datagram).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with I/O enabled.
+    pub fn datagram_reader(&self) -> io::Result<DatagramReader> {
+        // Deprecated because a type may change or close the descriptor it reports; `Watched`
+        // holds the socket it names, which owns its one descriptor until the last holder
+        // drops it, and the safe form keeps `unsafe` out of the crate.
+        #[allow(deprecated)]
+        let watch = |l: &UdpListener| AsyncFd::with_interest(Watched(l.sock.clone()), tokio::io::Interest::READABLE);
+        let watched = self.inner.udp.iter().map(watch).collect::<io::Result<_>>()?;
+        Ok(DatagramReader {
             inner: self.inner.clone(),
+            watched,
             bufs: vec![vec![0u8; MAX_DATAGRAM]; RECV_BATCH],
             got: Vec::with_capacity(RECV_BATCH),
             first: 0,
             batch: RECV_BATCH_FIRST,
-        }
+        })
     }
 
     /// Sends bytes. Streams: on the given connection, else on a connection already open to
@@ -561,27 +573,22 @@ fn send_batch(sock: &UdpPort, chunk: &[&Outbound]) -> io::Result<usize> {
         .map_err(io::Error::from)
 }
 
-/// A UDP listener's socket, registered with the runtime for readability only. Tokio's
-/// `UdpSocket` also asks for writability, and then every datagram sent from it raises a
-/// write-space event (`sock_wfree`, edge-triggered): the runtime thread parked in
-/// `epoll_wait` woke for nothing after each send, about one wake-up a call at 500 calls/s.
-/// Sends are plain non-blocking system calls; only a send that finds the buffer full waits,
-/// by retrying (it never happens on a healthy host).
-struct UdpPort(AsyncFd<std::net::UdpSocket>);
+/// A UDP listener's socket. Sends are plain non-blocking system calls from whatever thread
+/// sends; only a send that finds the buffer full waits, by retrying (it never happens on a
+/// healthy host). Readability is watched by one reactor alone, its [`DatagramReader`]'s, on the
+/// thread that reads the socket: the switch's first core runs on a thread of its own, and a
+/// socket also registered with the main runtime would wake that runtime for every datagram.
+struct UdpPort(std::net::UdpSocket);
 
 impl UdpPort {
     fn bind(addr: SocketAddr) -> io::Result<UdpPort> {
         let sock = std::net::UdpSocket::bind(addr)?;
         sock.set_nonblocking(true)?;
-        // Deprecated because a type may change the descriptor it reports; a std socket owns
-        // its one descriptor until dropped, and the safe form keeps `unsafe` out of the crate.
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(sock, tokio::io::Interest::READABLE)?;
-        Ok(UdpPort(fd))
+        Ok(UdpPort(sock))
     }
 
     fn socket(&self) -> &std::net::UdpSocket {
-        self.0.get_ref()
+        &self.0
     }
 
     /// Sends one datagram, waiting while the socket's buffer is full.
@@ -601,11 +608,25 @@ impl UdpPort {
     }
 }
 
+/// A listener's socket as a reactor watches it (shared with the senders).
+struct Watched(Arc<UdpPort>);
+
+impl std::os::fd::AsRawFd for Watched {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.socket().as_raw_fd()
+    }
+}
+
 /// Reads the UDP listeners for the switch's driver: waits until one has datagrams, then
 /// takes them in batches (`recvmmsg`) into one set of buffers kept from call to call, and
 /// copies each into its own [`Inbound`].
 pub struct DatagramReader {
     inner: Arc<Inner>,
+    /// Each listener's socket (in `inner.udp`'s order) as the reading thread's reactor watches
+    /// it, for readability only: tokio's `UdpSocket` also asks for writability, and then every
+    /// datagram sent raises a write-space event (`sock_wfree`, edge-triggered), so the thread
+    /// parked in `epoll_wait` woke for nothing after each send, about once a call at 500/s.
+    watched: Vec<AsyncFd<Watched>>,
     bufs: Vec<Vec<u8>>,
     /// Length and sender of each datagram of the last batch.
     got: Vec<(usize, SocketAddr)>,
@@ -622,8 +643,8 @@ impl DatagramReader {
     /// when there is no UDP listener.
     pub async fn readable(&self) {
         std::future::poll_fn(|cx| {
-            for l in &self.inner.udp {
-                if l.sock.0.poll_read_ready(cx).is_ready() {
+            for w in &self.watched {
+                if w.poll_read_ready(cx).is_ready() {
                     return std::task::Poll::Ready(());
                 }
             }
@@ -641,11 +662,12 @@ impl DatagramReader {
         let count = self.inner.udp.len();
         let first = self.first;
         self.first = (first + 1) % count.max(1);
-        for l in self.inner.udp[first..].iter().chain(&self.inner.udp[..first]) {
+        let order = (first..count).chain(0..first);
+        for (l, watched) in order.map(|i| (&self.inner.udp[i], &self.watched[i])) {
             // Each error counts against the budget so a socket in trouble cannot spin us.
             while read < budget {
                 let want = (budget - read).min(self.batch);
-                let result = recv_batch(l, &mut self.bufs[..want], &mut self.got);
+                let result = recv_batch(l, watched, &mut self.bufs[..want], &mut self.got);
                 let full = self.got.len() == want;
                 self.batch = if full {
                     (want * 2).clamp(RECV_BATCH_FIRST, RECV_BATCH)
@@ -688,15 +710,20 @@ impl DatagramReader {
 /// One `recvmmsg` into `bufs`: each datagram's length and sender, in the order of `bufs`.
 /// The kernel's count of drops for want of buffer, when it reports one, is kept on the
 /// listener.
-fn recv_batch(l: &UdpListener, bufs: &mut [Vec<u8>], out: &mut Vec<(usize, SocketAddr)>) -> io::Result<()> {
+fn recv_batch(
+    l: &UdpListener,
+    watched: &AsyncFd<Watched>,
+    bufs: &mut [Vec<u8>],
+    out: &mut Vec<(usize, SocketAddr)>,
+) -> io::Result<()> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
     use std::os::fd::AsRawFd;
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), Some(nix::cmsg_space!(u32)));
     let want = bufs.len();
     let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
     out.clear();
-    l.sock.0.try_io(tokio::io::Interest::READABLE, |sock| {
-        let got = recvmmsg(sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+    watched.try_io(tokio::io::Interest::READABLE, |sock| {
+        let got = recvmmsg(sock.0.socket().as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map_err(io::Error::from)?;
         for msg in got {
             if let Ok(cmsgs) = msg.cmsgs() {
@@ -939,7 +966,7 @@ mod tests {
     #[tokio::test]
     async fn datagrams_are_read_once_in_order_whatever_the_batch() {
         let (t, to, peer, _rx) = udp_listener_and_peer().await;
-        let mut reader = t.datagram_reader();
+        let mut reader = t.datagram_reader().expect("reader");
         let mut next = 0u32;
         let mut seen = Vec::new();
         for burst in [1, 200, 3, 1, 70, 5, 33, 1] {
@@ -966,7 +993,7 @@ mod tests {
         for _ in 0..20_000 {
             let _ = peer.send_to(&datagram, to);
         }
-        let mut reader = t.datagram_reader();
+        let mut reader = t.datagram_reader().expect("reader");
         let mut read = 0;
         let me = peer.local_addr().expect("addr");
         async fn drain(reader: &mut DatagramReader, me: SocketAddr) -> usize {

@@ -360,6 +360,37 @@ async fn udp_options_answered_at_rport_with_received() {
     .await;
 }
 
+/// The switch's cores run on threads of their own, its UDP listeners watched there: while the
+/// runtime that started it is held up (an API request's work, a slow task), datagrams are still
+/// read and answered. The test blocks its own runtime's only thread and talks to the switch from
+/// a plain socket.
+#[tokio::test]
+async fn udp_is_answered_while_the_runtime_that_started_the_switch_is_blocked() {
+    bounded(async {
+        let sw = Switch::start(&["udp:127.0.0.1:0"], TlsSettings::default(), limits()).await;
+        // Once answered, the switch is up (its task has started the cores' threads).
+        let first = udp_peer(false).await;
+        let sent_by = first.local_addr().unwrap().to_string();
+        first.send_to(options("UDP", &sent_by, "up").as_bytes(), sw.addr(TransportKind::Udp)).await.unwrap();
+        assert_options_200(&recv_udp(&first).await.0);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..3 {
+            let req = options("UDP", &peer.local_addr().unwrap().to_string(), &format!("held{i}"));
+            peer.send_to(req.as_bytes(), sw.addr(TransportKind::Udp)).unwrap();
+            // A blocking receive: this runtime runs nothing else meanwhile.
+            let (n, from) = peer.recv_from(&mut buf).expect("no answer while the runtime was blocked");
+            assert_eq!(from, sw.addr(TransportKind::Udp));
+            let resp =
+                Message::parse(Bytes::copy_from_slice(&buf[..n]), sip::Framing::Datagram).expect("a SIP response");
+            assert_options_200(&resp);
+            assert_eq!(branch_of(&resp), format!("held{i}"));
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn udp_without_rport_answered_at_sent_by_port() {
     bounded(async {

@@ -118,8 +118,8 @@ pub struct SipConfig {
     pub drain_timeout_secs: u64,
     /// Live transactions beyond which new requests get 503.
     pub max_transactions: usize,
-    /// Switch cores: threads that each handle the calls dealt to them, the first reading the
-    /// listeners, keeping new calls while it keeps up and dealing them round the cores when
+    /// Switch cores: threads of their own (apart from the runtime of the API, call records and
+    /// webhooks) that each handle the calls dealt to them, the first reading the listeners, keeping new calls while it keeps up and dealing them round the cores when
     /// it falls behind (`spread_from`). One by default: on two vCPUs shared with the peers a
     /// second costs nothing at 500 calls/s (it is dealt almost no calls) but 4-15% more CPU per
     /// call at 2,000/s, and there bought no shorter tail (`docs/performance.md`, fifteenth

@@ -995,11 +995,11 @@ const SHARD_INBOX: usize = 65_536;
 /// Drives the cores of [`Core::shards`] (or one [`Core`]) with the transports and tokio's
 /// clock until a drain completes (every transaction and call ended) or `drain_timeout` passes
 /// after the drain began; then every call still up is hung up, so each one's record goes out.
-/// The first core runs here: it reads the UDP listeners and the stream connections' messages
+/// Every core runs on a thread of its own, each with a current-thread runtime; this future
+/// only waits for them. The first reads the UDP listeners and the stream connections' messages
 /// and hands each message to the core its call belongs to ([`Placement`]: new calls stay on the
-/// first while its turns are short, and are dealt round the cores in crowded ones); the others
-/// run on threads of their own, each with a current-thread runtime, and send what they have to
-/// send themselves. So a burst is handled on as many cores as the machine gives, while each
+/// first while its turns are short, and are dealt round the cores in crowded ones); each core
+/// sends what it has to send itself. So a burst is handled on as many cores as the machine gives, while each
 /// call still lives on one core, in order.
 /// A drain ends when every core has drained (or at `drain_timeout`).
 pub async fn run_sharded<C: crate::counters::Counters + 'static>(
@@ -1023,29 +1023,54 @@ pub async fn run_sharded<C: crate::counters::Counters + 'static>(
     for (i, core) in cores.enumerate() {
         let (inbox, inbox_rx) = tokio::sync::mpsc::channel(SHARD_INBOX);
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
-        let (done_tx, done) = tokio::sync::oneshot::channel();
         let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let role = Role::Other { drained: drained.clone(), notes: notes_tx.clone() };
         let (transports, plumbing) = (transports.clone(), plumbing.clone());
-        let thread = std::thread::Builder::new().name(format!("sip-core-{}", i + 1)).spawn(move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => {
-                    rt.block_on(drive(core, role, transports, inbox_rx, control_rx, drain_timeout, plumbing));
-                }
-                Err(e) => warn!(error = %e, "SIP core thread: no runtime"),
-            }
-            let _ = done_tx.send(());
+        let done = on_core_thread(i + 1, move || async move {
+            drive(core, role, transports, inbox_rx, control_rx, drain_timeout, plumbing).await
         });
-        match thread {
-            Ok(_) => others.push(OtherCore { inbox, control: control_tx, drained, done }),
-            // Its calls would go unanswered: better none of the cores than a switch with a hole.
-            Err(e) => panic!("SIP core thread: {e}"),
-        }
+        others.push(OtherCore { inbox, control: control_tx, drained, done });
     }
     let placement = Placement::new(others.len() + 1, linger, most);
-    let dealer = Dealer { others, placement, notes, spread_from };
-    let role = Role::First { datagrams: transports.datagram_reader(), dealer: Box::new(dealer) };
-    drive(first, role, transports, inbound, control, drain_timeout, plumbing).await
+    let dealer = Box::new(Dealer { others, placement, notes, spread_from });
+    // The first core has a thread of its own too, its listeners registered with that thread's
+    // reactor: the main runtime (the API, call records, webhooks) never runs between two of its
+    // turns, and a datagram wakes only the thread that reads it.
+    let stats = on_core_thread(0, move || async move {
+        let datagrams = match transports.datagram_reader() {
+            Ok(d) => d,
+            // Without it no datagram would ever be read: better no switch than a deaf one.
+            Err(e) => panic!("SIP core: the UDP listeners cannot be watched: {e}"),
+        };
+        drive(first, Role::First { datagrams, dealer }, transports, inbound, control, drain_timeout, plumbing).await
+    });
+    match stats.await {
+        Ok(stats) => stats,
+        Err(_) => panic!("SIP core 0 ended without its figures"),
+    }
+}
+
+/// Runs a core's driver on a thread of its own (`sip-core-N`), on a single-threaded runtime;
+/// resolves to the core's figures when it ends.
+fn on_core_thread<F, Fut>(index: usize, drive: F) -> tokio::sync::oneshot::Receiver<Arc<SwitchStats>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Arc<SwitchStats>>,
+{
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new().name(format!("sip-core-{index}")).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => {
+                let _ = done_tx.send(rt.block_on(drive()));
+            }
+            Err(e) => warn!(error = %e, "SIP core thread: no runtime"),
+        }
+    });
+    if let Err(e) = thread {
+        // Its calls would go unanswered: better none of the cores than a switch with a hole.
+        panic!("SIP core thread: {e}");
+    }
+    done
 }
 
 /// Another core of a sharded switch, as the first sees it.
@@ -1055,7 +1080,7 @@ struct OtherCore {
     /// Set while it drains and has no transaction waiting for an answer.
     drained: Arc<std::sync::atomic::AtomicBool>,
     /// Resolves when its thread has ended (every call's record sent).
-    done: tokio::sync::oneshot::Receiver<()>,
+    done: tokio::sync::oneshot::Receiver<Arc<SwitchStats>>,
 }
 
 /// What a core's driver does besides driving its core.
@@ -1159,11 +1184,10 @@ async fn drive<C: crate::counters::Counters + 'static>(
             }
         }
         answer_requests(&mut core, &plumbing, &admitted_tx);
-        // The first core's notices go every turn: their task runs on the same runtime. The
-        // others' go in batches, at most one each NOTICE_BATCH: every hand-off wakes the
-        // main runtime from outside, and what the notices feed (records, live calls,
+        // Notices go in batches, at most one each NOTICE_BATCH: every hand-off wakes the main
+        // runtime from this core's thread, and what the notices feed (records, live calls,
         // webhooks) is on no peer's clock.
-        if core.has_notices() && (matches!(role, Role::First { .. }) || notices_sent.elapsed() >= NOTICE_BATCH) {
+        if core.has_notices() && notices_sent.elapsed() >= NOTICE_BATCH {
             while let Some(notice) = core.poll_notice() {
                 let _ = plumbing.notices.send(notice);
             }
