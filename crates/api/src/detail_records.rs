@@ -114,11 +114,15 @@ impl<M: SerializeMap> SerializeStruct for Entries<'_, M> {
     }
 }
 
+fn not_a_struct_error<E: serde::ser::Error>() -> E {
+    E::custom("only a struct's fields can be written as entries")
+}
+
 /// Every form but a struct is refused: only a record's fields are written this way.
 macro_rules! not_a_struct {
     ($($name:ident($($arg:ty),*) -> $ok:ty;)*) => {
         $(fn $name(self, $(_: $arg),*) -> Result<$ok, M::Error> {
-            Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+            Err(not_a_struct_error())
         })*
     };
 }
@@ -139,11 +143,11 @@ impl<'m, M: SerializeMap> Serializer for Entries<'m, M> {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), M::Error> {
-        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+        Err(not_a_struct_error())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<(), M::Error> {
-        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+        Err(not_a_struct_error())
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -153,7 +157,7 @@ impl<'m, M: SerializeMap> Serializer for Entries<'m, M> {
         _: &'static str,
         _: &T,
     ) -> Result<(), M::Error> {
-        Err(serde::ser::Error::custom("only a struct's fields can be written as entries"))
+        Err(not_a_struct_error())
     }
 
     not_a_struct! {
