@@ -999,8 +999,8 @@ const SHARD_INBOX: usize = 65_536;
 /// only waits for them. The first reads the UDP listeners and the stream connections' messages
 /// and hands each message to the core its call belongs to ([`Placement`]: new calls stay on the
 /// first while its turns are short, and are dealt round the cores in crowded ones); each core
-/// sends what it has to send itself. So a burst is handled on as many cores as the machine gives, while each
-/// call still lives on one core, in order.
+/// sends what it has to send itself. So a burst is handled on as many cores as the machine
+/// gives, while each call still lives on one core, in order.
 /// A drain ends when every core has drained (or at `drain_timeout`).
 pub async fn run_sharded<C: crate::counters::Counters + 'static>(
     cores: Vec<Core>,
