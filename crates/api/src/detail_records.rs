@@ -120,8 +120,8 @@ fn not_a_struct_error<E: serde::ser::Error>() -> E {
 
 /// Every form but a struct is refused: only a record's fields are written this way.
 macro_rules! not_a_struct {
-    ($($name:ident($($arg:ty),*) -> $ok:ty;)*) => {
-        $(fn $name(self, $(_: $arg),*) -> Result<$ok, M::Error> {
+    ($($name:ident $(<$t:ident>)? ($($arg:ty),*) -> $ok:ty;)*) => {
+        $(fn $name $(<$t: Serialize + ?Sized>)? (self, $(_: $arg),*) -> Result<$ok, M::Error> {
             Err(not_a_struct_error())
         })*
     };
@@ -142,25 +142,10 @@ impl<'m, M: SerializeMap> Serializer for Entries<'m, M> {
         Ok(self)
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), M::Error> {
-        Err(not_a_struct_error())
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<(), M::Error> {
-        Err(not_a_struct_error())
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), M::Error> {
-        Err(not_a_struct_error())
-    }
-
     not_a_struct! {
+        serialize_some<T>(&T) -> ();
+        serialize_newtype_struct<T>(&'static str, &T) -> ();
+        serialize_newtype_variant<T>(&'static str, u32, &'static str, &T) -> ();
         serialize_bool(bool) -> ();
         serialize_i8(i8) -> ();
         serialize_i16(i16) -> ();

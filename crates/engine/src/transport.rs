@@ -723,7 +723,7 @@ fn recv_batch(
     let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
     out.clear();
     watched.try_io(tokio::io::Interest::READABLE, |sock| {
-        let got = recvmmsg(sock.0.socket().as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+        let got = recvmmsg(sock.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map_err(io::Error::from)?;
         for msg in got {
             if let Ok(cmsgs) = msg.cmsgs() {
